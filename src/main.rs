@@ -1,0 +1,2 @@
+//! Command-line entry point; all work happens in the library.
+fn main() {}

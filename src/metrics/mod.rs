@@ -1,0 +1,1 @@
+//! Metrics: every metric name and help text in one place.

@@ -1,0 +1,1 @@
+//! Traffic generation: schedule, journeys, workers.
