@@ -1,1 +1,687 @@
-//! TODO(skeleton): config
+//! Typed daemon configuration: load (TOML file, then `REHAB_CANARY__SECTION__KEY`
+//! environment overrides), reject unknown keys, apply defaults, validate across
+//! fields. Every error names the key path so an operator can fix it at once.
+//!
+//! Secrets never live here: the config names *where* a token is (an env var or
+//! a file), never the token itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment prefix of overrides: `REHAB_CANARY__TRAFFIC__EVENTS_PER_SECOND=200`.
+pub const ENV_PREFIX: &str = "REHAB_CANARY";
+
+/// The value of `target.base_url` that starts the reference API in-process.
+pub const EMBEDDED: &str = "embedded";
+
+/// One problem with a configuration, always tied to the key it concerns.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: unknown key")]
+    UnknownKey { key: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+    #[error("{path}: {message}")]
+    Load { path: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The key path the error is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::UnknownKey { key } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::Load { .. } => None,
+        }
+    }
+}
+
+/// Every problem found in one configuration, so `check-config` can list them all.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", render(.0))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+fn render(errors: &[ConfigError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub target: TargetConfig,
+    pub auth: AuthConfig,
+    pub traffic: TrafficConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerConfig {
+    /// Admin and metrics address. Loopback by default: exposing it is a
+    /// deliberate act of the deployment config.
+    pub listen: String,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8742".to_owned(),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `rehab_canary=debug,warn`); `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetConfig {
+    /// Base URL of the Rehab API, or `embedded` for the in-process reference API.
+    pub base_url: String,
+    /// Whole-request timeout; a request past it counts as `status="timeout"`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Keep-alive connections kept per host; size it near `traffic.max_in_flight`.
+    pub pool_max_idle_per_host: usize,
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for TargetConfig {
+    fn default() -> Self {
+        TargetConfig {
+            base_url: EMBEDDED.to_owned(),
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            pool_max_idle_per_host: 256,
+            pool_idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+impl TargetConfig {
+    pub fn is_embedded(&self) -> bool {
+        self.base_url == EMBEDDED
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Name of the environment variable that holds the bearer token.
+    pub token_env: String,
+    /// A file holding the token (Kubernetes secret, systemd credential); wins
+    /// over `token_env` when set.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            token_env: "REHAB_CANARY_TOKEN".to_owned(),
+            token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrafficConfig {
+    /// Sustained rate of event POSTs. Reads come on top, following the mix.
+    pub events_per_second: f64,
+    /// Requests allowed in flight at once; a scheduled request that finds the
+    /// bound full is dropped and counted, never queued.
+    pub max_in_flight: usize,
+    /// Linear ramp from 0 to the rate after start; 0s starts at full rate.
+    #[serde(with = "humantime_serde")]
+    pub ramp_up: Duration,
+    pub mix: MixConfig,
+    pub burst: BurstConfig,
+    pub journeys: JourneyConfig,
+    pub payload: PayloadConfig,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        TrafficConfig {
+            events_per_second: 50.0,
+            max_in_flight: 256,
+            ramp_up: Duration::ZERO,
+            mix: MixConfig::default(),
+            burst: BurstConfig::default(),
+            journeys: JourneyConfig::default(),
+            payload: PayloadConfig::default(),
+        }
+    }
+}
+
+/// Relative weights of the three user kinds, as in the service's own load test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MixConfig {
+    pub patient: u32,
+    pub therapist: u32,
+    pub admin: u32,
+}
+
+impl Default for MixConfig {
+    fn default() -> Self {
+        MixConfig {
+            patient: 70,
+            therapist: 20,
+            admin: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BurstConfig {
+    /// Bursts start at every multiple of this period of wall-clock time, so
+    /// several instances (shards) burst together.
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    /// 0s disables bursts.
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// Rate during a burst, as a multiple of `events_per_second`.
+    pub multiplier: f64,
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        BurstConfig {
+            every: Duration::from_secs(600),
+            duration: Duration::from_secs(30),
+            multiplier: 3.0,
+        }
+    }
+}
+
+impl BurstConfig {
+    pub fn enabled(&self) -> bool {
+        !self.duration.is_zero() && !self.every.is_zero() && self.multiplier != 1.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JourneyConfig {
+    /// Synthetic patients the sessions rotate over.
+    pub patients: u32,
+    /// Synthetic therapists; patient `n` belongs to therapist `n % therapists`.
+    pub therapists: u32,
+    /// Reserved namespace of every synthetic subject id.
+    pub subject_prefix: String,
+    /// Minimum spacing between two steps of one patient session.
+    #[serde(with = "humantime_serde")]
+    pub rep_interval: Duration,
+    pub reps_min: u32,
+    pub reps_max: u32,
+    /// Range of simulated rep quality scores.
+    pub quality_min: f64,
+    pub quality_max: f64,
+    /// Window of the therapist's quality read.
+    pub quality_window: String,
+}
+
+impl Default for JourneyConfig {
+    fn default() -> Self {
+        JourneyConfig {
+            patients: 1000,
+            therapists: 50,
+            subject_prefix: "canary-".to_owned(),
+            rep_interval: Duration::from_secs(1),
+            reps_min: 10,
+            reps_max: 15,
+            quality_min: 0.60,
+            quality_max: 0.95,
+            quality_window: "14d".to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadShape {
+    /// `kind` / `subject_id` / `body` / `meta`, as in the service's quickstart.
+    Envelope,
+    /// `patient_id` / `event_type` with the fields at top level.
+    Flat,
+}
+
+/// Field names of the event payload, so the canary fits the service's variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PayloadConfig {
+    pub shape: PayloadShape,
+    pub kind_field: String,
+    pub subject_field: String,
+    pub body_field: String,
+    pub meta_field: String,
+    pub patient_field: String,
+    pub event_type_field: String,
+}
+
+impl Default for PayloadConfig {
+    fn default() -> Self {
+        PayloadConfig {
+            shape: PayloadShape::Envelope,
+            kind_field: "kind".to_owned(),
+            subject_field: "subject_id".to_owned(),
+            body_field: "body".to_owned(),
+            meta_field: "meta".to_owned(),
+            patient_field: "patient_id".to_owned(),
+            event_type_field: "event_type".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads a file (TOML) and the environment overrides, then validates.
+    /// Returns every problem found, not just the first.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, for tests.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigErrors(vec![ConfigError::Load {
+                    path: path.display().to_string(),
+                    message: "file not found".to_owned(),
+                }]));
+            }
+            builder = builder.add_source(
+                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
+            );
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let raw = builder.build().map_err(|e| {
+            ConfigErrors(vec![ConfigError::Load {
+                path: path.map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
+                message: e.to_string(),
+            }])
+        })?;
+        let mut unknown = Vec::new();
+        let parsed: Result<Config, _> =
+            serde_ignored::deserialize(raw, |p| unknown.push(p.to_string()));
+        let mut errors: Vec<ConfigError> = unknown
+            .into_iter()
+            .map(|key| ConfigError::UnknownKey { key })
+            .collect();
+        match parsed {
+            Ok(cfg) => {
+                errors.extend(cfg.validate());
+                if errors.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(ConfigErrors(errors))
+                }
+            }
+            Err(e) => {
+                errors.push(deser_error(e));
+                Err(ConfigErrors(errors))
+            }
+        }
+    }
+
+    /// Cross-field checks; returns every violation.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut check = |ok: bool, key: &str, msg: &str| {
+            if !ok {
+                errs.push(ConfigError::invalid(key, msg));
+            }
+        };
+        check(
+            self.server.listen.parse::<SocketAddr>().is_ok(),
+            "server.listen",
+            "must be an address like 127.0.0.1:8742",
+        );
+        check(
+            self.log.level.parse::<tracing_subscriber::EnvFilter>().is_ok(),
+            "log.level",
+            "must be a tracing filter such as `info` or `rehab_canary=debug,warn`",
+        );
+        if !self.target.is_embedded() {
+            match reqwest::Url::parse(&self.target.base_url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                    check(
+                        url.username().is_empty() && url.password().is_none(),
+                        "target.base_url",
+                        "must not carry credentials; use auth.token_env or auth.token_file",
+                    );
+                }
+                _ => check(
+                    false,
+                    "target.base_url",
+                    "must be an http(s) URL or `embedded`",
+                ),
+            }
+        }
+        check(
+            !self.target.timeout.is_zero(),
+            "target.timeout",
+            "must be greater than 0",
+        );
+        check(
+            !self.target.connect_timeout.is_zero(),
+            "target.connect_timeout",
+            "must be greater than 0",
+        );
+        check(
+            is_env_name(&self.auth.token_env),
+            "auth.token_env",
+            "must be an environment variable name (letters, digits, _)",
+        );
+        let t = &self.traffic;
+        check(
+            t.events_per_second.is_finite() && t.events_per_second >= 0.0,
+            "traffic.events_per_second",
+            "must be a number >= 0",
+        );
+        check(
+            t.events_per_second <= 1_000_000.0,
+            "traffic.events_per_second",
+            "must be at most 1000000",
+        );
+        check(
+            t.max_in_flight > 0,
+            "traffic.max_in_flight",
+            "must be greater than 0",
+        );
+        check(
+            t.mix.patient > 0,
+            "traffic.mix.patient",
+            "must be greater than 0: the event rate is carried by patient sessions",
+        );
+        check(
+            t.mix.patient as u64 + t.mix.therapist as u64 + t.mix.admin as u64 <= 1_000_000,
+            "traffic.mix",
+            "weights are too large",
+        );
+        if !t.burst.duration.is_zero() {
+            check(
+                !t.burst.every.is_zero(),
+                "traffic.burst.every",
+                "must be greater than 0 when bursts are enabled",
+            );
+            check(
+                t.burst.duration < t.burst.every,
+                "traffic.burst.duration",
+                "must be shorter than traffic.burst.every",
+            );
+            check(
+                t.burst.multiplier.is_finite() && t.burst.multiplier >= 0.0,
+                "traffic.burst.multiplier",
+                "must be a number >= 0",
+            );
+        }
+        let j = &t.journeys;
+        check(
+            j.patients > 0,
+            "traffic.journeys.patients",
+            "must be greater than 0",
+        );
+        check(
+            j.therapists > 0,
+            "traffic.journeys.therapists",
+            "must be greater than 0",
+        );
+        check(
+            !j.subject_prefix.is_empty()
+                && j.subject_prefix.len() <= 32
+                && j.subject_prefix
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "traffic.journeys.subject_prefix",
+            "must be 1-32 characters of [A-Za-z0-9-_.]",
+        );
+        check(
+            j.reps_min >= 1 && j.reps_min <= j.reps_max && j.reps_max <= 1000,
+            "traffic.journeys.reps_min",
+            "must satisfy 1 <= reps_min <= reps_max <= 1000",
+        );
+        check(
+            (0.0..=1.0).contains(&j.quality_min)
+                && (0.0..=1.0).contains(&j.quality_max)
+                && j.quality_min <= j.quality_max,
+            "traffic.journeys.quality_min",
+            "must satisfy 0 <= quality_min <= quality_max <= 1",
+        );
+        check(
+            matches!(j.quality_window.as_str(), "7d" | "14d" | "30d"),
+            "traffic.journeys.quality_window",
+            "must be 7d, 14d or 30d",
+        );
+        let p = &t.payload;
+        for (key, value) in [
+            ("traffic.payload.kind_field", &p.kind_field),
+            ("traffic.payload.subject_field", &p.subject_field),
+            ("traffic.payload.body_field", &p.body_field),
+            ("traffic.payload.meta_field", &p.meta_field),
+            ("traffic.payload.patient_field", &p.patient_field),
+            ("traffic.payload.event_type_field", &p.event_type_field),
+        ] {
+            check(!value.is_empty(), key, "must not be empty");
+        }
+        errs
+    }
+
+    /// The admin address; valid after [`Config::validate`].
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|_| ConfigError::invalid("server.listen", "must be an address"))
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The `config` crate reports type errors as "... for key `a.b`"; keep the key
+/// in our typed error so callers (and tests) can see which one failed.
+fn deser_error(e: config::ConfigError) -> ConfigError {
+    let message = e.to_string();
+    let key = message
+        .rsplit_once("for key `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(k, _)| k.to_owned());
+    match key {
+        Some(key) => {
+            let message = message
+                .rsplit_once(" for key `")
+                .map_or(message.clone(), |(m, _)| m.to_owned());
+            ConfigError::Invalid { key, message }
+        }
+        None => ConfigError::Invalid {
+            key: "config".to_owned(),
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_str(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(toml.as_bytes()).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(Some(f.path()), env)
+    }
+
+    fn keys(e: &ConfigErrors) -> Vec<String> {
+        e.0.iter()
+            .map(|e| e.key().unwrap_or("-").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let cfg = load_str("", &[]).unwrap();
+        assert_eq!(cfg, Config::default());
+        assert!(Config::default().validate().is_empty());
+    }
+
+    #[test]
+    fn default_listen_port_is_outside_the_exporter_range() {
+        let port = Config::default().listen_addr().unwrap().port();
+        assert!(!(9100..=9999).contains(&port));
+        assert!(Config::default().listen_addr().unwrap().ip().is_loopback());
+    }
+
+    #[test]
+    fn durations_parse_human_units() {
+        let cfg = load_str(
+            "[target]\ntimeout = \"250ms\"\n[traffic.burst]\nevery = \"5m\"\nduration = \"10s\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(cfg.target.timeout, Duration::from_millis(250));
+        assert_eq!(cfg.traffic.burst.every, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let cfg = load_str(
+            "[traffic]\nevents_per_second = 10\n",
+            &[
+                ("REHAB_CANARY__TRAFFIC__EVENTS_PER_SECOND", "200"),
+                ("REHAB_CANARY__TRAFFIC__MIX__ADMIN", "5"),
+                ("REHAB_CANARY__TARGET__TIMEOUT", "750ms"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cfg.traffic.events_per_second, 200.0);
+        assert_eq!(cfg.traffic.mix.admin, 5);
+        assert_eq!(cfg.target.timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn unknown_keys_are_all_named() {
+        let err = load_str(
+            "[traffic]\nevents_per_secnd = 10\n[traffic.burst]\nmultiplyer = 2\n[nope]\nx = 1\n",
+            &[],
+        )
+        .unwrap_err();
+        let k = keys(&err);
+        assert!(k.contains(&"traffic.events_per_secnd".to_owned()), "{k:?}");
+        assert!(k.contains(&"traffic.burst.multiplyer".to_owned()), "{k:?}");
+        assert!(k.contains(&"nope".to_owned()), "{k:?}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases: &[(&str, &str)] = &[
+            ("[traffic]\nevents_per_second = \"fast\"\n", "traffic.events_per_second"),
+            ("[target]\ntimeout = \"soon\"\n", "target.timeout"),
+            ("[traffic]\nevents_per_second = -1\n", "traffic.events_per_second"),
+            ("[traffic]\nmax_in_flight = 0\n", "traffic.max_in_flight"),
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[target]\nbase_url = \"ftp://x\"\n", "target.base_url"),
+            (
+                "[target]\nbase_url = \"https://u:secret@x.example\"\n",
+                "target.base_url",
+            ),
+            ("[traffic.mix]\npatient = 0\n", "traffic.mix.patient"),
+            (
+                "[traffic.burst]\nevery = \"10s\"\nduration = \"20s\"\n",
+                "traffic.burst.duration",
+            ),
+            ("[log]\nformat = \"xml\"\n", "log.format"),
+            ("[auth]\ntoken_env = \"1 bad\"\n", "auth.token_env"),
+            (
+                "[traffic.journeys]\nreps_min = 20\nreps_max = 10\n",
+                "traffic.journeys.reps_min",
+            ),
+        ];
+        for (toml, key) in cases {
+            let err = load_str(toml, &[]).unwrap_err();
+            assert!(
+                keys(&err).iter().any(|k| k == key),
+                "{toml:?}: expected key {key}, got {err}"
+            );
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_validation_error_is_reported() {
+        let err = load_str(
+            "[traffic]\nmax_in_flight = 0\n[traffic.mix]\npatient = 0\n[server]\nlisten = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let err = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), []).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/x.toml"));
+    }
+}
