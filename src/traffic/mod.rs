@@ -1,1 +1,4 @@
-//! Traffic generation: schedule, journeys, workers.
+//! Traffic generation: the schedule (pure), the journeys (what to send), the
+//! engine (one loop that sends on schedule and records).
+
+pub mod schedule;
