@@ -1,1 +1,292 @@
-//! TODO(skeleton): app
+//! Wiring in a fixed order (parse, bind, spawn, wait, drain): the embedded
+//! target if asked for, the admin server, the client and the traffic engine.
+//! `Daemon` is what tests start in-process; `run` adds the signal handling of
+//! the real process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::Url;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::admin::{self, AdminState, RuntimeInfo};
+use crate::client::{self, ClientError, TargetClient, TokenSource};
+use crate::config::{Config, ConfigErrors};
+use crate::lifecycle::{Event, SignalEvents};
+use crate::metrics::{BuildInfo, Metrics};
+use crate::sim::{self, SimConfig, SimError, SimHandle};
+use crate::traffic::engine::Engine;
+use crate::traffic::journeys::{Journeys, Naming};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git revision, when the build environment provides one.
+pub const REVISION: &str = match option_env!("REHAB_CANARY_REVISION") {
+    Some(r) => r,
+    None => "unknown",
+};
+
+/// How often the one-minute latency windows advance.
+pub const WINDOW_ROTATE_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr} (server.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("cannot start the embedded reference API: {0}")]
+    Sim(#[from] SimError),
+    #[error("target.base_url: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("cannot register signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// A running daemon.
+pub struct Daemon {
+    admin_addr: SocketAddr,
+    target: Url,
+    metrics: Arc<Metrics>,
+    info: Arc<RuntimeInfo>,
+    engine: Engine,
+    admin_stop: watch::Sender<bool>,
+    admin_task: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+    sim: Option<SimHandle>,
+    grace: Duration,
+}
+
+/// Strips anything secret-looking from a URL before it is shown anywhere.
+pub fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+impl Daemon {
+    /// Starts everything. The admin port is bound from `server.listen`
+    /// (port 0 picks a free one; see [`Daemon::admin_addr`]).
+    pub async fn start(cfg: Config) -> Result<Daemon, AppError> {
+        let errors = cfg.validate();
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors).into());
+        }
+        let listen = cfg
+            .listen_addr()
+            .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;
+        let embedded = cfg.target.is_embedded();
+        let (token, source) = client::resolve_token(&cfg.auth, embedded)?;
+
+        let sim = if embedded {
+            let handle = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default()).await?;
+            tracing::info!(addr = %handle.addr(), "embedded reference API started");
+            Some(handle)
+        } else {
+            None
+        };
+        let target = match &sim {
+            Some(s) => Url::parse(&format!("{}/", s.base_url()))?,
+            None => base_url(&cfg.target.base_url)?,
+        };
+
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: listen,
+                source,
+            })?;
+        let admin_addr = listener.local_addr().map_err(|source| AppError::Bind {
+            addr: listen,
+            source,
+        })?;
+
+        let metrics = Arc::new(Metrics::new(BuildInfo {
+            version: VERSION,
+            revision: REVISION,
+        }));
+        let info = Arc::new(RuntimeInfo {
+            version: VERSION,
+            target: display_url(&target),
+            ready: Default::default(),
+        });
+        let (admin_stop, mut admin_stop_rx) = watch::channel(false);
+        let router = admin::router(AdminState {
+            metrics: metrics.clone(),
+            info: info.clone(),
+        });
+        let admin_task = tokio::spawn(admin::serve(listener, router, async move {
+            let _ = admin_stop_rx.wait_for(|stop| *stop).await;
+        }));
+        tracing::info!(addr = %admin_addr, "admin server listening (/metrics, /status, /-/healthy)");
+
+        let http = TargetClient::new(&cfg.target)?;
+        match token {
+            Some(t) => {
+                let origin = match &source {
+                    TokenSource::File(p) => format!("auth.token_file {}", p.display()),
+                    TokenSource::Env(v) => format!("env {v}"),
+                    TokenSource::Development | TokenSource::None => "development token".into(),
+                };
+                http.set_auth(Some(client::bearer(&t, &origin)?));
+                tracing::info!(source = ?source, "bearer token loaded");
+            }
+            None => tracing::warn!(
+                env = %cfg.auth.token_env,
+                "no bearer token: set the env var named by auth.token_env or auth.token_file; \
+                 requests go out without Authorization"
+            ),
+        }
+
+        let mut background = vec![tokio::spawn(rotate_windows(metrics.clone()))];
+        background.push(tokio::spawn(report_reachability(
+            http.clone(),
+            target.join("health")?,
+        )));
+
+        let naming = Naming {
+            namespace: cfg.traffic.journeys.subject_prefix.clone(),
+            run_id: run_id(),
+        };
+        let journeys = Journeys::new(&cfg.traffic.journeys, &cfg.traffic.payload, &target, naming)?;
+        let engine = Engine::spawn(
+            Arc::new(cfg.traffic.clone()),
+            f64::INFINITY,
+            journeys,
+            http,
+            metrics.clone(),
+        );
+        info.ready.store(true, Ordering::Release);
+        tracing::info!(
+            target = %info.target,
+            events_per_second = cfg.traffic.events_per_second,
+            "canary running"
+        );
+        Ok(Daemon {
+            admin_addr,
+            target,
+            metrics,
+            info,
+            engine,
+            admin_stop,
+            admin_task,
+            background,
+            sim,
+            grace: cfg.server.shutdown_grace,
+        })
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The target's base URL (the embedded one's real address included).
+    pub fn target(&self) -> &Url {
+        &self.target
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The in-process reference API, when the target is `embedded`.
+    pub fn embedded_sim(&self) -> Option<&SimHandle> {
+        self.sim.as_ref()
+    }
+
+    /// Requests currently running.
+    pub fn running(&self) -> usize {
+        self.engine.running()
+    }
+
+    /// Stops scheduling, drains in-flight requests within `shutdown_grace`,
+    /// then stops the admin server. Returns whether the drain finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.info.ready.store(false, Ordering::Release);
+        let drained = self.engine.stop(self.grace).await;
+        if drained {
+            tracing::info!("in-flight requests drained");
+        } else {
+            tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
+        }
+        for task in self.background {
+            task.abort();
+        }
+        self.admin_stop.send_replace(true);
+        let _ = self.admin_task.await;
+        if let Some(sim) = self.sim {
+            sim.shutdown().await;
+        }
+        drained
+    }
+}
+
+/// A trailing slash makes `join` keep any path prefix of the base URL.
+fn base_url(raw: &str) -> Result<Url, url::ParseError> {
+    if raw.ends_with('/') {
+        Url::parse(raw)
+    } else {
+        Url::parse(&format!("{raw}/"))
+    }
+}
+
+/// Random per process start; distinguishes this run's synthetic ids.
+fn run_id() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+async fn rotate_windows(metrics: Arc<Metrics>) {
+    let mut tick = tokio::time::interval(WINDOW_ROTATE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        metrics.rotate_windows();
+    }
+}
+
+/// An unreachable target is reported, never fatal: the canary's job is to
+/// keep measuring through the outage.
+async fn report_reachability(http: TargetClient, health: Url) {
+    let resp = http.get_public(health).await;
+    match resp.outcome {
+        crate::metrics::Outcome::Status(s) if (200..300).contains(&s) => {
+            tracing::info!("target health check passed")
+        }
+        other => tracing::warn!(outcome = ?other, "target health check failed; running anyway"),
+    }
+}
+
+/// Options of `rehab-canary run` beyond the config file.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config_path: Option<PathBuf>,
+}
+
+/// The daemon as a process: start, wait for SIGTERM/SIGINT, drain, exit.
+pub async fn run(cfg: Config, _opts: RunOptions) -> Result<(), AppError> {
+    let mut signals = SignalEvents::register().map_err(AppError::Signals)?;
+    let daemon = Daemon::start(cfg).await?;
+    while let Some(event) = signals.next().await {
+        match event {
+            Event::Shutdown => break,
+            Event::Reload => tracing::warn!("SIGHUP: config reload is not supported yet"),
+        }
+    }
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    Ok(())
+}

@@ -395,7 +395,10 @@ impl Config {
             "must be an address like 127.0.0.1:8742",
         );
         check(
-            self.log.level.parse::<tracing_subscriber::EnvFilter>().is_ok(),
+            self.log
+                .level
+                .parse::<tracing_subscriber::EnvFilter>()
+                .is_ok(),
             "log.level",
             "must be a tracing filter such as `info` or `rehab_canary=debug,warn`",
         );
@@ -637,9 +640,15 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases: &[(&str, &str)] = &[
-            ("[traffic]\nevents_per_second = \"fast\"\n", "traffic.events_per_second"),
+            (
+                "[traffic]\nevents_per_second = \"fast\"\n",
+                "traffic.events_per_second",
+            ),
             ("[target]\ntimeout = \"soon\"\n", "target.timeout"),
-            ("[traffic]\nevents_per_second = -1\n", "traffic.events_per_second"),
+            (
+                "[traffic]\nevents_per_second = -1\n",
+                "traffic.events_per_second",
+            ),
             ("[traffic]\nmax_in_flight = 0\n", "traffic.max_in_flight"),
             ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
             ("[target]\nbase_url = \"ftp://x\"\n", "target.base_url"),

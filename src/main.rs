@@ -1,2 +1,126 @@
-//! Command-line entry point; all work happens in the library.
-fn main() {}
+//! Command-line entry point: parses arguments and hands over to the library.
+//! Exit codes: 0 ok, 1 runtime failure, 64 (EX_USAGE) bad usage or config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use rehab_canary::app::{self, AppError, RunOptions};
+use rehab_canary::config::Config;
+
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "rehab-canary",
+    version,
+    about = "Always-on synthetic traffic canary for the Rehab Exercise Tracking API"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the canary daemon until SIGTERM/SIGINT.
+    Run {
+        /// TOML config file; env overrides use REHAB_CANARY__SECTION__KEY.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file: exit 0, or print every error and exit 64.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the reference Rehab API (the simulator) standalone.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1:4000")]
+        listen: SocketAddr,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(Some(&config)) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{}: invalid configuration", config.display());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(config.as_deref()) {
+                Ok(cfg) => cfg,
+                Err(errors) => {
+                    eprintln!("invalid configuration:");
+                    for e in &errors.0 {
+                        eprintln!("  {e}");
+                    }
+                    return ExitCode::from(EX_USAGE);
+                }
+            };
+            rehab_canary::telemetry::init(&cfg.log);
+            let opts = RunOptions {
+                config_path: config,
+            };
+            match runtime().map(|rt| rt.block_on(app::run(cfg, opts))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e @ AppError::Config(_))) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EX_USAGE)
+                }
+                Ok(Err(e)) => {
+                    tracing::error!("{e}");
+                    eprintln!("rehab-canary: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("rehab-canary: cannot start the runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Sim { listen, config } => {
+            rehab_canary::telemetry::init(&Default::default());
+            match runtime()
+                .map(|rt| rt.block_on(rehab_canary::sim::run_standalone(listen, config.as_deref())))
+            {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("rehab-canary sim: {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+                Err(e) => {
+                    eprintln!("rehab-canary sim: cannot start the runtime: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rehab-canary")
+        .build()
+}

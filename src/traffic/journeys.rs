@@ -261,7 +261,10 @@ impl Journeys {
     }
 
     fn session_id(&self, s: &Session) -> String {
-        format!("{}s-{}-{}", self.naming.namespace, self.naming.run_id, s.seq)
+        format!(
+            "{}s-{}-{}",
+            self.naming.namespace, self.naming.run_id, s.seq
+        )
     }
 
     fn meta(&self, s: &Session, session_id: &str) -> Meta<'_> {
@@ -476,7 +479,9 @@ impl ObjWriter {
     }
 
     fn quoted_value(&mut self, v: &str) {
-        if v.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f) {
+        if v.bytes()
+            .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+        {
             self.buf.push('"');
             self.buf.push_str(v);
             self.buf.push('"');
@@ -546,7 +551,10 @@ mod tests {
     fn a_session_is_start_reps_completion_with_spacing() {
         let mut j = journeys(PayloadShape::Envelope);
         let (kind, step, start) = post(j.next(JourneyKind::Patient, 0.0));
-        assert_eq!((kind, step), (EventKind::ExerciseSession, SessionStep::Start));
+        assert_eq!(
+            (kind, step),
+            (EventKind::ExerciseSession, SessionStep::Start)
+        );
         assert_eq!(start["kind"], "exercise_session");
         assert_eq!(start["subject_id"], "canary-p000000");
         assert_eq!(start["meta"]["synthetic"], true);

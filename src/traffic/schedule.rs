@@ -162,7 +162,7 @@ impl Pacer {
     }
 
     /// The next intended instant, or `None` if the rate is 0 from here on.
-    pub fn next(&mut self) -> Option<f64> {
+    pub fn next_instant(&mut self) -> Option<f64> {
         loop {
             if self.rate > 0.0 {
                 let candidate = self.origin + (self.n + 1) as f64 / self.rate;
@@ -201,7 +201,7 @@ impl<const N: usize> WeightedRoundRobin<N> {
         }
     }
 
-    pub fn next(&mut self) -> usize {
+    pub fn pick(&mut self) -> usize {
         let mut best = 0;
         for i in 0..N {
             self.current[i] += self.weights[i];
@@ -225,7 +225,7 @@ mod tests {
 
     fn count_until(p: &mut Pacer, end: f64) -> usize {
         let mut n = 0;
-        while let Some(t) = p.next() {
+        while let Some(t) = p.next_instant() {
             if t >= end {
                 break;
             }
@@ -237,7 +237,7 @@ mod tests {
     #[test]
     fn constant_rate_is_exact_and_evenly_spaced() {
         let mut p = Pacer::new(RateProfile::constant(1000.0), 1.0, 0.0);
-        let first: Vec<f64> = (0..3).map(|_| p.next().unwrap()).collect();
+        let first: Vec<f64> = (0..3).map(|_| p.next_instant().unwrap()).collect();
         assert!((first[0] - 0.001).abs() < 1e-12);
         assert!((first[2] - 0.003).abs() < 1e-12);
         let mut p = Pacer::new(RateProfile::constant(1000.0), 1.0, 0.0);
@@ -249,7 +249,7 @@ mod tests {
         let mut p = Pacer::new(RateProfile::constant(3.0), 1.0, 0.0);
         let mut last = 0.0;
         for _ in 0..(3 * 86_400 * 30) {
-            last = p.next().unwrap();
+            last = p.next_instant().unwrap();
         }
         assert!((last - 86_400.0 * 30.0).abs() < 1e-6, "{last}");
     }
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn zero_rate_never_ticks() {
         let mut p = Pacer::new(RateProfile::constant(0.0), 1.0, 0.0);
-        assert_eq!(p.next(), None);
+        assert_eq!(p.next_instant(), None);
     }
 
     #[test]
@@ -281,14 +281,22 @@ mod tests {
         assert_eq!(profile.next_change(3.0), 5.0);
 
         let mut p = Pacer::new(profile, 1.0, 0.0);
-        let ts: Vec<f64> = std::iter::from_fn(|| p.next())
+        let ts: Vec<f64> = std::iter::from_fn(|| p.next_instant())
             .take_while(|t| *t < 13.0)
             .collect();
         let in_range = |a: f64, b: f64| ts.iter().filter(|t| **t >= a && **t < b).count();
         assert!((in_range(0.0, 3.0) as i64 - 300).abs() <= 1);
         assert!((in_range(3.0, 5.0) as i64 - 1000).abs() <= 1);
-        assert!((in_range(5.0, 13.0) as i64 - 800).abs() <= 1, "{}", in_range(5.0, 13.0));
-        assert!((in_range(0.0, 13.0) as i64 - 2100).abs() <= 1, "{}", in_range(0.0, 13.0));
+        assert!(
+            (in_range(5.0, 13.0) as i64 - 800).abs() <= 1,
+            "{}",
+            in_range(5.0, 13.0)
+        );
+        assert!(
+            (in_range(0.0, 13.0) as i64 - 2100).abs() <= 1,
+            "{}",
+            in_range(0.0, 13.0)
+        );
     }
 
     #[test]
@@ -329,11 +337,11 @@ mod tests {
     fn set_profile_rebases_from_now() {
         let mut p = Pacer::new(RateProfile::constant(10.0), 1.0, 0.0);
         for _ in 0..5 {
-            p.next();
+            p.next_instant();
         }
         p.set_profile(RateProfile::constant(100.0), 1.0, 0.5);
         assert!(p.take_changed());
-        assert!((p.next().unwrap() - 0.51).abs() < 1e-9);
+        assert!((p.next_instant().unwrap() - 0.51).abs() < 1e-9);
         assert!(!p.take_changed());
     }
 
@@ -342,10 +350,10 @@ mod tests {
         let mut w = WeightedRoundRobin::new([70, 20, 10]);
         let mut counts = [0; 3];
         for _ in 0..100 {
-            counts[w.next()] += 1;
+            counts[w.pick()] += 1;
         }
         assert_eq!(counts, [70, 20, 10]);
         let mut w = WeightedRoundRobin::new([1, 0, 0]);
-        assert!((0..10).all(|_| w.next() == 0));
+        assert!((0..10).all(|_| w.pick() == 0));
     }
 }
