@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The project's test command (the README's): installs what the tests need if it
+# is missing, then runs formatting, lints and the whole suite. A test never
+# skips because a tool is absent: missing tools are installed here, or the
+# script fails loudly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "test.sh: installing ${need_apt[*]}"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "test.sh: installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+profile=default
+[ -n "${CI:-}" ] && profile=ci
+cargo nextest run --locked --profile "$profile" "$@"
+cargo test --locked --doc
