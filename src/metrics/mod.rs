@@ -121,8 +121,26 @@ const CACHED_CODES: [u16; 17] = [
 const N_CACHED: usize = CACHED_CODES.len() + 3;
 /// Label values of the cached statuses, in cache-index order.
 const CACHED_LABELS: [&str; N_CACHED] = [
-    "200", "201", "202", "204", "400", "401", "403", "404", "408", "409", "413", "422", "429",
-    "500", "502", "503", "504", "timeout", "connect_error", "io_error",
+    "200",
+    "201",
+    "202",
+    "204",
+    "400",
+    "401",
+    "403",
+    "404",
+    "408",
+    "409",
+    "413",
+    "422",
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+    "timeout",
+    "connect_error",
+    "io_error",
 ];
 
 /// Failure statuses pre-created at zero for every endpoint, so `rate()` and
@@ -213,6 +231,12 @@ const N_KINDS: usize = EventKind::ALL.len();
 /// an absent series is what Prometheus users expect for "no data" (a panel shows
 /// a gap, `absent()` works, and alerts on a quantile do not fire on NaN or on a
 /// fake 0). The family's `# TYPE` line is always present.
+///
+/// The family is typed `gauge` although it carries a `quantile` label (the
+/// label is part of the metric contract): prometheus-client 0.24 cannot encode
+/// a summary, and a summary would also promise cumulative `_sum`/`_count`.
+/// `promtool check metrics` flags this ("non-summary metrics should not have
+/// 'quantile' label"); it is a lint, Prometheus ingests the series fine.
 #[derive(Debug)]
 struct WindowCollector {
     windows: Arc<LatencyWindows>,
@@ -328,10 +352,11 @@ impl Metrics {
         let mut registry = Registry::default();
 
         let requests = Family::<RequestLabels, Counter>::default();
+        // `Registry::register` appends a '.' to help texts, hence none here.
         registry.register(
             "rehab_canary_requests",
             "HTTP requests sent to the target, by endpoint and status (HTTP code, or \
-             timeout / connect_error / io_error).",
+             timeout / connect_error / io_error)",
             requests.clone(),
         );
         let requests_cache: [[OnceLock<Counter>; N_CACHED]; N_ENDPOINTS] =
@@ -356,7 +381,7 @@ impl Metrics {
         registry.register(
             "rehab_canary_request_duration_seconds",
             "Request latency per endpoint, measured from the intended send time (so a late \
-             scheduler shows up here too), every outcome included.",
+             scheduler shows up here too), every outcome included",
             duration_family.clone(),
         );
         let durations = std::array::from_fn(|i| {
@@ -368,13 +393,13 @@ impl Metrics {
         let sent_family = Family::<KindLabels, Counter>::default();
         registry.register(
             "rehab_canary_events_sent",
-            "Events POSTed to the target, by event kind.",
+            "Events POSTed to the target, by event kind",
             sent_family.clone(),
         );
         let accepted_family = Family::<KindLabels, Counter>::default();
         registry.register(
             "rehab_canary_events_accepted",
-            "Events the target accepted (2xx), by event kind.",
+            "Events the target accepted (2xx), by event kind",
             accepted_family.clone(),
         );
         let kind = |i: usize| KindLabels {
@@ -388,7 +413,7 @@ impl Metrics {
         registry.register(
             "rehab_canary_iterations_dropped",
             "Scheduled iterations that were not sent, by reason (max_in_flight, circuit_open, \
-             paused, rate_limited).",
+             paused, rate_limited)",
             dropped_family.clone(),
         );
         let dropped = std::array::from_fn(|i| {
@@ -400,26 +425,26 @@ impl Metrics {
         let schedule_delay = Histogram::new(SCHEDULE_DELAY_BUCKETS);
         registry.register(
             "rehab_canary_schedule_delay_seconds",
-            "How late requests left compared with their intended send time.",
+            "How late requests left compared with their intended send time",
             schedule_delay.clone(),
         );
 
         let target_rate = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "rehab_canary_target_events_per_second",
-            "Current target event rate, bursts and ramps included.",
+            "Current target event rate, bursts and ramps included",
             target_rate.clone(),
         );
         let burst_active = Gauge::default();
         registry.register(
             "rehab_canary_burst_active",
-            "1 while a traffic burst is in progress, else 0.",
+            "1 while a traffic burst is in progress, else 0",
             burst_active.clone(),
         );
         let in_flight = Gauge::default();
         registry.register(
             "rehab_canary_in_flight_requests",
-            "Requests sent and not yet answered.",
+            "Requests sent and not yet answered",
             in_flight.clone(),
         );
 
@@ -433,7 +458,7 @@ impl Metrics {
         let build_family = Family::<BuildLabels, Gauge>::default();
         registry.register(
             "rehab_canary_build_info",
-            "Build metadata; the value is always 1.",
+            "Build metadata; the value is always 1",
             build_family.clone(),
         );
         build_family

@@ -139,7 +139,12 @@ fn read() -> Readings {
     }
 }
 
-fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, v: Option<f64>) -> std::fmt::Result {
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: Option<f64>,
+) -> std::fmt::Result {
     if let Some(v) = v {
         let g = ConstGauge::new(v);
         g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
@@ -160,10 +165,30 @@ impl Collector for ProcessCollector {
                 c.metric_type(),
             )?)?;
         }
-        gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes.", r.resident_bytes)?;
-        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes.", r.virtual_bytes)?;
-        gauge(&mut encoder, "process_open_fds", "Number of open file descriptors.", r.open_fds)?;
-        gauge(&mut encoder, "process_max_fds", "Maximum number of open file descriptors.", r.max_fds)?;
+        gauge(
+            &mut encoder,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            r.resident_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes.",
+            r.virtual_bytes,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            r.open_fds,
+        )?;
+        gauge(
+            &mut encoder,
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            r.max_fds,
+        )?;
         gauge(
             &mut encoder,
             "process_start_time_seconds",
@@ -204,7 +229,10 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
                       Max open files            1024                 524288               files\n";
         assert_eq!(parse_max_fds(limits), Some(1024.0));
-        assert_eq!(parse_max_fds("Max open files  unlimited unlimited files"), None);
+        assert_eq!(
+            parse_max_fds("Max open files  unlimited unlimited files"),
+            None
+        );
         assert_eq!(parse_btime("cpu 1 2 3\nbtime 1700000000\n"), Some(1.7e9));
     }
 
@@ -224,6 +252,9 @@ mod tests {
         assert!(fds >= 3.0, "{fds}");
         assert!(r.max_fds.expect("max fds") >= fds);
         let start = ProcessCollector::new().start_time_seconds.expect("start");
-        assert!(start <= now + 1.0 && start > now - 86_400.0 * 365.0, "{start} vs {now}");
+        assert!(
+            start <= now + 1.0 && start > now - 86_400.0 * 365.0,
+            "{start} vs {now}"
+        );
     }
 }

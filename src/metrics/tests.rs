@@ -47,7 +47,10 @@ fn exposition_has_every_contract_name_with_its_type() {
     for (name, ty) in want {
         let line = format!("# TYPE {name} {ty}\n");
         assert!(text.contains(&line), "missing {line:?} in\n{text}");
-        assert!(text.contains(&format!("# HELP {name} ")), "no help for {name}");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no help for {name}"
+        );
     }
     assert!(text.ends_with("# EOF\n"));
     // Sample names as dashboards query them.
@@ -92,7 +95,11 @@ fn known_series_exist_at_zero_from_the_start() {
             "connect_error",
             "io_error",
         ] {
-            assert_eq!(sample(&text, &req(name, status)), Some(0.0), "{name} {status}");
+            assert_eq!(
+                sample(&text, &req(name, status)),
+                Some(0.0),
+                "{name} {status}"
+            );
         }
         let count = format!("rehab_canary_request_duration_seconds_count{{endpoint=\"{name}\"}}");
         assert_eq!(sample(&text, &count), Some(0.0));
@@ -126,8 +133,8 @@ fn known_series_exist_at_zero_from_the_start() {
 fn histogram_buckets_contain_the_slo_thresholds_exactly() {
     let text = metrics().encode();
     for le in [
-        "0.005", "0.01", "0.025", "0.05", "0.1", "0.2", "0.25", "0.5", "1.0", "2.0", "5.0",
-        "10.0", "+Inf",
+        "0.005", "0.01", "0.025", "0.05", "0.1", "0.2", "0.25", "0.5", "1.0", "2.0", "5.0", "10.0",
+        "+Inf",
     ] {
         let s = format!(
             "rehab_canary_request_duration_seconds_bucket{{le=\"{le}\",endpoint=\"events_create\"}}"
@@ -160,14 +167,20 @@ fn hot_path_counters_map_to_the_right_labels() {
     let text = m.encode();
     assert_eq!(sample(&text, &req("events_create", "201")), Some(2.0));
     for (ep, _, status) in &cases[2..] {
-        assert_eq!(sample(&text, &req(ep.as_str(), status)), Some(1.0), "{ep:?} {status}");
+        assert_eq!(
+            sample(&text, &req(ep.as_str(), status)),
+            Some(1.0),
+            "{ep:?} {status}"
+        );
     }
     // Nothing leaked onto neighbouring series.
     assert_eq!(sample(&text, &req("events_batch", "201")), Some(0.0));
     assert_eq!(sample(&text, &req("patient_stream", "503")), Some(0.0));
-    let bucket = "rehab_canary_request_duration_seconds_bucket{le=\"0.05\",endpoint=\"events_create\"}";
+    let bucket =
+        "rehab_canary_request_duration_seconds_bucket{le=\"0.05\",endpoint=\"events_create\"}";
     assert_eq!(sample(&text, bucket), Some(2.0));
-    let bucket = "rehab_canary_request_duration_seconds_bucket{le=\"0.025\",endpoint=\"events_create\"}";
+    let bucket =
+        "rehab_canary_request_duration_seconds_bucket{le=\"0.025\",endpoint=\"events_create\"}";
     assert_eq!(sample(&text, bucket), Some(0.0));
 }
 
@@ -175,14 +188,25 @@ fn hot_path_counters_map_to_the_right_labels() {
 fn unusual_status_codes_create_a_series() {
     let m = metrics();
     assert!(!m.encode().contains("status=\"418\""));
-    m.record_request(Endpoint::Health, Outcome::Status(418), Duration::from_millis(1));
-    m.record_request(Endpoint::Health, Outcome::Status(418), Duration::from_millis(1));
+    m.record_request(
+        Endpoint::Health,
+        Outcome::Status(418),
+        Duration::from_millis(1),
+    );
+    m.record_request(
+        Endpoint::Health,
+        Outcome::Status(418),
+        Duration::from_millis(1),
+    );
     let text = m.encode();
     assert_eq!(sample(&text, &req("health", "418")), Some(2.0));
     // And it counts as an error in the window.
     let s = m.snapshot();
     let health = &s.endpoints[Endpoint::Health.index()];
-    assert_eq!((health.name, health.requests, health.errors), ("health", 2, 2));
+    assert_eq!(
+        (health.name, health.requests, health.errors),
+        ("health", 2, 2)
+    );
 }
 
 #[test]
@@ -228,30 +252,49 @@ fn gauges_events_drops_and_delay() {
     m.iteration_dropped(DropReason::Paused);
     m.record_schedule_delay(Duration::from_micros(300));
     let text = m.encode();
-    assert_eq!(sample(&text, "rehab_canary_target_events_per_second"), Some(125.5));
+    assert_eq!(
+        sample(&text, "rehab_canary_target_events_per_second"),
+        Some(125.5)
+    );
     assert_eq!(sample(&text, "rehab_canary_burst_active"), Some(1.0));
     assert_eq!(
-        sample(&text, "rehab_canary_events_sent_total{kind=\"rep_observation\"}"),
+        sample(
+            &text,
+            "rehab_canary_events_sent_total{kind=\"rep_observation\"}"
+        ),
         Some(2.0)
     );
     assert_eq!(
-        sample(&text, "rehab_canary_events_accepted_total{kind=\"rep_observation\"}"),
+        sample(
+            &text,
+            "rehab_canary_events_accepted_total{kind=\"rep_observation\"}"
+        ),
         Some(1.0)
     );
     assert_eq!(
         sample(&text, "rehab_canary_events_sent_total{kind=\"feedback\"}"),
         Some(0.0)
     );
-    for (reason, n) in [("max_in_flight", 1.0), ("paused", 1.0), ("circuit_open", 0.0)] {
+    for (reason, n) in [
+        ("max_in_flight", 1.0),
+        ("paused", 1.0),
+        ("circuit_open", 0.0),
+    ] {
         let s = format!("rehab_canary_iterations_dropped_total{{reason=\"{reason}\"}}");
         assert_eq!(sample(&text, &s), Some(n), "{reason}");
     }
     assert_eq!(
-        sample(&text, "rehab_canary_schedule_delay_seconds_bucket{le=\"0.00025\"}"),
+        sample(
+            &text,
+            "rehab_canary_schedule_delay_seconds_bucket{le=\"0.00025\"}"
+        ),
         Some(0.0)
     );
     assert_eq!(
-        sample(&text, "rehab_canary_schedule_delay_seconds_bucket{le=\"0.0005\"}"),
+        sample(
+            &text,
+            "rehab_canary_schedule_delay_seconds_bucket{le=\"0.0005\"}"
+        ),
         Some(1.0)
     );
     m.set_burst_active(false);
@@ -272,7 +315,10 @@ fn in_flight_guard_is_static_and_decrements_on_drop() {
     handle.join().expect("thread");
     assert_eq!(m.snapshot().in_flight, 1);
     drop(a);
-    assert_eq!(sample(&m.encode(), "rehab_canary_in_flight_requests"), Some(0.0));
+    assert_eq!(
+        sample(&m.encode(), "rehab_canary_in_flight_requests"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -295,9 +341,17 @@ fn window_quantiles_are_exported_then_rotate_out() {
             ),
         )
     };
-    for (quantile, want) in [("0.5", 0.050), ("0.95", 0.095), ("0.99", 0.099), ("0.999", 0.100)] {
+    for (quantile, want) in [
+        ("0.5", 0.050),
+        ("0.95", 0.095),
+        ("0.99", 0.099),
+        ("0.999", 0.100),
+    ] {
         let got = q(quantile).unwrap_or_else(|| panic!("no {quantile} in\n{text}"));
-        assert!((got - want).abs() / want < 0.01, "{quantile}: {got} vs {want}");
+        assert!(
+            (got - want).abs() / want < 0.01,
+            "{quantile}: {got} vs {want}"
+        );
     }
     // Only the endpoint with traffic has series.
     assert!(!text.contains("latency_window_seconds{endpoint=\"patient_stream\""));
@@ -335,8 +389,14 @@ fn snapshot_reports_achieved_rates_over_the_window() {
     }
     // `RateWindow` starts at construction, a hair before t0; tolerate that.
     let s = m.snapshot_at(t0 + Duration::from_secs(20));
-    assert!((s.achieved_events_per_second.sent - 50.0).abs() < 0.1, "{s:?}");
-    assert!((s.achieved_events_per_second.accepted - 40.0).abs() < 0.1, "{s:?}");
+    assert!(
+        (s.achieved_events_per_second.sent - 50.0).abs() < 0.1,
+        "{s:?}"
+    );
+    assert!(
+        (s.achieved_events_per_second.accepted - 40.0).abs() < 0.1,
+        "{s:?}"
+    );
     assert_eq!(s.target_events_per_second, 50.0);
     assert_eq!(s.window_seconds, 60.0);
     assert_eq!(s.endpoints.len(), Endpoint::ALL.len());
@@ -349,8 +409,11 @@ fn snapshot_reports_achieved_rates_over_the_window() {
 fn registry_is_extensible_before_sharing() {
     let mut m = metrics();
     let g: Gauge = Gauge::default();
-    m.registry_mut()
-        .register("rehab_canary_lag_test", "A family registered by another module.", g.clone());
+    m.registry_mut().register(
+        "rehab_canary_lag_test",
+        "A family registered by another module.",
+        g.clone(),
+    );
     g.set(7);
     assert_eq!(sample(&m.encode(), "rehab_canary_lag_test"), Some(7.0));
 }

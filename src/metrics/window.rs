@@ -21,7 +21,12 @@ pub const SLOTS: usize = 6;
 pub const SLOT_PERIOD: Duration = Duration::from_secs(10);
 
 /// Quantiles exported per endpoint, with their label values (as in a summary).
-pub const QUANTILES: [(f64, &str); 4] = [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99"), (0.999, "0.999")];
+pub const QUANTILES: [(f64, &str); 4] = [
+    (0.5, "0.5"),
+    (0.95, "0.95"),
+    (0.99, "0.99"),
+    (0.999, "0.999"),
+];
 
 /// Values are recorded in microseconds: a local target answers in well under a
 /// millisecond, so milliseconds would flatten p50 to zero.
@@ -193,7 +198,13 @@ impl LatencyWindows {
         let counts: usize = self
             .rings
             .iter()
-            .map(|r| r.lock().slots.iter().map(|s| s.hist.distinct_values()).sum::<usize>())
+            .map(|r| {
+                r.lock()
+                    .slots
+                    .iter()
+                    .map(|s| s.hist.distinct_values())
+                    .sum::<usize>()
+            })
             .sum::<usize>()
             + self.scratch.lock().distinct_values();
         counts * std::mem::size_of::<u32>()
