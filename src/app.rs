@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +17,7 @@ use crate::admin::{self, AdminState, RuntimeInfo};
 use crate::client::{self, ClientError, TargetClient, TokenSource};
 use crate::config::{Config, ConfigErrors};
 use crate::lifecycle::{Event, SignalEvents};
-use crate::metrics::{BuildInfo, Metrics};
+use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
 use crate::sim::{self, SimConfig, SimError, SimHandle};
 use crate::traffic::engine::Engine;
 use crate::traffic::journeys::{Journeys, Naming};
@@ -29,9 +28,6 @@ pub const REVISION: &str = match option_env!("REHAB_CANARY_REVISION") {
     Some(r) => r,
     None => "unknown",
 };
-
-/// How often the one-minute latency windows advance.
-pub const WINDOW_ROTATE_EVERY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -65,16 +61,6 @@ pub struct Daemon {
     background: Vec<JoinHandle<()>>,
     sim: Option<SimHandle>,
     grace: Duration,
-}
-
-/// Strips anything secret-looking from a URL before it is shown anywhere.
-pub fn display_url(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.set_fragment(None);
-    u.to_string()
 }
 
 impl Daemon {
@@ -118,11 +104,7 @@ impl Daemon {
             version: VERSION,
             revision: REVISION,
         }));
-        let info = Arc::new(RuntimeInfo {
-            version: VERSION,
-            target: display_url(&target),
-            ready: Default::default(),
-        });
+        let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
         let router = admin::router(AdminState {
             metrics: metrics.clone(),
@@ -169,7 +151,7 @@ impl Daemon {
             http,
             metrics.clone(),
         );
-        info.ready.store(true, Ordering::Release);
+        info.set_ready(true);
         tracing::info!(
             target = %info.target,
             events_per_second = cfg.traffic.events_per_second,
@@ -215,7 +197,7 @@ impl Daemon {
     /// Stops scheduling, drains in-flight requests within `shutdown_grace`,
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
-        self.info.ready.store(false, Ordering::Release);
+        self.info.set_ready(false);
         let drained = self.engine.stop(self.grace).await;
         if drained {
             tracing::info!("in-flight requests drained");
@@ -230,6 +212,8 @@ impl Daemon {
         if let Some(sim) = self.sim {
             sim.shutdown().await;
         }
+        let (sent, accepted) = self.metrics.events_totals();
+        tracing::info!(events_sent = sent, events_accepted = accepted, drained, "stopped");
         drained
     }
 }

@@ -256,7 +256,7 @@ async fn run_job(
     _held: (OwnedSemaphorePermit, Running),
 ) {
     let metrics = &shared.metrics;
-    let _in_flight = metrics.in_flight_start();
+    let _in_flight = metrics.in_flight();
     match job {
         Job::Post { kind, body, .. } => {
             metrics.event_sent(kind);

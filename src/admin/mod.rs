@@ -1,0 +1,184 @@
+//! Admin server (axum): `/metrics`, `/-/healthy`, `/-/ready`, `/status` and
+//! the `/` landing page.
+//!
+//! The router is built from [`routes`], a `Router<AdminState>`, so the wiring
+//! can add its own routes (`POST /-/reload`, `/-/pause`, ...) with the same
+//! state before calling `with_state`; [`router`] is the ready-made version.
+//! Liveness (`/-/healthy`) reflects only this process, never the target: a
+//! canary must not be restarted by the very outage it is measuring.
+
+mod page;
+mod status;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use parking_lot::RwLock;
+
+use crate::metrics::Metrics;
+
+pub use status::Status;
+
+/// Content type of the OpenMetrics text exposition that `Metrics::encode` writes.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A part of the daemon that adds its own section to `/status` and the landing
+/// page (the lag probes, for instance), without the admin module knowing it.
+pub trait StatusExtra: Send + Sync + 'static {
+    /// The key of the section in the `/status` JSON `extras` object.
+    fn key(&self) -> &'static str;
+    /// The section's current value. Must not contain secrets.
+    fn value(&self) -> serde_json::Value;
+}
+
+/// Process facts the admin routes report besides the metrics.
+pub struct RuntimeInfo {
+    pub version: &'static str,
+    /// The target base URL with userinfo, query and fragment stripped.
+    pub target: String,
+    /// Config loaded and scheduler running; `/-/ready` answers 503 until set.
+    pub ready: AtomicBool,
+    started: Instant,
+    extras: RwLock<Vec<Arc<dyn StatusExtra>>>,
+}
+
+impl std::fmt::Debug for RuntimeInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeInfo")
+            .field("version", &self.version)
+            .field("target", &self.target)
+            .field("ready", &self.is_ready())
+            .field("extras", &self.extras.read().len())
+            .finish()
+    }
+}
+
+impl RuntimeInfo {
+    /// Not ready yet. `raw_target` is redacted with [`redact_target`] here, so
+    /// no caller can forget to.
+    pub fn new(version: &'static str, raw_target: &str) -> Self {
+        RuntimeInfo {
+            version,
+            target: redact_target(raw_target),
+            ready: AtomicBool::new(false),
+            started: Instant::now(),
+            extras: RwLock::new(Vec::new()),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Seconds since this `RuntimeInfo` was created (≈ daemon start).
+    pub fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Adds a section to `/status` and the landing page.
+    pub fn add_status_extra(&self, extra: Arc<dyn StatusExtra>) {
+        self.extras.write().push(extra);
+    }
+
+    fn extras(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.extras
+            .read()
+            .iter()
+            .map(|e| (e.key().to_owned(), e.value()))
+            .collect()
+    }
+}
+
+/// Shared state of every admin route.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    pub info: Arc<RuntimeInfo>,
+}
+
+impl AdminState {
+    pub fn new(metrics: Arc<Metrics>, info: Arc<RuntimeInfo>) -> Self {
+        AdminState { metrics, info }
+    }
+}
+
+/// Strips what may hold a secret from a target URL for display: userinfo
+/// (`user:pass@`), the query string and the fragment. Values that are not URLs
+/// (`embedded`) pass through, minus any `?`/`#` part.
+pub fn redact_target(raw: &str) -> String {
+    let raw = raw.trim();
+    let without_query = |s: &str| s.split(['?', '#']).next().unwrap_or("").to_owned();
+    let Some(scheme_end) = raw.find("://") else {
+        return without_query(raw);
+    };
+    let (scheme, after) = (&raw[..scheme_end], &raw[scheme_end + 3..]);
+    let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (authority, rest) = after.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}{}", without_query(rest))
+}
+
+/// The admin routes, still waiting for their state; add routes, then
+/// `.with_state(state)`.
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/", get(page::landing))
+        .route("/metrics", get(metrics))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
+        .route("/status", get(status::status))
+}
+
+/// The admin router with its state.
+pub fn router(state: AdminState) -> Router {
+    routes().with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets open
+/// connections finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        state.metrics.encode(),
+    )
+}
+
+/// Liveness of this process: if it can answer, it is alive.
+async fn healthy() -> &'static str {
+    "OK"
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    if state.info.is_ready() {
+        (StatusCode::OK, "OK")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests;

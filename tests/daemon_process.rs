@@ -1,0 +1,238 @@
+//! The daemon as a real process: the token given by env stays out of logs,
+//! `/metrics`, `/status` and `/`; SIGTERM drains in-flight requests and exits 0;
+//! the admin routes answer. The reference API runs in the test process.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{eventually, scrape, scrape_url};
+use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+
+const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Proc {
+    /// Starts `rehab-canary run` with `toml` as its config and JSON logs.
+    fn start(dir: &tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> Proc {
+        let path = dir.path().join("canary.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rehab-canary"));
+        cmd.args(["run", "--config"])
+            .arg(&path)
+            .env("REHAB_CANARY__LOG__FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Proc {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for the log line that carries the admin address.
+    fn admin_addr(&mut self) -> SocketAddr {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .expect("daemon logs its admin address");
+            self.log.push(line.clone());
+            let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            if let Some(addr) = v.get("addr").and_then(|a| a.as_str()) {
+                if v["message"].as_str().unwrap_or("").contains("admin server") {
+                    return addr.parse().unwrap();
+                }
+            }
+        }
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    /// Waits for exit (at most `limit`), returning the code and every log line.
+    fn wait(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.log.push(l);
+                }
+                return (status.code(), self.log);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("daemon did not exit within {limit:?}");
+            }
+            while let Ok(l) = self.lines.try_recv() {
+                self.log.push(l);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+async fn sim_with(faults: Faults, tokens: Vec<String>) -> SimHandle {
+    let mut cfg = SimConfig {
+        faults,
+        ..SimConfig::default()
+    };
+    cfg.auth.tokens = tokens;
+    sim::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap()
+}
+
+fn config(sim: &SimHandle, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"5s\"\n\
+         [target]\nbase_url = \"{}\"\n\
+         [traffic]\nevents_per_second = 40\n\
+         [traffic.burst]\nduration = \"0s\"\n\
+         [traffic.journeys]\nrep_interval = \"50ms\"\n{extra}",
+        sim.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_from_env_is_used_but_never_shown() {
+    let sim = sim_with(Faults::default(), vec![TOKEN.to_owned()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::start(&dir, &config(&sim, ""), &[("REHAB_CANARY_TOKEN", TOKEN)]);
+    let addr = proc.admin_addr();
+
+    // The target accepts events, so the token really went out.
+    eventually("events accepted with the token", Duration::from_secs(15), || async {
+        let s = scrape(addr).await;
+        (s.sum("rehab_canary_events_accepted_total", &[]) > 20.0).then_some(())
+    })
+    .await;
+    let metrics = scrape(addr).await.text;
+    let status = reqwest::get(format!("http://{addr}/status")).await.unwrap().text().await.unwrap();
+    let page = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+    for (what, text) in [("/metrics", &metrics), ("/status", &status), ("/", &page)] {
+        assert!(!text.contains(TOKEN), "token leaked in {what}");
+        assert!(!text.contains(&TOKEN[..12]), "token prefix leaked in {what}");
+    }
+    proc.sigterm();
+    let (code, log) = proc.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(log.len() > 3, "expected debug logs, got {log:?}");
+    for line in &log {
+        assert!(!line.contains(&TOKEN[..12]), "token leaked in logs: {line}");
+    }
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
+    // Every request takes 1.5 s, so SIGTERM always finds some in flight.
+    let faults = Faults {
+        latency_ms: 1500,
+        ..Faults::default()
+    };
+    let sim = sim_with(faults, Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::start(&dir, &config(&sim, ""), &[]);
+    let addr = proc.admin_addr();
+    eventually("requests in flight", Duration::from_secs(15), || async {
+        let s = scrape(addr).await;
+        (s.value("rehab_canary_in_flight_requests", &[]) >= 10.0).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    proc.sigterm();
+    let (code, log) = proc.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log:#?}");
+    // It waited for the slow requests instead of cutting them off...
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert!(log.iter().any(|l| l.contains("in-flight requests drained")), "{log:#?}");
+    // ...and the final tally it logs matches what the target answered.
+    let summary = log
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["message"] == "stopped")
+        .expect("a final summary line");
+    let accepted = summary["events_accepted"].as_f64().unwrap();
+    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    assert_eq!(
+        truth.value("rehab_sim_events_accepted_total", &[]),
+        accepted,
+        "every event the target accepted was seen through to its answer"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_answer() {
+    let sim = sim_with(Faults::default(), Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proc = Proc::start(&dir, &config(&sim, ""), &[]);
+    let addr = proc.admin_addr();
+    let get = |path: &str| {
+        let url = format!("http://{addr}{path}");
+        async move { reqwest::get(url).await.unwrap() }
+    };
+    assert_eq!(get("/-/healthy").await.status(), 200);
+    eventually("ready", Duration::from_secs(10), || async {
+        (get("/-/ready").await.status() == 200).then_some(())
+    })
+    .await;
+    let m = get("/metrics").await;
+    assert!(m.headers()["content-type"].to_str().unwrap().contains("openmetrics"));
+    let text = m.text().await.unwrap();
+    for name in [
+        "rehab_canary_requests_total",
+        "rehab_canary_request_duration_seconds_bucket",
+        "rehab_canary_events_sent_total",
+        "rehab_canary_events_accepted_total",
+        "rehab_canary_iterations_dropped_total",
+        "rehab_canary_schedule_delay_seconds_bucket",
+        "rehab_canary_target_events_per_second",
+        "rehab_canary_burst_active",
+        "rehab_canary_in_flight_requests",
+        "rehab_canary_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics");
+    }
+    let status: serde_json::Value = get("/status").await.json().await.unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let page = get("/").await.text().await.unwrap();
+    assert!(page.contains("href=\"/metrics\""));
+    assert!(page.contains(&sim.addr().port().to_string()), "landing page names the target");
+    proc.sigterm();
+    let (code, _) = proc.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    sim.shutdown().await;
+}
