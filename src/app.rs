@@ -45,6 +45,8 @@ pub enum AppError {
     Sim(#[from] SimError),
     #[error("target.base_url: {0}")]
     Url(#[from] url::ParseError),
+    #[error("cannot start the scheduler thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
 }
@@ -150,7 +152,8 @@ impl Daemon {
             journeys,
             http,
             metrics.clone(),
-        );
+        )
+        .map_err(AppError::Thread)?;
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -213,7 +216,12 @@ impl Daemon {
             sim.shutdown().await;
         }
         let (sent, accepted) = self.metrics.events_totals();
-        tracing::info!(events_sent = sent, events_accepted = accepted, drained, "stopped");
+        tracing::info!(
+            events_sent = sent,
+            events_accepted = accepted,
+            drained,
+            "stopped"
+        );
         drained
     }
 }

@@ -129,17 +129,34 @@ async fn token_from_env_is_used_but_never_shown() {
     let addr = proc.admin_addr();
 
     // The target accepts events, so the token really went out.
-    eventually("events accepted with the token", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        (s.sum("rehab_canary_events_accepted_total", &[]) > 20.0).then_some(())
-    })
+    eventually(
+        "events accepted with the token",
+        Duration::from_secs(15),
+        || async {
+            let s = scrape(addr).await;
+            (s.sum("rehab_canary_events_accepted_total", &[]) > 20.0).then_some(())
+        },
+    )
     .await;
     let metrics = scrape(addr).await.text;
-    let status = reqwest::get(format!("http://{addr}/status")).await.unwrap().text().await.unwrap();
-    let page = reqwest::get(format!("http://{addr}/")).await.unwrap().text().await.unwrap();
+    let status = reqwest::get(format!("http://{addr}/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let page = reqwest::get(format!("http://{addr}/"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for (what, text) in [("/metrics", &metrics), ("/status", &status), ("/", &page)] {
         assert!(!text.contains(TOKEN), "token leaked in {what}");
-        assert!(!text.contains(&TOKEN[..12]), "token prefix leaked in {what}");
+        assert!(
+            !text.contains(&TOKEN[..12]),
+            "token prefix leaked in {what}"
+        );
     }
     proc.sigterm();
     let (code, log) = proc.wait(Duration::from_secs(15));
@@ -173,7 +190,10 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
     assert_eq!(code, Some(0), "{log:#?}");
     // It waited for the slow requests instead of cutting them off...
     assert!(started.elapsed() >= Duration::from_millis(500));
-    assert!(log.iter().any(|l| l.contains("in-flight requests drained")), "{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("in-flight requests drained")),
+        "{log:#?}"
+    );
     // ...and the final tally it logs matches what the target answered.
     let summary = log
         .iter()
@@ -206,7 +226,10 @@ async fn admin_routes_answer() {
     })
     .await;
     let m = get("/metrics").await;
-    assert!(m.headers()["content-type"].to_str().unwrap().contains("openmetrics"));
+    assert!(m.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .contains("openmetrics"));
     let text = m.text().await.unwrap();
     for name in [
         "rehab_canary_requests_total",
@@ -230,7 +253,10 @@ async fn admin_routes_answer() {
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     let page = get("/").await.text().await.unwrap();
     assert!(page.contains("href=\"/metrics\""));
-    assert!(page.contains(&sim.addr().port().to_string()), "landing page names the target");
+    assert!(
+        page.contains(&sim.addr().port().to_string()),
+        "landing page names the target"
+    );
     proc.sigterm();
     let (code, _) = proc.wait(Duration::from_secs(15));
     assert_eq!(code, Some(0));

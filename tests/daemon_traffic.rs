@@ -67,9 +67,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
         (rate - 200.0).abs() / 200.0 < 0.05,
         "achieved {rate:.1} events/s, target 200"
     );
-    assert!(
-        (s1.value("rehab_canary_target_events_per_second", &[]) - 200.0).abs() < 1e-9
-    );
+    assert!((s1.value("rehab_canary_target_events_per_second", &[]) - 200.0).abs() < 1e-9);
     // Mix 70/20/10: per 70 event ticks, 20 therapist and 10 admin journeys,
     // each starting with one stream / work-queue read.
     let stream = requests(&s1, "patient_stream") - requests(&s0, "patient_stream");
@@ -111,7 +109,11 @@ async fn serial_bursts_change_the_rate_on_time() {
     let end = Instant::now() + Duration::from_secs(10);
     while Instant::now() < end {
         let s = scrape(addr).await;
-        samples.push((unix_now(), events_sent(&s), s.value("rehab_canary_burst_active", &[])));
+        samples.push((
+            unix_now(),
+            events_sent(&s),
+            s.value("rehab_canary_burst_active", &[]),
+        ));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let phase = |t: f64| t.rem_euclid(4.0);
@@ -122,17 +124,28 @@ async fn serial_bursts_change_the_rate_on_time() {
         if (0.25..1.75).contains(&phase(ta)) {
             assert_eq!(ga, 1.0, "burst gauge off mid-burst at phase {}", phase(ta));
         } else if (2.25..3.75).contains(&phase(ta)) {
-            assert_eq!(ga, 0.0, "burst gauge on outside a burst at phase {}", phase(ta));
+            assert_eq!(
+                ga,
+                0.0,
+                "burst gauge on outside a burst at phase {}",
+                phase(ta)
+            );
         }
         if (0.2..1.8).contains(&phase(ta)) && (0.2..1.8).contains(&phase(tb)) && tb - ta < 1.0 {
             in_n += nb - na;
             in_t += tb - ta;
-        } else if (2.2..3.8).contains(&phase(ta)) && (2.2..3.8).contains(&phase(tb)) && tb - ta < 1.0 {
+        } else if (2.2..3.8).contains(&phase(ta))
+            && (2.2..3.8).contains(&phase(tb))
+            && tb - ta < 1.0
+        {
             out_n += nb - na;
             out_t += tb - ta;
         }
     }
-    assert!(in_t > 1.0 && out_t > 1.0, "not enough samples: {in_t} {out_t}");
+    assert!(
+        in_t > 1.0 && out_t > 1.0,
+        "not enough samples: {in_t} {out_t}"
+    );
     let (burst_rate, base_rate) = (in_n / in_t, out_n / out_t);
     assert!(
         (burst_rate - 200.0).abs() < 50.0,
@@ -200,7 +213,10 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     let (s1, t1) = (scrape(addr).await, Instant::now());
     let rate = (events_sent(&s1) - events_sent(&s0)) / (t1 - t0).as_secs_f64();
-    assert!((rate - 50.0).abs() < 5.0, "offered {rate:.1}/s under latency, want 50");
+    assert!(
+        (rate - 50.0).abs() < 5.0,
+        "offered {rate:.1}/s under latency, want 50"
+    );
     assert_eq!(
         s1.value(
             "rehab_canary_iterations_dropped_total",

@@ -4,13 +4,13 @@
 //! nothing queues. Latency is measured from the intended instant, so a slow
 //! target shows as latency, never as a lower offered rate.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use std::time::Instant;
+
+use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::Endpoint;
 use crate::client::TargetClient;
@@ -18,11 +18,6 @@ use crate::config::TrafficConfig;
 use crate::metrics::{DropReason, Metrics, Outcome};
 use crate::traffic::journeys::{Job, JourneyKind, Journeys};
 use crate::traffic::schedule::{secs, Burst, Pacer, RateProfile, WeightedRoundRobin};
-
-/// How early a request may leave. Tokio's timer has millisecond granularity;
-/// waking up to half a millisecond early keeps the schedule delay well under a
-/// millisecond instead of up to one whole tick late.
-const EARLY_SLACK: Duration = Duration::from_micros(500);
 
 /// Builds the rate profile of a traffic config. `ceiling` is the hard cap no
 /// burst or ramp passes.
@@ -75,9 +70,9 @@ impl Drop for Running {
 
 /// A running engine. Dropping it does not stop it; call [`Engine::stop`].
 pub struct Engine {
-    stop: watch::Sender<bool>,
-    config: watch::Sender<Arc<TrafficConfig>>,
-    task: JoinHandle<()>,
+    control: Arc<Control>,
+    thread: std::thread::Thread,
+    exited: oneshot::Receiver<()>,
     shared: Arc<Shared>,
 }
 
@@ -88,9 +83,7 @@ impl Engine {
         journeys: Journeys,
         client: TargetClient,
         metrics: Arc<Metrics>,
-    ) -> Engine {
-        let (stop, stop_rx) = watch::channel(false);
-        let (config, config_rx) = watch::channel(cfg.clone());
+    ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
         let shared = Arc::new(Shared {
             client,
@@ -99,33 +92,46 @@ impl Engine {
             running: AtomicUsize::new(0),
             drained: Notify::new(),
         });
-        let task = tokio::spawn(run_loop(
-            cfg.clone(),
+        let control = Arc::new(Control {
+            stop: AtomicBool::new(false),
+            update: parking_lot::Mutex::new(None),
+        });
+        let scheduler = Loop {
+            cfg,
             ceiling,
             journeys,
-            shared.clone(),
+            shared: shared.clone(),
             permits,
-            stop_rx,
-            config_rx,
-        ));
-        Engine {
-            stop,
-            config,
-            task,
+            control: control.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let (exit_tx, exited) = oneshot::channel();
+        let handle = std::thread::Builder::new()
+            .name("rehab-scheduler".into())
+            .spawn(move || {
+                scheduler.run();
+                let _ = exit_tx.send(());
+            })?;
+        Ok(Engine {
+            control,
+            thread: handle.thread().clone(),
+            exited,
             shared,
-        }
+        })
     }
 
     /// Applies a new traffic config from now on; counters keep counting.
     pub fn update(&self, cfg: Arc<TrafficConfig>) {
-        self.config.send_replace(cfg);
+        *self.control.update.lock() = Some(cfg);
+        self.thread.unpark();
     }
 
     /// Stops scheduling, then waits up to `grace` for in-flight requests.
     /// Returns whether everything in flight finished in time.
     pub async fn stop(self, grace: Duration) -> bool {
-        self.stop.send_replace(true);
-        let _ = self.task.await;
+        self.control.stop.store(true, Ordering::Release);
+        self.thread.unpark();
+        let _ = self.exited.await;
         let shared = self.shared;
         let drained = async {
             loop {
@@ -151,64 +157,102 @@ fn epoch_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-async fn run_loop(
-    mut cfg: Arc<TrafficConfig>,
+/// Commands from the async side to the scheduler thread.
+struct Control {
+    stop: AtomicBool,
+    update: parking_lot::Mutex<Option<Arc<TrafficConfig>>>,
+}
+
+/// Longest single park, so a missed wake-up costs at most this much.
+const MAX_PARK: Duration = Duration::from_millis(50);
+
+/// Parks the scheduler thread until `at`, returning early (false) when a
+/// command arrives. `thread::park_timeout` sleeps with microsecond precision,
+/// where tokio's timer wheel would round every wake-up to a millisecond.
+fn park_until(at: Option<Instant>, control: &Control) -> bool {
+    loop {
+        if control.stop.load(Ordering::Acquire) || control.update.lock().is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        let wait = match at {
+            Some(at) if at <= now => return true,
+            Some(at) => (at - now).min(MAX_PARK),
+            None => MAX_PARK,
+        };
+        std::thread::park_timeout(wait);
+    }
+}
+
+struct Loop {
+    cfg: Arc<TrafficConfig>,
     ceiling: f64,
-    mut journeys: Journeys,
+    journeys: Journeys,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    mut stop: watch::Receiver<bool>,
-    mut config_rx: watch::Receiver<Arc<TrafficConfig>>,
-) {
-    let start = Instant::now();
-    let epoch = epoch_now();
-    let mut pacer = Pacer::new(profile(&cfg, ceiling, epoch), tick_scale(&cfg), 0.0);
-    let mut mix = mix_of(&cfg);
-    let mut capacity = cfg.max_in_flight;
-    let metrics = &shared.metrics;
-    loop {
-        if pacer.take_changed() {
-            let t = start.elapsed().as_secs_f64();
-            let p = pacer.profile();
-            metrics.set_target_rate(p.rate_at(t));
-            metrics.set_burst_active(p.burst_active(t));
-        }
-        let next = pacer.next_instant();
-        let intended = next.map(|t| start + secs(t));
-        let wake = intended.map(|i| i.checked_sub(EARLY_SLACK).unwrap_or(i));
-        tokio::select! {
-            biased;
-            _ = stop.changed() => break,
-            changed = config_rx.changed() => {
-                if changed.is_err() { break; }
-                let new = config_rx.borrow_and_update().clone();
-                let now_t = start.elapsed().as_secs_f64();
-                pacer.set_profile(profile(&new, ceiling, epoch), tick_scale(&new), now_t);
-                mix = mix_of(&new);
-                resize(&permits, &mut capacity, new.max_in_flight);
-                cfg = new;
-                tracing::info!(events_per_second = cfg.events_per_second, "traffic config applied");
+    control: Arc<Control>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Loop {
+    /// The scheduler: runs on its own OS thread so that busy runtime workers
+    /// never delay a send, and hands each request to the tokio runtime.
+    fn run(mut self) {
+        let start = Instant::now();
+        let epoch = epoch_now();
+        let mut pacer = Pacer::new(
+            profile(&self.cfg, self.ceiling, epoch),
+            tick_scale(&self.cfg),
+            0.0,
+        );
+        let mut mix = mix_of(&self.cfg);
+        let mut capacity = self.cfg.max_in_flight;
+        let metrics = self.shared.metrics.clone();
+        loop {
+            if pacer.take_changed() {
+                let t = start.elapsed().as_secs_f64();
+                let p = pacer.profile();
+                metrics.set_target_rate(p.rate_at(t));
+                metrics.set_burst_active(p.burst_active(t));
+            }
+            let intended = pacer.next_instant().map(|t| start + secs(t));
+            if !park_until(intended, &self.control) {
+                if self.control.stop.load(Ordering::Acquire) {
+                    break;
+                }
+                if let Some(new) = self.control.update.lock().take() {
+                    let now_t = start.elapsed().as_secs_f64();
+                    pacer.set_profile(profile(&new, self.ceiling, epoch), tick_scale(&new), now_t);
+                    mix = mix_of(&new);
+                    let _guard = self.runtime.enter();
+                    resize(&self.permits, &mut capacity, new.max_in_flight);
+                    tracing::info!(
+                        events_per_second = new.events_per_second,
+                        "traffic config applied"
+                    );
+                    self.cfg = new;
+                }
                 continue;
             }
-            _ = sleep_until_opt(wake) => {}
+            let Some(intended) = intended else { continue };
+            let kind = JourneyKind::ALL[mix.pick()];
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                metrics.iteration_dropped(DropReason::MaxInFlight);
+                continue;
+            };
+            metrics.record_schedule_delay(Instant::now().saturating_duration_since(intended));
+            let job = self
+                .journeys
+                .next(kind, intended.duration_since(start).as_secs_f64());
+            // Counted before the spawn, so a stop right after sees it running.
+            let running = Running::new(&self.shared);
+            self.runtime.spawn(run_job(
+                self.shared.clone(),
+                job,
+                intended,
+                (permit, running),
+            ));
         }
-        let Some(intended) = intended else { continue };
-        let kind = JourneyKind::ALL[mix.pick()];
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            metrics.iteration_dropped(DropReason::MaxInFlight);
-            continue;
-        };
-        let now = Instant::now();
-        metrics.record_schedule_delay(now.saturating_duration_since(intended));
-        let job = journeys.next(kind, intended.duration_since(start).as_secs_f64());
-        // Counted before the spawn, so a stop right after sees it running.
-        let running = Running::new(&shared);
-        tokio::spawn(run_job(
-            shared.clone(),
-            job,
-            intended.min(now),
-            (permit, running),
-        ));
     }
 }
 
@@ -236,14 +280,6 @@ fn resize(permits: &Arc<Semaphore>, capacity: &mut usize, new: usize) {
         }
     }
     *capacity = new;
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) if at > Instant::now() => tokio::time::sleep_until(at).await,
-        Some(_) => {}
-        None => std::future::pending().await,
-    }
 }
 
 /// Sends one job. `since` is the intended instant (or the actual send, if it

@@ -22,7 +22,9 @@ impl Scrape {
             }
             // Drop an exemplar (" # {...} v") if present.
             let line = line.split(" # ").next().unwrap_or(line);
-            let Some((key, value)) = line.rsplit_once(' ') else { continue };
+            let Some((key, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
             if let Ok(v) = value.parse::<f64>() {
                 series.insert(normalize(key), v);
             }
@@ -146,7 +148,11 @@ pub fn histogram_quantile(s: &Scrape, name: &str, labels: &[(&str, &str)], q: f6
                 }
             }
             let le = le?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, *v))
         })
         .collect();
@@ -160,7 +166,11 @@ pub fn histogram_quantile(s: &Scrape, name: &str, labels: &[(&str, &str)], q: f6
             if le.is_infinite() {
                 return prev.0;
             }
-            let frac = if c > prev.1 { (rank - prev.1) / (c - prev.1) } else { 0.0 };
+            let frac = if c > prev.1 {
+                (rank - prev.1) / (c - prev.1)
+            } else {
+                0.0
+            };
             return prev.0 + (le - prev.0) * frac;
         }
         prev = (le, c);
