@@ -235,3 +235,31 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
     daemon.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_is_reported_not_fatal() {
+    // A port that was free a moment ago: connections are refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.target.base_url = format!("http://127.0.0.1:{port}");
+    cfg.traffic.events_per_second = 20.0;
+    let daemon = Daemon::start(cfg).await.expect("starts without a target");
+    let addr = daemon.admin_addr();
+    eventually("connect errors counted", Duration::from_secs(10), || async {
+        let s = scrape(addr).await;
+        (s.value(
+            "rehab_canary_requests_total",
+            &[("endpoint", "events_create"), ("status", "connect_error")],
+        ) > 5.0)
+            .then_some(())
+    })
+    .await;
+    let ready = reqwest::get(format!("http://{addr}/-/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200, "readiness does not depend on the target");
+    assert!(daemon.shutdown().await);
+}
