@@ -1,0 +1,232 @@
+//! The asynchronous apply pipeline: a bounded queue of accepted events, a
+//! pool of processors applying them in batches (size or timeout, like the
+//! real service's Broadway pipeline), and the visibility timer that records
+//! the true projection lag the moment each event becomes visible.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch, Mutex as AsyncMutex};
+use tokio::task::JoinHandle;
+
+use super::config::PipelineConfig;
+use super::envelope::{now_ms, Event};
+use super::faults::{FaultState, Faults};
+use super::store::Store;
+use super::truth::Truth;
+
+/// Pending lag observations kept for delayed events; beyond this (only with
+/// huge delays at high rates) lags are observed at apply time instead, with
+/// the same value, so memory stays bounded.
+const MAX_PENDING_VISIBILITY: usize = 1_000_000;
+
+/// One accepted event waiting to be applied.
+pub struct Queued {
+    pub event: Event,
+    /// When the 201 was produced (just before the handler returns it).
+    pub accepted_at: Instant,
+    pub duplicate: bool,
+}
+
+/// The ingestion side of the queue.
+#[derive(Clone)]
+pub struct Pipeline {
+    tx: mpsc::Sender<Queued>,
+}
+
+/// The queue is full: answer 503 with `Retry-After`.
+#[derive(Debug)]
+pub struct QueueFull;
+
+impl Pipeline {
+    pub fn try_enqueue(&self, q: Queued) -> Result<(), QueueFull> {
+        self.tx.try_send(q).map_err(|_| QueueFull)
+    }
+
+    /// All or nothing: either every event of a batch is queued or none is.
+    pub fn try_enqueue_all(&self, items: Vec<Queued>) -> Result<(), QueueFull> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let permits = self
+            .tx
+            .try_reserve_many(items.len())
+            .map_err(|_| QueueFull)?;
+        for (permit, q) in permits.zip(items) {
+            permit.send(q);
+        }
+        Ok(())
+    }
+
+    pub fn depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.tx.max_capacity()
+    }
+}
+
+/// Everything a processor needs.
+struct Ctx {
+    cfg: PipelineConfig,
+    store: Arc<Store>,
+    faults: Arc<FaultState>,
+    truth: Arc<Truth>,
+    rx: AsyncMutex<mpsc::Receiver<Queued>>,
+    visibility: mpsc::UnboundedSender<(Instant, f64)>,
+}
+
+/// Starts the processors and the visibility timer; they stop when
+/// `shutdown` turns true.
+pub fn spawn(
+    cfg: &PipelineConfig,
+    store: Arc<Store>,
+    faults: Arc<FaultState>,
+    truth: Arc<Truth>,
+    shutdown: watch::Receiver<bool>,
+) -> (Pipeline, Vec<JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
+    let (vis_tx, vis_rx) = mpsc::unbounded_channel();
+    let ctx = Arc::new(Ctx {
+        cfg: cfg.clone(),
+        store,
+        faults,
+        truth: truth.clone(),
+        rx: AsyncMutex::new(rx),
+        visibility: vis_tx,
+    });
+    let mut tasks = Vec::with_capacity(cfg.processors + 1);
+    for _ in 0..cfg.processors {
+        tasks.push(tokio::spawn(processor(ctx.clone(), shutdown.clone())));
+    }
+    tasks.push(tokio::spawn(visibility_timer(vis_rx, truth, shutdown)));
+    (Pipeline { tx }, tasks)
+}
+
+/// Resolves when the projector is not stalled; `false` on shutdown.
+async fn wait_unstalled(
+    faults: &mut watch::Receiver<Arc<Faults>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *shutdown.borrow() {
+            return false;
+        }
+        if !faults.borrow_and_update().stall_projector {
+            return true;
+        }
+        tokio::select! {
+            r = faults.changed() => if r.is_err() { return false },
+            _ = shutdown.changed() => return false,
+        }
+    }
+}
+
+async fn processor(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+    let mut faults = ctx.faults.subscribe();
+    let mut batch: Vec<Queued> = Vec::with_capacity(ctx.cfg.batch_size);
+    loop {
+        if !wait_unstalled(&mut faults, &mut shutdown).await {
+            return;
+        }
+        // One processor at a time gathers a batch; the others apply theirs
+        // meanwhile, as Broadway's processors do.
+        let started;
+        {
+            let mut rx = tokio::select! {
+                rx = ctx.rx.lock() => rx,
+                _ = shutdown.changed() => return,
+            };
+            let n = tokio::select! {
+                n = rx.recv_many(&mut batch, ctx.cfg.batch_size) => n,
+                _ = shutdown.changed() => return,
+            };
+            if n == 0 {
+                return; // every sender is gone
+            }
+            started = Instant::now();
+            let deadline = tokio::time::Instant::from_std(started + ctx.cfg.batch_timeout);
+            while batch.len() < ctx.cfg.batch_size {
+                let room = ctx.cfg.batch_size - batch.len();
+                match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        // A stall that began while gathering still holds the batch back.
+        if !wait_unstalled(&mut faults, &mut shutdown).await {
+            return;
+        }
+        apply_batch(&ctx, &mut batch);
+        ctx.truth
+            .batch_duration
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
+    let delay = Duration::from_millis(ctx.faults.load().projection_delay_ms);
+    let wall_ms = now_ms();
+    for q in batch.drain(..) {
+        let now = Instant::now();
+        let visible_at = ctx.store.apply(&q.event, delay, q.duplicate, now, wall_ms);
+        ctx.truth.applied.inc();
+        if q.duplicate {
+            ctx.truth.duplicated.inc();
+        }
+        let lag = visible_at
+            .saturating_duration_since(q.accepted_at)
+            .as_secs_f64();
+        if visible_at <= now {
+            // Visible the moment it was applied.
+            ctx.truth.lag.observe(lag);
+        } else if ctx.visibility.send((visible_at, lag)).is_err() {
+            ctx.truth.lag.observe(lag);
+        }
+    }
+}
+
+/// Observes each delayed event's lag when it becomes visible, so a scrape
+/// never counts an event a reader could not yet see.
+async fn visibility_timer(
+    mut rx: mpsc::UnboundedReceiver<(Instant, f64)>,
+    truth: Arc<Truth>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // (visible_at, lag in nanoseconds): f64 is not `Ord`, nanoseconds are.
+    let mut pending: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    loop {
+        let next = pending.peek().map(|Reverse((at, _))| *at);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            msg = rx.recv() => {
+                let Some((at, lag)) = msg else { return };
+                if pending.len() >= MAX_PENDING_VISIBILITY {
+                    truth.lag.observe(lag);
+                    continue;
+                }
+                pending.push(Reverse((at, (lag * 1e9) as u64)));
+            }
+            () = sleep => {
+                let now = Instant::now();
+                while let Some(Reverse((at, lag_ns))) = pending.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    pending.pop();
+                    truth.lag.observe(lag_ns as f64 / 1e9);
+                }
+            }
+        }
+    }
+}
