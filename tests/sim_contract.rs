@@ -11,7 +11,12 @@ async fn health_routes_need_no_auth() {
     let sim = start(fast_config()).await;
     let c = client();
     let base = sim.base_url();
-    for path in ["/health", "/health/detailed", "/health/ready", "/health/live"] {
+    for path in [
+        "/health",
+        "/health/detailed",
+        "/health/ready",
+        "/health/live",
+    ] {
         let r = c.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
         let v: Value = r.json().await.unwrap();
@@ -20,8 +25,20 @@ async fn health_routes_need_no_auth() {
     let r = c.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="health",status="200"}"#), 4.0);
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="not_found",status="404"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="health",status="200"}"#
+        ),
+        4.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="not_found",status="404"}"#
+        ),
+        1.0
+    );
     sim.shutdown().await;
 }
 
@@ -57,38 +74,72 @@ async fn ingestion_statuses() {
     let cases: Vec<(&str, Option<&str>, String, u16)> = vec![
         ("malformed", Some(TOKEN), "{not json".into(), 400),
         ("not an object", Some(TOKEN), "[1,2]".into(), 400),
-        ("no subject", Some(TOKEN), r#"{"kind":"feedback"}"#.into(), 400),
-        ("unknown kind", Some(TOKEN), r#"{"kind":"teleport","subject_id":"p"}"#.into(), 422),
+        (
+            "no subject",
+            Some(TOKEN),
+            r#"{"kind":"feedback"}"#.into(),
+            400,
+        ),
+        (
+            "unknown kind",
+            Some(TOKEN),
+            r#"{"kind":"teleport","subject_id":"p"}"#.into(),
+            422,
+        ),
         ("no token", None, ev.to_string(), 401),
         ("bad token", Some("Bearer wrong"), ev.to_string(), 401),
         ("not bearer", Some("dev-token"), ev.to_string(), 401),
         (
             "over 1 MiB",
             Some(TOKEN),
-            format!(r#"{{"kind":"feedback","subject_id":"p","body":{{"x":"{}"}}}}"#, "x".repeat(1 << 20)),
+            format!(
+                r#"{{"kind":"feedback","subject_id":"p","body":{{"x":"{}"}}}}"#,
+                "x".repeat(1 << 20)
+            ),
             413,
         ),
         (
             "event over max_event_bytes",
             Some(TOKEN),
-            format!(r#"{{"kind":"feedback","subject_id":"p","body":{{"x":"{}"}}}}"#, "x".repeat(40_000)),
+            format!(
+                r#"{{"kind":"feedback","subject_id":"p","body":{{"x":"{}"}}}}"#,
+                "x".repeat(40_000)
+            ),
             413,
         ),
     ];
     for (name, auth, body, want) in cases {
-        let mut req = c.post(&url).header("content-type", "application/json").body(body);
+        let mut req = c
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(a) = auth {
             req = req.header("authorization", a);
         }
         let r = req.send().await.unwrap();
         assert_eq!(r.status().as_u16(), want, "{name}");
         let v: Value = r.json().await.unwrap_or(Value::Null);
-        assert!(v["error"].is_string(), "{name}: JSON error expected, got {v}");
+        assert!(
+            v["error"].is_string(),
+            "{name}: JSON error expected, got {v}"
+        );
     }
     let text = metrics_text(&c, &base).await;
     assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 2.0);
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="events_create",status="401"}"#), 3.0);
-    assert_eq!(sample(&text, r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="401"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#
+        ),
+        1.0
+    );
     sim.shutdown().await;
 }
 
@@ -98,8 +149,18 @@ async fn batch_statuses() {
     let c = client();
     let base = sim.base_url();
     let url = format!("{base}/api/v1/events/batch");
-    let batch = json!([feedback("pb", "a"), feedback("pb", "b"), feedback("pb", "c")]);
-    let r = c.post(&url).header("authorization", TOKEN).json(&batch).send().await.unwrap();
+    let batch = json!([
+        feedback("pb", "a"),
+        feedback("pb", "b"),
+        feedback("pb", "c")
+    ]);
+    let r = c
+        .post(&url)
+        .header("authorization", TOKEN)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["count"], 3);
@@ -121,18 +182,35 @@ async fn batch_statuses() {
     assert_eq!(notes, ["a", "b", "c", "d"]);
 
     let cases = [
-        ("mixed patients", json!([feedback("p1", "a"), feedback("p2", "b")]), 422),
+        (
+            "mixed patients",
+            json!([feedback("p1", "a"), feedback("p2", "b")]),
+            422,
+        ),
         ("empty", json!([]), 400),
         ("not a list", json!({"x": 1}), 400),
-        ("bad item", json!([feedback("p1", "a"), {"kind": "nope", "subject_id": "p1"}]), 422),
+        (
+            "bad item",
+            json!([feedback("p1", "a"), {"kind": "nope", "subject_id": "p1"}]),
+            422,
+        ),
     ];
     for (name, body, want) in cases {
-        let r = c.post(&url).header("authorization", TOKEN).json(&body).send().await.unwrap();
+        let r = c
+            .post(&url)
+            .header("authorization", TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), want, "{name}");
     }
     let r = c.post(&url).json(&batch).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(metric(&c, &base, "rehab_sim_events_accepted_total").await, 4.0);
+    assert_eq!(
+        metric(&c, &base, "rehab_sim_events_accepted_total").await,
+        4.0
+    );
     sim.shutdown().await;
 }
 
@@ -147,7 +225,12 @@ async fn stream_and_events_reads() {
     post_event(&c, &base, &rep("ps", "s1", 1, 0.9)).await;
     let stream = format!("{base}/api/v1/patients/ps/stream");
     eventually("6 events visible", || async {
-        let r = c.get(&stream).header("authorization", TOKEN).send().await.unwrap();
+        let r = c
+            .get(&stream)
+            .header("authorization", TOKEN)
+            .send()
+            .await
+            .unwrap();
         (r.headers()["x-stream-version"] == "6").then_some(())
     })
     .await;
@@ -155,11 +238,25 @@ async fn stream_and_events_reads() {
     let (s, v) = get_json(&c, &format!("{stream}?limit=2")).await;
     assert_eq!(s, 200);
     assert_eq!(v["stream_version"], 6);
-    let versions: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["version"].as_u64().unwrap()).collect();
-    assert_eq!(versions, [5, 6], "without start_version the newest come, in order");
+    let versions: Vec<u64> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        [5, 6],
+        "without start_version the newest come, in order"
+    );
 
     let (_, v) = get_json(&c, &format!("{stream}?start_version=2&count=3")).await;
-    let versions: Vec<u64> = v["events"].as_array().unwrap().iter().map(|e| e["version"].as_u64().unwrap()).collect();
+    let versions: Vec<u64> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, [2, 3, 4]);
 
     let (_, v) = get_json(&c, &format!("{stream}?event_type=rep_observation")).await;
@@ -170,7 +267,12 @@ async fn stream_and_events_reads() {
     assert_eq!(s, 200);
     assert_eq!(v["count"], 6);
 
-    for (q, want) in [("limit=1001", 400), ("count=0", 400), ("limit=abc", 400), ("event_type=zzz", 422)] {
+    for (q, want) in [
+        ("limit=1001", 400),
+        ("count=0", 400),
+        ("limit=abc", 400),
+        ("event_type=zzz", 422),
+    ] {
         let (s, _) = get_json(&c, &format!("{stream}?{q}")).await;
         assert_eq!(s, want, "{q}");
     }
@@ -228,8 +330,18 @@ async fn projection_routes() {
     let sim = start(fast_config()).await;
     let c = client();
     let base = sim.base_url();
-    post_event(&c, &base, &session_start("pp", "s1", "2025-09-08T10:00:00Z", 10)).await;
-    post_event(&c, &base, &session_completion("pp", "s1", "2025-09-08T10:20:00Z", 10, 0.9)).await;
+    post_event(
+        &c,
+        &base,
+        &session_start("pp", "s1", "2025-09-08T10:00:00Z", 10),
+    )
+    .await;
+    post_event(
+        &c,
+        &base,
+        &session_completion("pp", "s1", "2025-09-08T10:20:00Z", 10, 0.9),
+    )
+    .await;
     let p = format!("{base}/api/v1/projections");
     eventually("completion applied", || async {
         let (_, v) = get_json(&c, &format!("{p}/adherence?patient_id=pp")).await;
@@ -247,7 +359,11 @@ async fn projection_routes() {
     let (s, v) = get_json(&c, &format!("{p}/work-queue?therapist_id=t9")).await;
     assert_eq!(s, 200);
     assert_eq!(v["count"], 0);
-    let (s, v) = get_json(&c, &format!("{base}/api/v1/alerts?alert_type=quality_degradation")).await;
+    let (s, v) = get_json(
+        &c,
+        &format!("{base}/api/v1/alerts?alert_type=quality_degradation"),
+    )
+    .await;
     assert_eq!(s, 200);
     assert_eq!(v["count"], 0);
 
@@ -263,7 +379,12 @@ async fn projection_routes() {
         let (s, _) = get_json(&c, &format!("{p}/{q}")).await;
         assert_eq!(s, want, "{q}");
     }
-    for q in ["adherence?patient_id=pp", "quality?patient_id=pp", "work-queue", "patient-summary?patient_id=pp"] {
+    for q in [
+        "adherence?patient_id=pp",
+        "quality?patient_id=pp",
+        "work-queue",
+        "patient-summary?patient_id=pp",
+    ] {
         let r = c.get(format!("{p}/{q}")).send().await.unwrap();
         assert_eq!(r.status(), 401, "{q}");
     }
@@ -334,13 +455,34 @@ async fn control_and_truth_planes() {
     let f = format!("{base}/sim/faults");
     let v: Value = c.get(&f).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["error_rate"], 0.0);
-    let r = c.put(&f).json(&json!({"latency_ms": 1, "error_rate": 0.25})).send().await.unwrap();
+    let r = c
+        .put(&f)
+        .json(&json!({"latency_ms": 1, "error_rate": 0.25}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c.put(&f).json(&json!({"jitter_ms": 2})).send().await.unwrap();
+    let r = c
+        .put(&f)
+        .json(&json!({"jitter_ms": 2}))
+        .send()
+        .await
+        .unwrap();
     let v: Value = r.json().await.unwrap();
-    assert_eq!((v["latency_ms"].as_u64(), v["jitter_ms"].as_u64(), v["error_rate"].as_f64()), (Some(1), Some(2), Some(0.25)),
-        "a field left out keeps its value");
-    for bad in [json!({"nope": 1}), json!({"error_rate": 2.0}), json!({"latency_ms": -1})] {
+    assert_eq!(
+        (
+            v["latency_ms"].as_u64(),
+            v["jitter_ms"].as_u64(),
+            v["error_rate"].as_f64()
+        ),
+        (Some(1), Some(2), Some(0.25)),
+        "a field left out keeps its value"
+    );
+    for bad in [
+        json!({"nope": 1}),
+        json!({"error_rate": 2.0}),
+        json!({"latency_ms": -1}),
+    ] {
         let r = c.put(&f).json(&bad).send().await.unwrap();
         assert_eq!(r.status(), 400, "{bad}");
     }

@@ -35,9 +35,11 @@ pub struct PipelineConfig {
     /// batch to fill before applying what it has.
     #[serde(with = "humantime_serde")]
     pub batch_timeout: Duration,
-    /// Number of processor tasks.
+    /// Number of processor tasks. Events are partitioned among them by
+    /// patient, so one patient's events are applied in acceptance order.
     pub processors: usize,
-    /// Capacity of the accepted-but-not-applied queue; when full, 503.
+    /// Total capacity of the accepted-but-not-applied queue, split evenly
+    /// across the processors' partitions; a full partition answers 503.
     pub queue_capacity: usize,
 }
 

@@ -8,7 +8,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch, Mutex as AsyncMutex};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::config::PipelineConfig;
@@ -30,10 +30,13 @@ pub struct Queued {
     pub duplicate: bool,
 }
 
-/// The ingestion side of the queue.
+/// The ingestion side of the queue: one bounded partition per processor,
+/// chosen by patient, so one patient's events are applied in the order they
+/// were accepted (Broadway's `partition_by`).
 #[derive(Clone)]
 pub struct Pipeline {
-    tx: mpsc::Sender<Queued>,
+    partitions: Arc<[mpsc::Sender<Queued>]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// The queue is full: answer 503 with `Retry-After`.
@@ -41,19 +44,26 @@ pub struct Pipeline {
 pub struct QueueFull;
 
 impl Pipeline {
-    pub fn try_enqueue(&self, q: Queued) -> Result<(), QueueFull> {
-        self.tx.try_send(q).map_err(|_| QueueFull)
+    fn partition(&self, patient: &str) -> &mpsc::Sender<Queued> {
+        use std::hash::BuildHasher;
+        let i = (self.hasher.hash_one(patient) as usize) % self.partitions.len();
+        &self.partitions[i]
     }
 
-    /// All or nothing: either every event of a batch is queued or none is.
+    pub fn try_enqueue(&self, q: Queued) -> Result<(), QueueFull> {
+        self.partition(&q.event.patient_id)
+            .try_send(q)
+            .map_err(|_| QueueFull)
+    }
+
+    /// All or nothing: either every event of a batch (one patient) is queued
+    /// or none is.
     pub fn try_enqueue_all(&self, items: Vec<Queued>) -> Result<(), QueueFull> {
-        if items.is_empty() {
+        let Some(first) = items.first() else {
             return Ok(());
-        }
-        let permits = self
-            .tx
-            .try_reserve_many(items.len())
-            .map_err(|_| QueueFull)?;
+        };
+        let tx = self.partition(&first.event.patient_id);
+        let permits = tx.try_reserve_many(items.len()).map_err(|_| QueueFull)?;
         for (permit, q) in permits.zip(items) {
             permit.send(q);
         }
@@ -61,11 +71,14 @@ impl Pipeline {
     }
 
     pub fn depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.partitions
+            .iter()
+            .map(|tx| tx.max_capacity() - tx.capacity())
+            .sum()
     }
 
     pub fn capacity(&self) -> usize {
-        self.tx.max_capacity()
+        self.partitions.iter().map(mpsc::Sender::max_capacity).sum()
     }
 }
 
@@ -75,7 +88,6 @@ struct Ctx {
     store: Arc<Store>,
     faults: Arc<FaultState>,
     truth: Arc<Truth>,
-    rx: AsyncMutex<mpsc::Receiver<Queued>>,
     visibility: mpsc::UnboundedSender<(Instant, f64)>,
 }
 
@@ -88,22 +100,31 @@ pub fn spawn(
     truth: Arc<Truth>,
     shutdown: watch::Receiver<bool>,
 ) -> (Pipeline, Vec<JoinHandle<()>>) {
-    let (tx, rx) = mpsc::channel(cfg.queue_capacity);
     let (vis_tx, vis_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         store,
         faults,
         truth: truth.clone(),
-        rx: AsyncMutex::new(rx),
         visibility: vis_tx,
     });
-    let mut tasks = Vec::with_capacity(cfg.processors + 1);
-    for _ in 0..cfg.processors {
-        tasks.push(tokio::spawn(processor(ctx.clone(), shutdown.clone())));
+    // The total capacity is split evenly; the remainder goes to the first
+    // partitions so the sum is exactly `queue_capacity`.
+    let n = cfg.processors.min(cfg.queue_capacity).max(1);
+    let mut partitions = Vec::with_capacity(n);
+    let mut tasks = Vec::with_capacity(n + 1);
+    for i in 0..n {
+        let cap = cfg.queue_capacity / n + usize::from(i < cfg.queue_capacity % n);
+        let (tx, rx) = mpsc::channel(cap);
+        partitions.push(tx);
+        tasks.push(tokio::spawn(processor(ctx.clone(), rx, shutdown.clone())));
     }
     tasks.push(tokio::spawn(visibility_timer(vis_rx, truth, shutdown)));
-    (Pipeline { tx }, tasks)
+    let pipeline = Pipeline {
+        partitions: partitions.into(),
+        hasher: std::collections::hash_map::RandomState::new(),
+    };
+    (pipeline, tasks)
 }
 
 /// Resolves when the projector is not stalled; `false` on shutdown.
@@ -125,21 +146,19 @@ async fn wait_unstalled(
     }
 }
 
-async fn processor(ctx: Arc<Ctx>, mut shutdown: watch::Receiver<bool>) {
+async fn processor(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::Receiver<Queued>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut faults = ctx.faults.subscribe();
     let mut batch: Vec<Queued> = Vec::with_capacity(ctx.cfg.batch_size);
     loop {
         if !wait_unstalled(&mut faults, &mut shutdown).await {
             return;
         }
-        // One processor at a time gathers a batch; the others apply theirs
-        // meanwhile, as Broadway's processors do.
         let started;
         {
-            let mut rx = tokio::select! {
-                rx = ctx.rx.lock() => rx,
-                _ = shutdown.changed() => return,
-            };
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, ctx.cfg.batch_size) => n,
                 _ = shutdown.changed() => return,

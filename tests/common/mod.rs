@@ -131,7 +131,11 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
 
 /// The notes of the feedback events visible in a stream.
 pub async fn stream_notes(c: &reqwest::Client, base: &str, patient: &str) -> Vec<String> {
-    let (status, v) = get_json(c, &format!("{base}/api/v1/patients/{patient}/stream?limit=1000")).await;
+    let (status, v) = get_json(
+        c,
+        &format!("{base}/api/v1/patients/{patient}/stream?limit=1000"),
+    )
+    .await;
     assert_eq!(status, 200, "{v}");
     v["events"]
         .as_array()
@@ -159,7 +163,9 @@ pub fn sample(text: &str, series: &str) -> f64 {
         .filter(|l| !l.starts_with('#'))
         .find_map(|l| {
             let (name, value) = l.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().ok()).flatten()
+            (name == series)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
         .unwrap_or(0.0)
 }
