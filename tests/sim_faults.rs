@@ -10,7 +10,12 @@ use rehab_canary::sim::{Faults, SimConfig};
 use serde_json::{json, Value};
 
 async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
-    let r = c.put(format!("{base}/sim/faults")).json(&f).send().await.unwrap();
+    let r = c
+        .put(format!("{base}/sim/faults"))
+        .json(&f)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{f}");
 }
 
@@ -26,13 +31,19 @@ async fn latency_and_jitter_delay_every_api_response() {
     let el = t.elapsed();
     assert!(el >= Duration::from_millis(150), "{el:?}");
     let t = Instant::now();
-    assert_eq!(post_event(&c, &base, &feedback("pl", "x")).await.status(), 201);
+    assert_eq!(
+        post_event(&c, &base, &feedback("pl", "x")).await.status(),
+        201
+    );
     assert!(t.elapsed() >= Duration::from_millis(150));
     // The control and truth planes are never delayed.
     let t = Instant::now();
     let text = metrics_text(&c, &base).await;
     assert!(t.elapsed() < Duration::from_millis(150));
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="latency"}"#), 2.0);
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="latency"}"#),
+        2.0
+    );
     sim.shutdown().await;
 }
 
@@ -57,9 +68,24 @@ async fn error_rate_answers_500_and_accepts_nothing() {
     assert!((50..=150).contains(&errors), "{errors} of 200");
     let text = metrics_text(&c, &base).await;
     assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="events_create",status="500"}"#), 1.0);
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="health",status="500"}"#), errors as f64);
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="error"}"#), 1.0 + errors as f64);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="500"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="health",status="500"}"#
+        ),
+        errors as f64
+    );
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="error"}"#),
+        1.0 + errors as f64
+    );
     sim.shutdown().await;
 }
 
@@ -68,13 +94,30 @@ async fn rate_limit_answers_429_with_retry_after() {
     let sim = start(fast_config()).await;
     let c = client();
     let base = sim.base_url();
-    put_faults(&c, &base, json!({"rate_limit_rate": 1.0, "retry_after_s": 7})).await;
+    put_faults(
+        &c,
+        &base,
+        json!({"rate_limit_rate": 1.0, "retry_after_s": 7}),
+    )
+    .await;
     let r = post_event(&c, &base, &feedback("pr", "x")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
     let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="events_create",status="429"}"#), 1.0);
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="rate_limit"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="429"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_faults_injected_total{fault="rate_limit"}"#
+        ),
+        1.0
+    );
     assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
     sim.shutdown().await;
 }
@@ -94,11 +137,21 @@ async fn reset_closes_the_connection_without_a_response() {
     let r = post_event_result(&c, &base, &feedback("px", "x")).await;
     assert!(r.is_err());
     let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="reset"}"#), 4.0);
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="reset"}"#),
+        4.0
+    );
     assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
     // Healthy again once cleared.
     c.delete(format!("{base}/sim/faults")).send().await.unwrap();
-    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     sim.shutdown().await;
 }
 
@@ -137,7 +190,10 @@ async fn garbage_replaces_read_bodies_only() {
     assert_eq!(r.status(), 401);
     assert!(r.json::<Value>().await.is_ok());
     let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="garbage"}"#), 1.0);
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="garbage"}"#),
+        1.0
+    );
     sim.shutdown().await;
 }
 
@@ -147,9 +203,19 @@ async fn dropped_events_are_answered_201_but_never_applied() {
     let c = client();
     let base = sim.base_url();
     put_faults(&c, &base, json!({"drop_rate": 1.0})).await;
-    assert_eq!(post_event(&c, &base, &feedback("pd", "lost")).await.status(), 201);
+    assert_eq!(
+        post_event(&c, &base, &feedback("pd", "lost"))
+            .await
+            .status(),
+        201
+    );
     put_faults(&c, &base, json!({"drop_rate": 0.0})).await;
-    assert_eq!(post_event(&c, &base, &feedback("pd", "kept")).await.status(), 201);
+    assert_eq!(
+        post_event(&c, &base, &feedback("pd", "kept"))
+            .await
+            .status(),
+        201
+    );
     let notes = eventually("kept applied", || async {
         let n = stream_notes(&c, &base, "pd").await;
         n.contains(&"kept".to_string()).then_some(n)
@@ -212,10 +278,25 @@ async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
         (sample(&t, "rehab_sim_projection_lag_seconds_count") == 1.0).then_some(t)
     })
     .await;
-    assert_eq!(sample(&text, r#"rehab_sim_projection_lag_seconds_bucket{le="0.25"}"#), 0.0);
-    assert_eq!(sample(&text, r#"rehab_sim_projection_lag_seconds_bucket{le="1.0"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_projection_lag_seconds_bucket{le="0.25"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_projection_lag_seconds_bucket{le="1.0"}"#
+        ),
+        1.0
+    );
     let sum = sample(&text, "rehab_sim_projection_lag_seconds_sum");
-    assert!(sum >= 0.3 && sum <= seen.as_secs_f64() + 0.05, "lag {sum} vs seen {seen:?}");
+    assert!(
+        sum >= 0.3 && sum <= seen.as_secs_f64() + 0.05,
+        "lag {sum} vs seen {seen:?}"
+    );
     sim.shutdown().await;
 }
 
@@ -241,8 +322,20 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
     assert_eq!(sample(&text, "rehab_sim_queue_depth"), 4.0);
     assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 0.0);
     assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 4.0);
-    assert_eq!(sample(&text, r#"rehab_sim_events_rejected_total{reason="queue_full"}"#), 1.0);
-    assert_eq!(sample(&text, r#"rehab_sim_requests_total{route="events_create",status="503"}"#), 1.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_events_rejected_total{reason="queue_full"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="503"}"#
+        ),
+        1.0
+    );
     assert!(stream_notes(&c, &base, "pst").await.is_empty());
 
     sim.set_faults(Faults::default());
@@ -279,11 +372,23 @@ async fn max_events_per_second_caps_ingestion_with_503() {
         }
     }
     let allowed = 5.0 + t.elapsed().as_secs_f64() * 5.0 + 1.0;
-    assert!(f64::from(created) <= allowed, "{created} created, {allowed} allowed");
+    assert!(
+        f64::from(created) <= allowed,
+        "{created} created, {allowed} allowed"
+    );
     assert!(created >= 5 && unavailable > 0, "{created} / {unavailable}");
     let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, r#"rehab_sim_faults_injected_total{fault="capacity"}"#), f64::from(unavailable));
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), f64::from(created));
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_faults_injected_total{fault="capacity"}"#
+        ),
+        f64::from(unavailable)
+    );
+    assert_eq!(
+        sample(&text, "rehab_sim_events_accepted_total"),
+        f64::from(created)
+    );
     sim.shutdown().await;
 }
 
@@ -294,8 +399,22 @@ async fn faults_from_config_and_handle() {
     let sim = start(cfg).await;
     let c = client();
     let base = sim.base_url();
-    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().status(), 500);
-    let v: Value = c.get(format!("{base}/sim/faults")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    let v: Value = c
+        .get(format!("{base}/sim/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["error_rate"], 1.0);
     sim.set_faults(Faults {
         rate_limit_rate: 1.0,
@@ -305,7 +424,14 @@ async fn faults_from_config_and_handle() {
     let r = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 429);
     c.delete(format!("{base}/sim/faults")).send().await.unwrap();
-    assert_eq!(c.get(format!("{base}/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(sim.faults(), Faults::default());
     sim.shutdown().await;
 }
