@@ -2,7 +2,8 @@
 //! caps, idle-patient eviction and per-event visibility instants, plus the
 //! incrementally folded read models of each patient.
 //!
-//! Memory ceiling (defaults): at most `retention.max_patients` (2000) patients,
+//! Memory ceiling (defaults): at most `retention.max_patients` (2000, plus at
+//! most one per shard, see `patient_mut`) patients,
 //! each holding at most `retention.max_bytes_per_patient` (128 KiB, counted as
 //! event JSON plus ~200 bytes of bookkeeping per event) and at most
 //! `retention.max_events_per_patient` (1000) events, plus a few KiB of read
@@ -15,6 +16,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -171,7 +173,8 @@ pub struct StoreStats {
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
-    shard_cap: usize,
+    /// Patients held, across shards (the cap is global, eviction local).
+    count: AtomicUsize,
     retention: RetentionConfig,
     rules: RulesConfig,
     truth: Arc<Truth>,
@@ -179,15 +182,13 @@ pub struct Store {
 
 impl Store {
     pub fn new(retention: RetentionConfig, rules: RulesConfig, truth: Arc<Truth>) -> Self {
-        // Small caps get few shards so per-shard LRU stays close to global LRU
-        // and the cap is exact; each shard holds at most `shard_cap`, so the
-        // total never exceeds `max_patients`.
+        // Small caps get few shards so the shard-local LRU stays close to a
+        // global one (exact with one shard).
         let n = (retention.max_patients / 32).clamp(1, 64);
-        let shard_cap = (retention.max_patients / n).max(1);
         Store {
             shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: RandomState::new(),
-            shard_cap,
+            count: AtomicUsize::new(0),
             retention,
             rules,
             truth,
@@ -199,8 +200,11 @@ impl Store {
         &self.shards[i]
     }
 
-    /// The patient record, created (evicting the least recently active
-    /// patient of the shard when full) if needed.
+    /// The patient record, created if needed. Past `max_patients` the least
+    /// recently active patient of the same shard is evicted first (the cap is
+    /// global; eviction stays in the shard so no second lock is taken). A
+    /// new patient landing in an empty shard is admitted anyway, so the count
+    /// can exceed the cap by at most the number of shards (64).
     fn patient_mut<'s>(
         &self,
         shard: &'s mut Shard,
@@ -209,13 +213,14 @@ impl Store {
         now_ms: i64,
     ) -> &'s mut Patient {
         if !shard.patients.contains_key(id) {
-            if shard.patients.len() >= self.shard_cap {
+            if self.count.load(Ordering::Relaxed) >= self.retention.max_patients {
                 let idle = shard
                     .patients
                     .iter()
                     .min_by_key(|(_, p)| p.last_activity)
                     .map(|(k, _)| k.clone());
                 if let Some(victim) = idle.and_then(|k| shard.patients.remove(&k)) {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
                     self.truth.evicted_patients.inc();
                     self.truth.patients.dec();
                     self.truth
@@ -223,6 +228,7 @@ impl Store {
                         .dec_by(victim.events.len() as i64);
                 }
             }
+            self.count.fetch_add(1, Ordering::Relaxed);
             self.truth.patients.inc();
         }
         let p = shard
