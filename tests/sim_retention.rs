@@ -73,7 +73,7 @@ async fn per_patient_byte_cap_holds() {
     })
     .await;
     let n = v["events"].as_array().unwrap().len();
-    // Each event is ~1.3 KiB of JSON plus 200 B of bookkeeping.
+    // Each event is ~1.3 KiB of JSON plus 400 B charged for bookkeeping.
     assert!((1..=3).contains(&n), "{n} events kept under 4 KiB");
     sim.shutdown().await;
 }

@@ -14,10 +14,11 @@
 //! - `routes`: the handlers; `server`: the connection driver;
 //! - `truth`: the ground-truth metrics.
 //!
-//! Memory ceiling with the defaults: ~270 MiB for the store (2000 patients ×
-//! 128 KiB of events plus read models, see `store`), plus the queue (10 000
-//! events; ~10 MiB with real events, 320 MiB if every queued event were the
-//! 32 KiB maximum), plus issued tokens (≤ 100 000 × ~150 B ≈ 15 MiB).
+//! Memory ceiling with the defaults: about 1.1 × `max_patients` ×
+//! `max_bytes_per_patient` for the store (≈ 280 MiB; measured 272 MiB RSS with
+//! 2000 patients all at the cap), plus the queue (10 000 events: ~10 MiB with
+//! real events, 320 MiB if every queued event were the 32 KiB maximum), plus
+//! issued tokens (≤ 100 000 × ~150 B ≈ 15 MiB). See `store` for the details.
 
 mod auth;
 mod config;
