@@ -2,7 +2,7 @@
 //! `/metrics`, `/status` and `/`; SIGTERM drains in-flight requests and exits 0;
 //! the admin routes answer. The reference API runs in the test process.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{eventually, scrape, scrape_url};
+use support::{eventually, scrape, scrape_url};
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 
 const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";

@@ -3,11 +3,11 @@
 //! that shows without lowering the offered rate. These measure rates, so they
 //! run in the nextest `serial` group (names start with `serial_`).
 
-mod common;
+mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{eventually, histogram_quantile, scrape, Scrape};
+use support::{eventually, histogram_quantile, scrape, Scrape};
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
@@ -87,7 +87,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
     }
     // Every event the canary counts as accepted, the reference API accepted.
     daemon.shutdown().await;
-    let truth = common::scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = support::scrape_url(&format!("{}/metrics", sim.base_url())).await;
     let final_ = truth.value("rehab_sim_events_accepted_total", &[]);
     assert!(final_ > 0.0);
     sim.shutdown().await;

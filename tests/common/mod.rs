@@ -1,179 +1,175 @@
-//! Helpers shared by the integration tests: scraping and parsing `/metrics`,
-//! and polling for a condition with a deadline instead of sleeping to hope.
+//! Helpers shared by the simulator's integration tests: start a sim on
+//! 127.0.0.1:0, build events, read ground-truth metrics, poll with a deadline.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
-/// One scrape: series (name plus sorted labels, as exposed) to value.
-#[derive(Debug, Clone, Default)]
-pub struct Scrape {
-    pub series: HashMap<String, f64>,
-    pub text: String,
+use rehab_canary::sim::{self, SimConfig, SimHandle};
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "Bearer dev-token";
+
+/// A generous deadline: the box has two noisy cores.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A config whose pipeline is quick, so tests wait little.
+pub fn fast_config() -> SimConfig {
+    let mut cfg = SimConfig::default();
+    cfg.pipeline.batch_timeout = Duration::from_millis(5);
+    cfg
 }
 
-impl Scrape {
-    pub fn parse(text: &str) -> Scrape {
-        let mut series = HashMap::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            // Drop an exemplar (" # {...} v") if present.
-            let line = line.split(" # ").next().unwrap_or(line);
-            let Some((key, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if let Ok(v) = value.parse::<f64>() {
-                series.insert(normalize(key), v);
-            }
-        }
-        Scrape {
-            series,
-            text: text.to_owned(),
-        }
-    }
-
-    /// The value of `name` with exactly these labels (any order).
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.series.get(&key(name, labels)).copied()
-    }
-
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels)
-            .unwrap_or_else(|| panic!("no series {}", key(name, labels)))
-    }
-
-    /// Sum over every series of `name` whose labels include `filter`.
-    pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
-        self.series
-            .iter()
-            .filter(|(k, _)| {
-                let (n, labels) = split(k);
-                n == name
-                    && filter
-                        .iter()
-                        .all(|(lk, lv)| labels.contains(&format!("{lk}=\"{lv}\"")))
-            })
-            .map(|(_, v)| *v)
-            .sum()
-    }
-}
-
-fn split(k: &str) -> (&str, Vec<String>) {
-    match k.split_once('{') {
-        Some((n, rest)) => (
-            n,
-            rest.trim_end_matches('}')
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        None => (k, Vec::new()),
-    }
-}
-
-fn normalize(raw: &str) -> String {
-    let (name, mut labels) = split(raw);
-    labels.sort();
-    if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{}}}", labels.join(","))
-    }
-}
-
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    l.sort();
-    if l.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{}}}", l.join(","))
-    }
-}
-
-pub async fn scrape(addr: SocketAddr) -> Scrape {
-    scrape_url(&format!("http://{addr}/metrics")).await
-}
-
-pub async fn scrape_url(url: &str) -> Scrape {
-    let text = reqwest::get(url)
+pub async fn start(cfg: SimConfig) -> SimHandle {
+    sim::start("127.0.0.1:0".parse().unwrap(), cfg)
         .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("scrape {url}: {e}"))
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(&text)
+        .expect("sim starts")
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` until it yields `Some`, failing the test after `DEADLINE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + limit;
+    let end = Instant::now() + DEADLINE;
     loop {
-        if let Some(v) = check().await {
+        if let Some(v) = f().await {
             return v;
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
-/// The `q` quantile (0-1) estimated from cumulative histogram buckets of
-/// `name` (with `labels`), by linear interpolation inside the bucket.
-pub fn histogram_quantile(s: &Scrape, name: &str, labels: &[(&str, &str)], q: f64) -> f64 {
-    let mut buckets: Vec<(f64, f64)> = s
-        .series
+/// An `exercise_session` start in the quickstart's envelope shape.
+pub fn session_start(patient: &str, session: &str, start_time: &str, reps: u32) -> Value {
+    json!({
+        "kind": "exercise_session",
+        "subject_id": patient,
+        "exercise_id": "knee_flexion",
+        "body": {
+            "session_id": session,
+            "prescribed_exercise_id": "template_knee_01",
+            "start_time": start_time,
+            "prescribed_reps": reps,
+            "device_info": {"model": "iPhone 14", "app_version": "1.0.3"}
+        },
+        "meta": {"phi": true, "consent_id": "consent_001", "site_id": "clinic_main",
+                 "correlation_id": session}
+    })
+}
+
+pub fn session_completion(
+    patient: &str,
+    session: &str,
+    end_time: &str,
+    completed: u32,
+    quality: f64,
+) -> Value {
+    json!({
+        "kind": "exercise_session",
+        "subject_id": patient,
+        "body": {
+            "session_id": session,
+            "end_time": end_time,
+            "completion_status": "completed",
+            "completed_reps": completed,
+            "overall_quality": quality
+        },
+        "meta": {"phi": true, "consent_id": "consent_001", "correlation_id": session}
+    })
+}
+
+pub fn rep(patient: &str, session: &str, n: u32, quality: f64) -> Value {
+    json!({
+        "kind": "rep_observation",
+        "subject_id": patient,
+        "body": {"session_id": session, "rep_number": n, "quality_score": quality,
+                 "confidence_rating": 0.95, "duration_ms": 3000},
+        "meta": {"consent_id": "consent_001"}
+    })
+}
+
+/// A minimal consented event.
+pub fn feedback(patient: &str, note: &str) -> Value {
+    json!({
+        "kind": "feedback",
+        "subject_id": patient,
+        "body": {"note": note},
+        "meta": {"consent_id": "c1"}
+    })
+}
+
+pub async fn post_event(c: &reqwest::Client, base: &str, ev: &Value) -> reqwest::Response {
+    c.post(format!("{base}/api/v1/events"))
+        .header("authorization", TOKEN)
+        .json(ev)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = c
+        .get(url)
+        .header("authorization", TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    let status = r.status().as_u16();
+    let v = r.json().await.unwrap_or(Value::Null);
+    (status, v)
+}
+
+/// The notes of the feedback events visible in a stream.
+pub async fn stream_notes(c: &reqwest::Client, base: &str, patient: &str) -> Vec<String> {
+    let (status, v) = get_json(
+        c,
+        &format!("{base}/api/v1/patients/{patient}/stream?limit=1000"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    v["events"]
+        .as_array()
+        .unwrap()
         .iter()
-        .filter_map(|(k, v)| {
-            let (n, ls) = split(k);
-            if n != format!("{name}_bucket") {
-                return None;
-            }
-            let mut le = None;
-            for l in &ls {
-                if let Some(x) = l.strip_prefix("le=\"") {
-                    le = Some(x.trim_end_matches('"').to_owned());
-                } else if !labels.iter().any(|(lk, lv)| *l == format!("{lk}=\"{lv}\"")) {
-                    return None;
-                }
-            }
-            let le = le?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, *v))
+        .filter_map(|e| e["body"]["note"].as_str().map(String::from))
+        .collect()
+}
+
+/// The ground-truth metrics as text.
+pub async fn metrics_text(c: &reqwest::Client, base: &str) -> String {
+    c.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Value of the sample whose name-and-labels part is exactly `series`
+/// (e.g. `rehab_sim_requests_total{route="health",status="200"}`); 0 if absent.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
         })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    assert!(total > 0.0, "histogram {name} {labels:?} is empty");
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
-        if c >= rank {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let frac = if c > prev.1 {
-                (rank - prev.1) / (c - prev.1)
-            } else {
-                0.0
-            };
-            return prev.0 + (le - prev.0) * frac;
-        }
-        prev = (le, c);
-    }
-    prev.0
+        .unwrap_or(0.0)
+}
+
+pub async fn metric(c: &reqwest::Client, base: &str, series: &str) -> f64 {
+    sample(&metrics_text(c, base).await, series)
 }

@@ -1,0 +1,437 @@
+//! Each injected fault, asserted through behaviour and through the
+//! simulator's ground-truth metrics.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rehab_canary::sim::{Faults, SimConfig};
+use serde_json::{json, Value};
+
+async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
+    let r = c
+        .put(format!("{base}/sim/faults"))
+        .json(&f)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{f}");
+}
+
+#[tokio::test]
+async fn latency_and_jitter_delay_every_api_response() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"latency_ms": 150, "jitter_ms": 50})).await;
+    let t = Instant::now();
+    let r = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let el = t.elapsed();
+    assert!(el >= Duration::from_millis(150), "{el:?}");
+    let t = Instant::now();
+    assert_eq!(
+        post_event(&c, &base, &feedback("pl", "x")).await.status(),
+        201
+    );
+    assert!(t.elapsed() >= Duration::from_millis(150));
+    // The control and truth planes are never delayed.
+    let t = Instant::now();
+    let text = metrics_text(&c, &base).await;
+    assert!(t.elapsed() < Duration::from_millis(150));
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="latency"}"#),
+        2.0
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_rate_answers_500_and_accepts_nothing() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"error_rate": 1.0})).await;
+    let r = post_event(&c, &base, &feedback("pe", "x")).await;
+    assert_eq!(r.status(), 500);
+    assert!(r.json::<Value>().await.unwrap()["error"].is_string());
+    // A fraction is a fraction.
+    put_faults(&c, &base, json!({"error_rate": 0.5})).await;
+    let mut errors = 0;
+    for _ in 0..200 {
+        let r = c.get(format!("{base}/health")).send().await.unwrap();
+        if r.status() == 500 {
+            errors += 1;
+        }
+    }
+    assert!((50..=150).contains(&errors), "{errors} of 200");
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="500"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="health",status="500"}"#
+        ),
+        errors as f64
+    );
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="error"}"#),
+        1.0 + errors as f64
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_retry_after() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(
+        &c,
+        &base,
+        json!({"rate_limit_rate": 1.0, "retry_after_s": 7}),
+    )
+    .await;
+    let r = post_event(&c, &base, &feedback("pr", "x")).await;
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="429"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_faults_injected_total{fault="rate_limit"}"#
+        ),
+        1.0
+    );
+    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn reset_closes_the_connection_without_a_response() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"reset_rate": 1.0})).await;
+    for _ in 0..3 {
+        let r = c.get(format!("{base}/health")).send().await;
+        let err = r.expect_err("no response expected");
+        assert!(!err.is_timeout(), "{err}");
+        assert!(err.status().is_none(), "{err}");
+    }
+    let r = post_event_result(&c, &base, &feedback("px", "x")).await;
+    assert!(r.is_err());
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="reset"}"#),
+        4.0
+    );
+    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
+    // Healthy again once cleared.
+    c.delete(format!("{base}/sim/faults")).send().await.unwrap();
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    sim.shutdown().await;
+}
+
+async fn post_event_result(
+    c: &reqwest::Client,
+    base: &str,
+    ev: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    c.post(format!("{base}/api/v1/events"))
+        .header("authorization", TOKEN)
+        .json(ev)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn garbage_replaces_read_bodies_only() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"garbage_rate": 1.0})).await;
+    let r = post_event(&c, &base, &feedback("pg", "x")).await;
+    assert_eq!(r.status(), 201);
+    assert!(r.json::<Value>().await.is_ok(), "writes are not garbled");
+    let r = c
+        .get(format!("{base}/api/v1/patients/pg/stream"))
+        .header("authorization", TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.text().await.unwrap();
+    assert!(serde_json::from_str::<Value>(&body).is_err(), "{body}");
+    // Error responses stay as they are.
+    let r = c.get(format!("{base}/api/v1/alerts")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.json::<Value>().await.is_ok());
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(
+        sample(&text, r#"rehab_sim_faults_injected_total{fault="garbage"}"#),
+        1.0
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn dropped_events_are_answered_201_but_never_applied() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"drop_rate": 1.0})).await;
+    assert_eq!(
+        post_event(&c, &base, &feedback("pd", "lost"))
+            .await
+            .status(),
+        201
+    );
+    put_faults(&c, &base, json!({"drop_rate": 0.0})).await;
+    assert_eq!(
+        post_event(&c, &base, &feedback("pd", "kept"))
+            .await
+            .status(),
+        201
+    );
+    let notes = eventually("kept applied", || async {
+        let n = stream_notes(&c, &base, "pd").await;
+        n.contains(&"kept".to_string()).then_some(n)
+    })
+    .await;
+    assert_eq!(notes, ["kept"]);
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 2.0);
+    assert_eq!(sample(&text, "rehab_sim_events_dropped_total"), 1.0);
+    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 1.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicated_events_are_applied_twice() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"duplicate_rate": 1.0})).await;
+    let r = post_event(&c, &base, &feedback("pdup", "twice")).await;
+    let id = r.json::<Value>().await.unwrap()["event_id"].clone();
+    let (_, v) = eventually("duplicate applied", || async {
+        let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/pdup/stream")).await;
+        (v["count"] == 2).then_some((s, v))
+    })
+    .await;
+    assert_eq!(v["events"][0]["event_id"], id);
+    assert_eq!(v["events"][1]["event_id"], id);
+    assert_eq!(v["stream_version"], 2);
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 1.0);
+    assert_eq!(sample(&text, "rehab_sim_events_duplicated_total"), 1.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"projection_delay_ms": 300})).await;
+    let r = post_event(&c, &base, &feedback("pdl", "late")).await;
+    let accepted = Instant::now();
+    assert_eq!(r.status(), 201);
+    // Not visible yet, and not yet observed: the lag is recorded the moment
+    // the event becomes visible.
+    let text = metrics_text(&c, &base).await;
+    if accepted.elapsed() < Duration::from_millis(250) {
+        assert_eq!(sample(&text, "rehab_sim_projection_lag_seconds_count"), 0.0);
+    }
+    eventually("delayed event visible", || async {
+        let n = stream_notes(&c, &base, "pdl").await;
+        (!n.is_empty()).then_some(())
+    })
+    .await;
+    let seen = accepted.elapsed();
+    assert!(seen >= Duration::from_millis(290), "visible after {seen:?}");
+    let text = eventually("lag observed", || async {
+        let t = metrics_text(&c, &base).await;
+        (sample(&t, "rehab_sim_projection_lag_seconds_count") == 1.0).then_some(t)
+    })
+    .await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_projection_lag_seconds_bucket{le="0.25"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_projection_lag_seconds_bucket{le="1.0"}"#
+        ),
+        1.0
+    );
+    let sum = sample(&text, "rehab_sim_projection_lag_seconds_sum");
+    assert!(
+        sum >= 0.3 && sum <= seen.as_secs_f64() + 0.05,
+        "lag {sum} vs seen {seen:?}"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
+    let mut cfg = fast_config();
+    cfg.pipeline.queue_capacity = 4;
+    cfg.pipeline.processors = 1;
+    cfg.faults.stall_projector = true;
+    let sim = start(cfg).await;
+    let c = client();
+    let base = sim.base_url();
+    for i in 0..4 {
+        let r = post_event(&c, &base, &feedback("pst", &format!("n{i}"))).await;
+        assert_eq!(r.status(), 201);
+    }
+    let r = post_event(&c, &base, &feedback("pst", "over")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    // Several batch timeouts later, still nothing applied.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(sample(&text, "rehab_sim_queue_depth"), 4.0);
+    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 0.0);
+    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 4.0);
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_events_rejected_total{reason="queue_full"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_requests_total{route="events_create",status="503"}"#
+        ),
+        1.0
+    );
+    assert!(stream_notes(&c, &base, "pst").await.is_empty());
+
+    sim.set_faults(Faults::default());
+    let notes = eventually("stall released", || async {
+        let n = stream_notes(&c, &base, "pst").await;
+        (n.len() == 4).then_some(n)
+    })
+    .await;
+    assert_eq!(notes, ["n0", "n1", "n2", "n3"]);
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(sample(&text, "rehab_sim_queue_depth"), 0.0);
+    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 4.0);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_events_per_second_caps_ingestion_with_503() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(&c, &base, json!({"max_events_per_second": 5})).await;
+    let t = Instant::now();
+    let mut created = 0;
+    let mut unavailable = 0;
+    for i in 0..30 {
+        let r = post_event(&c, &base, &feedback("pcap", &format!("{i}"))).await;
+        match r.status().as_u16() {
+            201 => created += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                unavailable += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    let allowed = 5.0 + t.elapsed().as_secs_f64() * 5.0 + 1.0;
+    assert!(
+        f64::from(created) <= allowed,
+        "{created} created, {allowed} allowed"
+    );
+    assert!(created >= 5 && unavailable > 0, "{created} / {unavailable}");
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_faults_injected_total{fault="capacity"}"#
+        ),
+        f64::from(unavailable)
+    );
+    assert_eq!(
+        sample(&text, "rehab_sim_events_accepted_total"),
+        f64::from(created)
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn faults_from_config_and_handle() {
+    let mut cfg: SimConfig = fast_config();
+    cfg.faults.error_rate = 1.0;
+    let sim = start(cfg).await;
+    let c = client();
+    let base = sim.base_url();
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    let v: Value = c
+        .get(format!("{base}/sim/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["error_rate"], 1.0);
+    sim.set_faults(Faults {
+        rate_limit_rate: 1.0,
+        retry_after_s: 3,
+        ..Faults::default()
+    });
+    let r = c.get(format!("{base}/health")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    c.delete(format!("{base}/sim/faults")).send().await.unwrap();
+    assert_eq!(
+        c.get(format!("{base}/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(sim.faults(), Faults::default());
+    sim.shutdown().await;
+}
