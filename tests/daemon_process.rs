@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use support::{eventually, scrape, scrape_url};
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use support::{eventually, scrape, scrape_url};
 
 const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";
 
@@ -177,7 +177,11 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
     };
     let sim = sim_with(faults, Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proc = Proc::start(&dir, &config(&sim, ""), &[]);
+    let mut proc = Proc::start(
+        &dir,
+        &config(&sim, ""),
+        &[("REHAB_CANARY_TOKEN", "dev-token")],
+    );
     let addr = proc.admin_addr();
     eventually("requests in flight", Duration::from_secs(15), || async {
         let s = scrape(addr).await;
@@ -201,6 +205,7 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
         .find(|v| v["message"] == "stopped")
         .expect("a final summary line");
     let accepted = summary["events_accepted"].as_f64().unwrap();
+    assert!(accepted > 0.0, "{summary}");
     let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
     assert_eq!(
         truth.value("rehab_sim_events_accepted_total", &[]),
@@ -252,7 +257,7 @@ async fn admin_routes_answer() {
     let status: serde_json::Value = get("/status").await.json().await.unwrap();
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     let page = get("/").await.text().await.unwrap();
-    assert!(page.contains("href=\"/metrics\""));
+    assert!(page.contains("href=\"metrics\""));
     assert!(
         page.contains(&sim.addr().port().to_string()),
         "landing page names the target"

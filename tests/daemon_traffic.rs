@@ -7,10 +7,10 @@ mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{eventually, histogram_quantile, scrape, Scrape};
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use support::{eventually, histogram_quantile, scrape, Scrape};
 use tokio::time::Instant;
 
 async fn start(faults: Faults, tweak: impl FnOnce(&mut Config)) -> (SimHandle, Daemon) {
@@ -26,6 +26,7 @@ async fn start(faults: Faults, tweak: impl FnOnce(&mut Config)) -> (SimHandle, D
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.target.base_url = sim.base_url();
+    cfg.auth.token_file = Some(dev_token_file());
     cfg.traffic.burst.duration = Duration::ZERO;
     cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
     tweak(&mut cfg);
@@ -33,8 +34,24 @@ async fn start(faults: Faults, tweak: impl FnOnce(&mut Config)) -> (SimHandle, D
     (sim, daemon)
 }
 
+/// The reference API's development token, given the way production gives one.
+fn dev_token_file() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rehab-canary-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "dev-token\n").unwrap();
+    path
+}
+
 fn events_sent(s: &Scrape) -> f64 {
     s.sum("rehab_canary_events_sent_total", &[])
+}
+
+fn daemon_totals(s: &Scrape) -> (f64, f64) {
+    (
+        events_sent(s),
+        s.sum("rehab_canary_events_accepted_total", &[]),
+    )
 }
 
 fn requests(s: &Scrape, endpoint: &str) -> f64 {
@@ -250,16 +267,26 @@ async fn an_unreachable_target_is_reported_not_fatal() {
     cfg.traffic.events_per_second = 20.0;
     let daemon = Daemon::start(cfg).await.expect("starts without a target");
     let addr = daemon.admin_addr();
-    eventually("connect errors counted", Duration::from_secs(10), || async {
-        let s = scrape(addr).await;
-        (s.value(
-            "rehab_canary_requests_total",
-            &[("endpoint", "events_create"), ("status", "connect_error")],
-        ) > 5.0)
-            .then_some(())
-    })
+    eventually(
+        "connect errors counted",
+        Duration::from_secs(10),
+        || async {
+            let s = scrape(addr).await;
+            (s.value(
+                "rehab_canary_requests_total",
+                &[("endpoint", "events_create"), ("status", "connect_error")],
+            ) > 5.0)
+                .then_some(())
+        },
+    )
     .await;
-    let ready = reqwest::get(format!("http://{addr}/-/ready")).await.unwrap();
-    assert_eq!(ready.status(), 200, "readiness does not depend on the target");
+    let ready = reqwest::get(format!("http://{addr}/-/ready"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "readiness does not depend on the target"
+    );
     assert!(daemon.shutdown().await);
 }
