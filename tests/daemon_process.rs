@@ -80,14 +80,14 @@ impl Proc {
     }
 
     /// Waits for exit (at most `limit`), returning the code and every log line.
-    fn wait(mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
+    fn wait(&mut self, limit: Duration) -> (Option<i32>, Vec<String>) {
         let deadline = std::time::Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
                     self.log.push(l);
                 }
-                return (status.code(), self.log);
+                return (status.code(), std::mem::take(&mut self.log));
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -98,6 +98,14 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A failed assertion must not leave a daemon running behind the test.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
