@@ -8,10 +8,12 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod lifecycle;
 pub mod metrics;
+pub mod reload;
 pub mod sim;
 pub mod telemetry;
 pub mod traffic;
