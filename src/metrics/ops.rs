@@ -2,13 +2,15 @@
 //! the circuit breaker, target health, the kill switch and `Retry-After`
 //! waits. They tell "the canary is broken" apart from "the API is broken".
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+use crate::api::Endpoint;
 
 /// Why getting or using a token failed (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +52,11 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClassLabel {
     class: &'static str,
 }
@@ -65,6 +72,9 @@ pub struct OpsMetrics {
     pub paused: Gauge,
     rate_limited: [Counter; 3],
     rate_limit_wait: [Counter<f64, AtomicU64>; 3],
+    invalid: [Counter; Endpoint::ALL.len()],
+    /// Logged once per endpoint, so a broken target does not flood the log.
+    invalid_logged: [AtomicBool; Endpoint::ALL.len()],
 }
 
 impl std::fmt::Debug for OpsMetrics {
@@ -142,6 +152,17 @@ impl OpsMetrics {
             "Seconds a traffic class was held back honouring Retry-After",
             wait_family.clone(),
         );
+        let invalid_family = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "rehab_canary_invalid_responses",
+            "2xx answers whose body was not valid JSON, by endpoint",
+            invalid_family.clone(),
+        );
+        let invalid = std::array::from_fn(|i| {
+            invalid_family.get_or_create_owned(&EndpointLabel {
+                endpoint: Endpoint::ALL[i].as_str(),
+            })
+        });
         let class = |i: usize| ClassLabel {
             class: TRAFFIC_CLASSES[i],
         };
@@ -156,6 +177,8 @@ impl OpsMetrics {
             paused,
             rate_limited: std::array::from_fn(|i| limited_family.get_or_create_owned(&class(i))),
             rate_limit_wait: std::array::from_fn(|i| wait_family.get_or_create_owned(&class(i))),
+            invalid,
+            invalid_logged: Default::default(),
         }
     }
 
@@ -175,6 +198,18 @@ impl OpsMetrics {
         ) {
             c.inc();
             w.inc_by(wait_s);
+        }
+    }
+
+    /// A 2xx answer of `endpoint` had a body that is not JSON.
+    pub fn invalid_response(&self, endpoint: Endpoint) {
+        self.invalid[endpoint.index()].inc();
+        if !self.invalid_logged[endpoint.index()].swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                "the target answered 2xx with a body that is not JSON (logged once per endpoint; \
+                 see rehab_canary_invalid_responses_total)"
+            );
         }
     }
 

@@ -54,6 +54,11 @@ struct Shared {
     drained: Notify,
 }
 
+/// Validates without building a value: reads must answer JSON.
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
 impl Shared {
     /// Feeds an answer to the gate (429, circuit) and the auth task (401).
     fn learn(&self, class: usize, resp: &Response) {
@@ -358,6 +363,11 @@ async fn run_job(
                 let resp = shared.client.get(url).await;
                 metrics.record_request(endpoint, resp.outcome, since.elapsed());
                 shared.learn(class, &resp);
+                if let Outcome::Status(200..=299) = resp.outcome {
+                    if !is_json(&resp.body) {
+                        metrics.ops.invalid_response(endpoint);
+                    }
+                }
                 since = Instant::now();
             }
         }
