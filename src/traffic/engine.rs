@@ -270,6 +270,12 @@ impl Loop {
                     mix = mix_of(&new);
                     let _guard = self.runtime.enter();
                     resize(&self.permits, &mut capacity, new.max_in_flight);
+                    if new.journeys != self.cfg.journeys || new.payload != self.cfg.payload {
+                        match self.journeys.rebuild(&new.journeys, &new.payload) {
+                            Ok(j) => self.journeys = j,
+                            Err(e) => tracing::error!("journeys kept after reload: {e}"),
+                        }
+                    }
                     tracing::info!(
                         events_per_second = new.events_per_second,
                         "traffic config applied"
