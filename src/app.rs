@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{self, AdminState, RuntimeInfo};
 use crate::client::{self, ClientError, TargetClient, TokenSource};
 use crate::config::{Config, ConfigErrors};
+use crate::lag::{self, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
 use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
 use crate::sim::{self, SimConfig, SimError, SimHandle};
@@ -49,6 +50,8 @@ pub enum AppError {
     Thread(#[source] std::io::Error),
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Lag(#[from] LagError),
 }
 
 /// A running daemon.
@@ -58,6 +61,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     info: Arc<RuntimeInfo>,
     engine: Engine,
+    lag: LagProbes,
     admin_stop: watch::Sender<bool>,
     admin_task: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -102,10 +106,13 @@ impl Daemon {
             source,
         })?;
 
-        let metrics = Arc::new(Metrics::new(BuildInfo {
+        let mut metrics = Metrics::new(BuildInfo {
             version: VERSION,
             revision: REVISION,
-        }));
+        });
+        // Lag families join the registry before it is shared.
+        let lag_metrics = LagMetrics::register(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
         let router = admin::router(AdminState {
@@ -150,10 +157,23 @@ impl Daemon {
             Arc::new(cfg.traffic.clone()),
             f64::INFINITY,
             journeys,
-            http,
+            http.clone(),
             metrics.clone(),
         )
         .map_err(AppError::Thread)?;
+        // Lag probes: their own schedule on the runtime, never the engine's.
+        let lag = LagProbes::spawn(
+            &cfg.lag,
+            lag::probe::Setup {
+                base: target.clone(),
+                namespace: cfg.traffic.journeys.subject_prefix.clone(),
+                payload: cfg.traffic.payload.clone(),
+                epoch: lag::marker::RunEpoch::random(),
+            },
+            http,
+            lag_metrics,
+        )?;
+        info.add_status_extra(lag.status());
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -166,6 +186,7 @@ impl Daemon {
             metrics,
             info,
             engine,
+            lag,
             admin_stop,
             admin_task,
             background,
@@ -201,6 +222,7 @@ impl Daemon {
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
         self.info.set_ready(false);
+        self.lag.stop().await;
         let drained = self.engine.stop(self.grace).await;
         if drained {
             tracing::info!("in-flight requests drained");

@@ -66,6 +66,8 @@ pub struct Config {
     pub target: TargetConfig,
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
+    /// Projection lag probes (`src/lag/config.rs`).
+    pub lag: crate::lag::LagConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -524,6 +526,7 @@ impl Config {
         ] {
             check(!value.is_empty(), key, "must not be empty");
         }
+        errs.extend(self.lag.validate());
         errs
     }
 

@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod client;
 pub mod config;
+pub mod lag;
 pub mod lifecycle;
 pub mod metrics;
 pub mod sim;
