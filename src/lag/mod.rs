@@ -307,7 +307,11 @@ async fn schedule(
         if now >= next_prune {
             next_prune = advance(next_prune, PRUNE_EVERY, now);
             for p in &probes {
-                for seq in p.tracker.prune(now, memory) {
+                let expired = p.tracker.prune(now, memory);
+                if !p.probe.has_cleanup() {
+                    continue;
+                }
+                for seq in expired {
                     // A lost event never seen: clean up after it anyway, in
                     // case it shows up after we stopped looking.
                     let marker = p.probe.prefix.marker(seq);

@@ -239,10 +239,15 @@ impl Probe {
         })
     }
 
+    /// Whether [`Probe::cleanup`] ever has something to post.
+    pub fn has_cleanup(&self) -> bool {
+        self.projection == Projection::WorkQueue
+    }
+
     /// Events to post once the event `marker` was seen (or given up on):
     /// the work-queue probe's recovery sessions; nothing for the others.
     pub fn cleanup(&self, marker: &str) -> Vec<Bytes> {
-        if self.projection != Projection::WorkQueue {
+        if !self.has_cleanup() {
             return Vec::new();
         }
         (1..=RECOVERY_SESSIONS)
