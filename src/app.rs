@@ -13,14 +13,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState, RuntimeInfo};
-use crate::client::{self, ClientError, TargetClient, TokenSource};
+use crate::admin::control::{self, Control, ReloadReport};
+use crate::admin::{self, AdminState, RuntimeInfo, StatusExtra};
+use crate::auth::{self, AuthError, AuthTask, TokenSource};
+use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
 use crate::lag::{self, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
-use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
+use crate::metrics::{BuildInfo, Metrics, Outcome, WINDOW_ROTATE_EVERY};
+use crate::reload::Reloader;
 use crate::sim::{self, SimConfig, SimError, SimHandle};
 use crate::traffic::engine::Engine;
+use crate::traffic::gate::Gate;
 use crate::traffic::journeys::{Journeys, Naming};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -42,6 +46,8 @@ pub enum AppError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     #[error("cannot start the embedded reference API: {0}")]
     Sim(#[from] SimError),
     #[error("target.base_url: {0}")]
@@ -62,6 +68,8 @@ pub struct Daemon {
     info: Arc<RuntimeInfo>,
     engine: Engine,
     lag: LagProbes,
+    controls: Arc<Controls>,
+    auth: AuthTask,
     admin_stop: watch::Sender<bool>,
     admin_task: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -73,6 +81,11 @@ impl Daemon {
     /// Starts everything. The admin port is bound from `server.listen`
     /// (port 0 picks a free one; see [`Daemon::admin_addr`]).
     pub async fn start(cfg: Config) -> Result<Daemon, AppError> {
+        Self::start_with(cfg, RunOptions::default()).await
+    }
+
+    /// Like [`Daemon::start`], knowing the config file for reloads.
+    pub async fn start_with(cfg: Config, opts: RunOptions) -> Result<Daemon, AppError> {
         let errors = cfg.validate();
         if !errors.is_empty() {
             return Err(ConfigErrors(errors).into());
@@ -81,7 +94,6 @@ impl Daemon {
             .listen_addr()
             .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;
         let embedded = cfg.target.is_embedded();
-        let (token, source) = client::resolve_token(&cfg.auth, embedded)?;
 
         let sim = if embedded {
             let handle = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default()).await?;
@@ -115,37 +127,24 @@ impl Daemon {
         let metrics = Arc::new(metrics);
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
-        let router = admin::router(AdminState {
-            metrics: metrics.clone(),
-            info: info.clone(),
-        });
-        let admin_task = tokio::spawn(admin::serve(listener, router, async move {
-            let _ = admin_stop_rx.wait_for(|stop| *stop).await;
-        }));
-        tracing::info!(addr = %admin_addr, "admin server listening (/metrics, /status, /-/healthy)");
-
         let http = TargetClient::new(&cfg.target)?;
-        match token {
-            Some(t) => {
-                let origin = match &source {
-                    TokenSource::File(p) => format!("auth.token_file {}", p.display()),
-                    TokenSource::Env(v) => format!("env {v}"),
-                    TokenSource::Development | TokenSource::None => "development token".into(),
-                };
-                http.set_auth(Some(client::bearer(&t, &origin)?));
-                tracing::info!(source = ?source, "bearer token loaded");
-            }
-            None => tracing::warn!(
+        let auth = auth::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
+        match &auth.source {
+            TokenSource::None => tracing::warn!(
                 env = %cfg.auth.token_env,
-                "no bearer token: set the env var named by auth.token_env or auth.token_file; \
-                 requests go out without Authorization"
+                "no bearer token: set the env var named by auth.token_env, auth.token_file or \
+                 auth.login; requests go out without Authorization"
             ),
+            source => tracing::info!(?source, "bearer token source"),
         }
 
+        let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
         let mut background = vec![tokio::spawn(rotate_windows(metrics.clone()))];
-        background.push(tokio::spawn(report_reachability(
+        background.push(tokio::spawn(poll_target_health(
             http.clone(),
-            target.join("health")?,
+            target.join(&cfg.target.health_path)?,
+            cfg.target.health_interval,
+            metrics.clone(),
         )));
 
         let naming = Naming {
@@ -155,10 +154,11 @@ impl Daemon {
         let journeys = Journeys::new(&cfg.traffic.journeys, &cfg.traffic.payload, &target, naming)?;
         let engine = Engine::spawn(
             Arc::new(cfg.traffic.clone()),
-            f64::INFINITY,
             journeys,
             http.clone(),
             metrics.clone(),
+            gate.clone(),
+            auth.signal.clone(),
         )
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
@@ -174,6 +174,24 @@ impl Daemon {
             lag_metrics,
         )?;
         info.add_status_extra(lag.status());
+
+        let reloader = Arc::new(Reloader::new(
+            opts.config_path.clone(),
+            cfg.clone(),
+            vec![Arc::new(engine.updater()), gate.clone()],
+            metrics.clone(),
+        ));
+        let controls = Arc::new(Controls {
+            reloader: reloader.clone(),
+            gate: gate.clone(),
+        });
+        info.add_status_extra(controls.clone());
+        let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
+            .merge(control::router(controls.clone()));
+        let admin_task = tokio::spawn(admin::serve(listener, router, async move {
+            let _ = admin_stop_rx.wait_for(|stop| *stop).await;
+        }));
+        tracing::info!(addr = %admin_addr, "admin server listening (/metrics, /status, /-/healthy)");
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -187,12 +205,28 @@ impl Daemon {
             info,
             engine,
             lag,
+            controls,
+            auth,
             admin_stop,
             admin_task,
             background,
             sim,
             grace: cfg.server.shutdown_grace,
         })
+    }
+
+    /// Re-reads the config file (SIGHUP and `POST /-/reload` do the same).
+    pub fn reload(&self) -> ReloadReport {
+        self.controls.reload()
+    }
+
+    /// The kill switch: stop sending until [`Daemon::resume`].
+    pub fn pause(&self) {
+        self.controls.pause();
+    }
+
+    pub fn resume(&self) {
+        self.controls.resume();
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
@@ -232,6 +266,7 @@ impl Daemon {
         for task in self.background {
             task.abort();
         }
+        self.auth.abort();
         self.admin_stop.send_replace(true);
         let _ = self.admin_task.await;
         if let Some(sim) = self.sim {
@@ -272,15 +307,63 @@ async fn rotate_windows(metrics: Arc<Metrics>) {
     }
 }
 
-/// An unreachable target is reported, never fatal: the canary's job is to
-/// keep measuring through the outage.
-async fn report_reachability(http: TargetClient, health: Url) {
-    let resp = http.get_public(health).await;
-    match resp.outcome {
-        crate::metrics::Outcome::Status(s) if (200..300).contains(&s) => {
-            tracing::info!("target health check passed")
+/// Polls the target's public health route for `rehab_canary_target_up`. An
+/// unreachable target is reported, never fatal: the canary's job is to keep
+/// measuring through the outage. Logs only on changes of state.
+async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metrics: Arc<Metrics>) {
+    let mut last: Option<bool> = None;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let outcome = http.get_public(url.clone()).await.outcome;
+        let up = matches!(outcome, Outcome::Status(200..=299));
+        metrics.ops.target_up.set(i64::from(up));
+        if last != Some(up) {
+            if up {
+                tracing::info!("target health check passed");
+            } else {
+                tracing::warn!(
+                    ?outcome,
+                    "target health check failed; the canary keeps running"
+                );
+            }
+            last = Some(up);
         }
-        other => tracing::warn!(outcome = ?other, "target health check failed; running anyway"),
+    }
+}
+
+/// The kill switch and reloads, as the admin routes and signals see them.
+struct Controls {
+    reloader: Arc<Reloader>,
+    gate: Arc<Gate>,
+}
+
+impl Control for Controls {
+    fn reload(&self) -> ReloadReport {
+        self.reloader.reload()
+    }
+    fn pause(&self) {
+        self.gate.pause();
+    }
+    fn resume(&self) {
+        self.gate.resume();
+    }
+    fn is_paused(&self) -> bool {
+        self.gate.is_paused()
+    }
+}
+
+impl StatusExtra for Controls {
+    fn key(&self) -> &'static str {
+        "control"
+    }
+    fn value(&self) -> serde_json::Value {
+        let m = &self.gate;
+        serde_json::json!({
+            "paused": m.is_paused(),
+            "circuit_open": m.circuit_open(),
+        })
     }
 }
 
@@ -291,13 +374,16 @@ pub struct RunOptions {
 }
 
 /// The daemon as a process: start, wait for SIGTERM/SIGINT, drain, exit.
-pub async fn run(cfg: Config, _opts: RunOptions) -> Result<(), AppError> {
+pub async fn run(cfg: Config, opts: RunOptions) -> Result<(), AppError> {
     let mut signals = SignalEvents::register().map_err(AppError::Signals)?;
-    let daemon = Daemon::start(cfg).await?;
+    let daemon = Daemon::start_with(cfg, opts).await?;
     while let Some(event) = signals.next().await {
         match event {
             Event::Shutdown => break,
-            Event::Reload => tracing::warn!("SIGHUP: config reload is not supported yet"),
+            Event::Reload => {
+                let report = daemon.reload();
+                tracing::info!(outcome = ?report.outcome, "SIGHUP reload");
+            }
         }
     }
     tracing::info!("shutting down");

@@ -5,71 +5,24 @@
 //! The token is held as a *sensitive* header value behind an `ArcSwap`, so it
 //! can be rotated without locks and never shows up in `Debug` output or logs.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use std::time::{Duration, SystemTime};
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 
-use crate::config::{AuthConfig, TargetConfig};
+use crate::config::TargetConfig;
 use crate::metrics::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
-    #[error("auth.token_file {path}: {source}")]
-    TokenFile {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("{origin}: the token is empty or not a valid header value")]
     BadToken { origin: String },
-}
-
-/// Where the bearer token came from; logged instead of the token itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenSource {
-    File(PathBuf),
-    Env(String),
-    /// The reference API's development token (embedded target only).
-    Development,
-    None,
-}
-
-/// Resolves the bearer token: a file wins over the env var; the embedded
-/// target falls back to the reference API's development token.
-pub fn resolve_token(
-    auth: &AuthConfig,
-    embedded: bool,
-) -> Result<(Option<String>, TokenSource), ClientError> {
-    if let Some(path) = &auth.token_file {
-        let raw = std::fs::read_to_string(path).map_err(|source| ClientError::TokenFile {
-            path: path.clone(),
-            source,
-        })?;
-        let token = raw.trim().to_owned();
-        if token.is_empty() {
-            return Err(ClientError::BadToken {
-                origin: format!("auth.token_file {}", path.display()),
-            });
-        }
-        return Ok((Some(token), TokenSource::File(path.clone())));
-    }
-    match std::env::var(&auth.token_env) {
-        Ok(v) if !v.trim().is_empty() => Ok((
-            Some(v.trim().to_owned()),
-            TokenSource::Env(auth.token_env.clone()),
-        )),
-        _ if embedded => Ok((
-            Some(crate::api::DEV_TOKEN.to_owned()),
-            TokenSource::Development,
-        )),
-        _ => Ok((None, TokenSource::None)),
-    }
 }
 
 /// Builds the `Authorization` value, marked sensitive so it is never printed.
@@ -94,10 +47,23 @@ impl std::fmt::Debug for TargetClient {
     }
 }
 
-/// The result of one request: its outcome, and the body when there was one.
+/// The result of one request: its outcome, the body when there was one, and
+/// the `Retry-After` of a 429/503.
 pub struct Response {
     pub outcome: Outcome,
     pub body: Bytes,
+    pub retry_after: Option<Duration>,
+}
+
+/// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// A date in the past means "now"; anything unparsable is `None`.
+pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(text).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 impl TargetClient {
@@ -147,6 +113,16 @@ impl TargetClient {
         execute(self.with_auth(self.http.get(url))).await
     }
 
+    /// A POST without the bearer token (login and refresh are public).
+    pub async fn post_json_public(&self, url: Url, body: Bytes) -> Response {
+        let req = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .body(body);
+        execute(req).await
+    }
+
     /// A GET without the bearer token (health routes are public).
     pub async fn get_public(&self, url: Url) -> Response {
         execute(self.http.get(url)).await
@@ -157,22 +133,33 @@ async fn execute(req: reqwest::RequestBuilder) -> Response {
     match req.send().await {
         Ok(resp) => {
             let status = resp.status().as_u16();
+            // Only throttling answers pay for the header lookup.
+            let retry_after = if status == 429 || status == 503 {
+                resp.headers()
+                    .get(RETRY_AFTER)
+                    .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()))
+            } else {
+                None
+            };
             // The body is always read to the end, so the connection goes back
             // to the pool and a body cut short counts as an error.
             match resp.bytes().await {
                 Ok(body) => Response {
                     outcome: Outcome::Status(status),
                     body,
+                    retry_after,
                 },
                 Err(e) => Response {
                     outcome: classify(&e),
                     body: Bytes::new(),
+                    retry_after: None,
                 },
             }
         }
         Err(e) => Response {
             outcome: classify(&e),
             body: Bytes::new(),
+            retry_after: None,
         },
     }
 }
@@ -193,51 +180,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_file_wins_and_is_trimmed() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        std::io::Write::write_all(&mut f, b"  s3cret-token\n").unwrap();
-        let auth = AuthConfig {
-            token_env: "REHAB_CANARY_TEST_UNSET_VAR".into(),
-            token_file: Some(f.path().to_path_buf()),
-        };
-        let (tok, src) = resolve_token(&auth, false).unwrap();
-        assert_eq!(tok.as_deref(), Some("s3cret-token"));
-        assert_eq!(src, TokenSource::File(f.path().to_path_buf()));
-    }
-
-    #[test]
-    fn embedded_falls_back_to_the_development_token() {
-        let auth = AuthConfig {
-            token_env: "REHAB_CANARY_TEST_UNSET_VAR".into(),
-            token_file: None,
-        };
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after(b"2", now), Some(Duration::from_secs(2)));
         assert_eq!(
-            resolve_token(&auth, true).unwrap(),
-            (Some("dev-token".into()), TokenSource::Development)
+            parse_retry_after(b" 120 ", now),
+            Some(Duration::from_secs(120))
         );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(
-            resolve_token(&auth, false).unwrap(),
-            (None, TokenSource::None)
+            parse_retry_after(later.as_bytes(), now),
+            Some(Duration::from_secs(30))
         );
-    }
-
-    #[test]
-    fn missing_or_empty_token_file_is_an_error_naming_the_key() {
-        let auth = AuthConfig {
-            token_env: "X".into(),
-            token_file: Some("/nonexistent/token".into()),
-        };
-        let e = resolve_token(&auth, false).unwrap_err().to_string();
-        assert!(e.contains("auth.token_file"), "{e}");
-        let f = tempfile::NamedTempFile::new().unwrap();
-        let auth = AuthConfig {
-            token_env: "X".into(),
-            token_file: Some(f.path().to_path_buf()),
-        };
-        assert!(matches!(
-            resolve_token(&auth, false),
-            Err(ClientError::BadToken { .. })
-        ));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(past.as_bytes(), now),
+            Some(Duration::ZERO)
+        );
+        for junk in [&b""[..], b"-1", b"soon", b"\xff\xfe", b"1.5"] {
+            assert_eq!(parse_retry_after(junk, now), None);
+        }
     }
 
     #[test]

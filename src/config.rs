@@ -66,6 +66,7 @@ pub struct Config {
     pub target: TargetConfig,
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
+    pub circuit_breaker: CircuitBreakerConfig,
     /// Projection lag probes (`src/lag/config.rs`).
     pub lag: crate::lag::LagConfig,
 }
@@ -128,6 +129,16 @@ pub struct TargetConfig {
     pub pool_max_idle_per_host: usize,
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// Hosts the canary may send to. Loopback and `embedded` are always
+    /// allowed; anything else must be listed, so a typo cannot aim synthetic
+    /// load at production.
+    pub allowed_hosts: Vec<String>,
+    /// Plain http to a non-loopback host is refused unless this is true.
+    pub allow_insecure_http: bool,
+    /// Public health route polled for `rehab_canary_target_up`.
+    pub health_path: String,
+    #[serde(with = "humantime_serde")]
+    pub health_interval: Duration,
 }
 
 impl Default for TargetConfig {
@@ -138,6 +149,32 @@ impl Default for TargetConfig {
             connect_timeout: Duration::from_secs(2),
             pool_max_idle_per_host: 256,
             pool_idle_timeout: Duration::from_secs(90),
+            allowed_hosts: Vec::new(),
+            allow_insecure_http: false,
+            health_path: "health".to_owned(),
+            health_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Stops hammering a target that is down: after `failure_threshold`
+/// consecutive failures (connect errors, timeouts, 502/503/504) only one trial
+/// request per `trial_interval` goes out, until one succeeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CircuitBreakerConfig {
+    pub enabled: bool,
+    pub failure_threshold: u32,
+    #[serde(with = "humantime_serde")]
+    pub trial_interval: Duration,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            enabled: true,
+            failure_threshold: 20,
+            trial_interval: Duration::from_secs(2),
         }
     }
 }
@@ -156,6 +193,11 @@ pub struct AuthConfig {
     /// A file holding the token (Kubernetes secret, systemd credential); wins
     /// over `token_env` when set.
     pub token_file: Option<PathBuf>,
+    /// How often `token_file` is checked for a rotated token.
+    #[serde(with = "humantime_serde")]
+    pub token_file_check_interval: Duration,
+    /// Obtain tokens through `POST /api/v1/auth/login` instead of a static token.
+    pub login: LoginConfig,
 }
 
 impl Default for AuthConfig {
@@ -163,6 +205,37 @@ impl Default for AuthConfig {
         AuthConfig {
             token_env: "REHAB_CANARY_TOKEN".to_owned(),
             token_file: None,
+            token_file_check_interval: Duration::from_secs(10),
+            login: LoginConfig::default(),
+        }
+    }
+}
+
+/// The login flow: credentials from env or a file, a proactive refresh before
+/// expiry, one re-login on a 401.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LoginConfig {
+    pub enabled: bool,
+    /// Not a secret; the password is.
+    pub username: String,
+    /// Name of the environment variable holding the password.
+    pub password_env: String,
+    /// A file holding the password; wins over `password_env` when set.
+    pub password_file: Option<PathBuf>,
+    /// Refresh this long before the token expires.
+    #[serde(with = "humantime_serde")]
+    pub refresh_before: Duration,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig {
+            enabled: false,
+            username: String::new(),
+            password_env: "REHAB_CANARY_PASSWORD".to_owned(),
+            password_file: None,
+            refresh_before: Duration::from_secs(60),
         }
     }
 }
@@ -172,6 +245,8 @@ impl Default for AuthConfig {
 pub struct TrafficConfig {
     /// Sustained rate of event POSTs. Reads come on top, following the mix.
     pub events_per_second: f64,
+    /// Hard ceiling of the event rate that no burst, ramp or reload passes.
+    pub max_events_per_second: f64,
     /// Requests allowed in flight at once; a scheduled request that finds the
     /// bound full is dropped and counted, never queued.
     pub max_in_flight: usize,
@@ -188,6 +263,7 @@ impl Default for TrafficConfig {
     fn default() -> Self {
         TrafficConfig {
             events_per_second: 50.0,
+            max_events_per_second: 2000.0,
             max_in_flight: 256,
             ramp_up: Duration::ZERO,
             mix: MixConfig::default(),
@@ -354,41 +430,55 @@ impl Config {
                 .separator("__")
                 .source(Some(env)),
         );
-        let raw = builder.build().map_err(|e| {
+        let load_error = |e: config::ConfigError| {
             ConfigErrors(vec![ConfigError::Load {
                 path: path.map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
                 message: e.to_string(),
             }])
-        })?;
-        let mut unknown = Vec::new();
-        let parsed: Result<Config, _> =
-            serde_ignored::deserialize(raw, |p| unknown.push(p.to_string()));
-        let mut errors: Vec<ConfigError> = unknown
-            .into_iter()
-            .map(|key| ConfigError::UnknownKey { key })
-            .collect();
-        match parsed {
-            Ok(cfg) => {
-                errors.extend(cfg.validate());
-                if errors.is_empty() {
-                    Ok(cfg)
-                } else {
-                    Err(ConfigErrors(errors))
+        };
+        let raw = builder.clone().build().map_err(load_error)?;
+        let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
+        let tree: serde_json::Value = raw.try_deserialize().unwrap_or_default();
+        let mut errors = Vec::new();
+        unknown_keys(&tree, &defaults, "", &mut errors);
+        // A bad value stops serde at the first error; to report every one,
+        // each bad key is replaced by its default and the parse retried.
+        for _ in 0..64 {
+            let raw = builder.clone().build().map_err(load_error)?;
+            match raw.try_deserialize::<Config>() {
+                Ok(cfg) => {
+                    errors.extend(cfg.validate());
+                    return if errors.is_empty() {
+                        Ok(cfg)
+                    } else {
+                        Err(ConfigErrors(errors))
+                    };
+                }
+                Err(e) => {
+                    let err = deser_error(e);
+                    let key = err.key().unwrap_or("config").to_owned();
+                    let repeat = errors.iter().any(|e| e.key() == Some(key.as_str()));
+                    errors.push(err);
+                    let default = lookup(&defaults, &key).and_then(json_to_config);
+                    match default {
+                        Some(v) if !repeat => {
+                            builder = builder.set_override(key, v).map_err(load_error)?;
+                        }
+                        _ => break,
+                    }
                 }
             }
-            Err(e) => {
-                errors.push(deser_error(e));
-                Err(ConfigErrors(errors))
-            }
         }
+        Err(ConfigErrors(errors))
     }
 
     /// Cross-field checks; returns every violation.
     pub fn validate(&self) -> Vec<ConfigError> {
         let mut errs = Vec::new();
-        let mut check = |ok: bool, key: &str, msg: &str| {
+        let mut fails: Vec<(&str, &str)> = Vec::new();
+        let mut check = |ok: bool, key: &'static str, msg: &'static str| {
             if !ok {
-                errs.push(ConfigError::invalid(key, msg));
+                fails.push((key, msg));
             }
         };
         check(
@@ -412,6 +502,30 @@ impl Config {
                         "target.base_url",
                         "must not carry credentials; use auth.token_env or auth.token_file",
                     );
+                    let host = url.host_str().unwrap_or_default();
+                    let loopback = is_loopback(host);
+                    if !loopback
+                        && !self
+                            .target
+                            .allowed_hosts
+                            .iter()
+                            .any(|h| h.eq_ignore_ascii_case(host))
+                    {
+                        errs.push(ConfigError::invalid(
+                            "target.base_url",
+                            format!(
+                                "host `{host}` is not in target.allowed_hosts; list it there to allow \
+                                 synthetic traffic to it"
+                            ),
+                        ));
+                    }
+                    if url.scheme() == "http" && !loopback && !self.target.allow_insecure_http {
+                        errs.push(ConfigError::invalid(
+                            "target.base_url",
+                            "plain http to a non-loopback host; use https or set \
+                             target.allow_insecure_http = true",
+                        ));
+                    }
                 }
                 _ => check(
                     false,
@@ -526,8 +640,93 @@ impl Config {
         ] {
             check(!value.is_empty(), key, "must not be empty");
         }
+        let t = &self.traffic;
+        let c = &self.circuit_breaker;
+        let more = [
+            (
+                t.max_events_per_second.is_finite() && t.max_events_per_second > 0.0,
+                "traffic.max_events_per_second",
+                "must be a number > 0",
+            ),
+            (
+                t.events_per_second <= t.max_events_per_second,
+                "traffic.events_per_second",
+                "must not exceed traffic.max_events_per_second (the hard ceiling)",
+            ),
+            (
+                c.failure_threshold > 0,
+                "circuit_breaker.failure_threshold",
+                "must be greater than 0",
+            ),
+            (
+                !c.trial_interval.is_zero(),
+                "circuit_breaker.trial_interval",
+                "must be greater than 0",
+            ),
+            (
+                !self.target.health_interval.is_zero(),
+                "target.health_interval",
+                "must be greater than 0",
+            ),
+            (
+                !self.target.health_path.starts_with('/')
+                    && !self.target.health_path.contains("://"),
+                "target.health_path",
+                "must be a path relative to target.base_url, like `health`",
+            ),
+            (
+                !self.auth.token_file_check_interval.is_zero(),
+                "auth.token_file_check_interval",
+                "must be greater than 0",
+            ),
+            (
+                !self.auth.login.enabled || !self.auth.login.username.is_empty(),
+                "auth.login.username",
+                "must be set when auth.login.enabled = true",
+            ),
+            (
+                is_env_name(&self.auth.login.password_env),
+                "auth.login.password_env",
+                "must be an environment variable name (letters, digits, _)",
+            ),
+            (
+                !(self.auth.login.enabled && self.auth.token_file.is_some()),
+                "auth.login.enabled",
+                "cannot be combined with auth.token_file: choose one token source",
+            ),
+        ];
+        for (ok, key, msg) in more {
+            check(ok, key, msg);
+        }
+        errs.extend(
+            fails
+                .into_iter()
+                .map(|(key, msg)| ConfigError::invalid(key, msg)),
+        );
         errs.extend(self.lag.validate());
         errs
+    }
+
+    /// Keys whose change only takes effect after a restart, for the reload log.
+    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.server != new.server {
+            keys.push("server");
+        }
+        if self.log != new.log {
+            keys.push("log");
+        }
+        if self.target != new.target {
+            keys.push("target");
+        }
+        if self.auth != new.auth {
+            keys.push("auth");
+        }
+        // The lag probes keep their start-up schedule and rules.
+        if self.lag != new.lag {
+            keys.push("lag");
+        }
+        keys
     }
 
     /// The admin address; valid after [`Config::validate`].
@@ -537,6 +736,64 @@ impl Config {
             .parse()
             .map_err(|_| ConfigError::invalid("server.listen", "must be an address"))
     }
+}
+
+/// Loopback hosts are always allowed: nothing leaves the machine.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reports keys present in `tree` but not in the defaults' tree. Arrays are
+/// values, not sections, so they are not descended into.
+fn unknown_keys(
+    tree: &serde_json::Value,
+    known: &serde_json::Value,
+    prefix: &str,
+    out: &mut Vec<ConfigError>,
+) {
+    let (Some(tree), Some(known)) = (tree.as_object(), known.as_object()) else {
+        return;
+    };
+    for (k, v) in tree {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match known.get(k) {
+            None => out.push(ConfigError::UnknownKey { key: path }),
+            Some(kv) => unknown_keys(v, kv, &path, out),
+        }
+    }
+}
+
+fn lookup<'a>(tree: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    key.split('.').try_fold(tree, |t, k| t.get(k))
+}
+
+fn json_to_config(v: &serde_json::Value) -> Option<config::Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => return None,
+        J::Bool(b) => config::Value::from(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => config::Value::from(i),
+            None => config::Value::from(n.as_f64()?),
+        },
+        J::String(s) => config::Value::from(s.as_str()),
+        J::Array(a) => config::Value::from(a.iter().filter_map(json_to_config).collect::<Vec<_>>()),
+        J::Object(o) => {
+            let map: config::Map<String, config::Value> = o
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), json_to_config(v)?)))
+                .collect();
+            config::Value::from(map)
+        }
+    })
 }
 
 fn is_env_name(s: &str) -> bool {
@@ -682,6 +939,45 @@ mod tests {
     }
 
     #[test]
+    fn safety_rails_refuse_unlisted_hosts_and_plain_http() {
+        let err = load_str("[target]\nbase_url = \"https://prod.example.com\"\n", &[]).unwrap_err();
+        assert!(err.to_string().contains("allowed_hosts"), "{err}");
+        load_str(
+            "[target]\nbase_url = \"https://stage.example.com\"\nallowed_hosts = [\"stage.example.com\"]\n",
+            &[],
+        )
+        .unwrap();
+        let err = load_str(
+            "[target]\nbase_url = \"http://stage.example.com\"\nallowed_hosts = [\"stage.example.com\"]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("allow_insecure_http"), "{err}");
+        load_str(
+            "[target]\nbase_url = \"http://stage.example.com\"\nallowed_hosts = [\"STAGE.example.com\"]\nallow_insecure_http = true\n",
+            &[],
+        )
+        .unwrap();
+        for loopback in [
+            "http://127.0.0.1:4000",
+            "http://localhost:4000",
+            "http://[::1]:4000",
+        ] {
+            load_str(&format!("[target]\nbase_url = \"{loopback}\"\n"), &[]).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_rate_ceiling_is_enforced() {
+        let err = load_str(
+            "[traffic]\nevents_per_second = 3000\nmax_events_per_second = 1000\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(keys(&err), vec!["traffic.events_per_second"]);
+    }
+
+    #[test]
     fn every_validation_error_is_reported() {
         let err = load_str(
             "[traffic]\nmax_in_flight = 0\n[traffic.mix]\npatient = 0\n[server]\nlisten = \"x\"\n",
@@ -689,6 +985,31 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn every_bad_value_and_unknown_key_is_reported_at_once() {
+        for _ in 0..5 {
+            let err = load_str(
+                "[target]\ntimeout = \"soon\"\n[traffic]\nevents_per_second = \"fast\"\nmax_in_flight = 0\nbogus = 1\n[log]\nformat = \"xml\"\n",
+                &[("REHAB_CANARY__TRAFFIC__MIX__ADMIN", "many")],
+            )
+            .unwrap_err();
+            let mut k = keys(&err);
+            k.sort();
+            assert_eq!(
+                k,
+                vec![
+                    "log.format",
+                    "target.timeout",
+                    "traffic.bogus",
+                    "traffic.events_per_second",
+                    "traffic.max_in_flight",
+                    "traffic.mix.admin",
+                ],
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -8,11 +8,13 @@
 pub mod admin;
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod lag;
 pub mod lifecycle;
 pub mod metrics;
+pub mod reload;
 pub mod sim;
 pub mod telemetry;
 pub mod traffic;

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use rehab_canary::app::{self, AppError, RunOptions};
 use rehab_canary::config::Config;
+use rehab_canary::sim::SimError;
 
 const EX_USAGE: u8 = 64;
 
@@ -107,7 +108,12 @@ fn main() -> ExitCode {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => {
                     eprintln!("rehab-canary sim: {e}");
-                    ExitCode::from(EX_USAGE)
+                    match e {
+                        SimError::Config { .. } | SimError::ConfigLoad { .. } => {
+                            ExitCode::from(EX_USAGE)
+                        }
+                        _ => ExitCode::FAILURE,
+                    }
                 }
                 Err(e) => {
                     eprintln!("rehab-canary sim: cannot start the runtime: {e}");

@@ -275,3 +275,29 @@ async fn admin_routes_answer() {
     assert_eq!(code, Some(0));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_sigterm_during_a_burst_exits_0_within_grace() {
+    let sim = sim_with(Faults::default(), Vec::new()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = "[traffic.burst]\nevery = \"4s\"\nduration = \"2s\"\nmultiplier = 5.0\n";
+    let toml = config(&sim, "").replace("[traffic.burst]\nduration = \"0s\"\n", extra);
+    let mut proc = Proc::start(&dir, &toml, &[("REHAB_CANARY_TOKEN", "dev-token")]);
+    let addr = proc.admin_addr();
+    eventually("a burst in progress", Duration::from_secs(15), || async {
+        let s = scrape(addr).await;
+        (s.value("rehab_canary_burst_active", &[]) == 1.0).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    proc.sigterm();
+    // shutdown_grace is 5 s in `config`; exit must come well within it.
+    let (code, log) = proc.wait(Duration::from_secs(5));
+    assert_eq!(code, Some(0), "{log:#?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        log.iter().any(|l| l.contains("\"drained\":true")),
+        "{log:#?}"
+    );
+    sim.shutdown().await;
+}

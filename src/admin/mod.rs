@@ -7,6 +7,7 @@
 //! Liveness (`/-/healthy`) reflects only this process, never the target: a
 //! canary must not be restarted by the very outage it is measuring.
 
+pub mod control;
 mod page;
 mod status;
 

@@ -11,6 +11,7 @@
 //! registered with their full `rehab_canary_` names, and counters are
 //! registered without `_total` because the OpenMetrics encoder appends it.
 
+mod ops;
 mod process;
 mod rate;
 pub mod window;
@@ -35,6 +36,7 @@ use process::ProcessCollector;
 use rate::RateWindow;
 use window::{LatencyWindows, QUANTILES, SLOTS, SLOT_PERIOD};
 
+pub use ops::{AuthFailure, OpsMetrics, TRAFFIC_CLASSES};
 pub use window::SLOT_PERIOD as WINDOW_ROTATE_EVERY;
 
 /// Build metadata exported as `rehab_canary_build_info{version,revision} 1`.
@@ -338,6 +340,8 @@ pub struct Metrics {
     accepted_rate: RateWindow,
     /// Size of the last exposition, to allocate the next one in one go.
     last_encoded_len: AtomicUsize,
+    /// The canary's own health: reloads, auth, circuit, target up, pause.
+    pub ops: OpsMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -469,6 +473,7 @@ impl Metrics {
             .set(1);
 
         registry.register_collector(Box::new(ProcessCollector::new()));
+        let ops = OpsMetrics::register(&mut registry);
 
         let now = Instant::now();
         Metrics {
@@ -487,6 +492,7 @@ impl Metrics {
             sent_rate: RateWindow::new(now, 0),
             accepted_rate: RateWindow::new(now, 0),
             last_encoded_len: AtomicUsize::new(8 * 1024),
+            ops,
         }
     }
 

@@ -13,15 +13,17 @@ use std::time::Instant;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::Endpoint;
-use crate::client::TargetClient;
+use crate::auth::AuthSignal;
+use crate::client::{Response, TargetClient};
 use crate::config::TrafficConfig;
-use crate::metrics::{DropReason, Metrics, Outcome};
+use crate::metrics::{AuthFailure, DropReason, Metrics, Outcome};
+use crate::traffic::gate::{Admit, Gate};
 use crate::traffic::journeys::{Job, JourneyKind, Journeys};
 use crate::traffic::schedule::{secs, Burst, Pacer, RateProfile, WeightedRoundRobin};
 
-/// Builds the rate profile of a traffic config. `ceiling` is the hard cap no
-/// burst or ramp passes.
-pub fn profile(cfg: &TrafficConfig, ceiling: f64, epoch_unix_s: f64) -> RateProfile {
+/// Builds the rate profile of a traffic config; `max_events_per_second` is
+/// the hard cap no burst or ramp passes.
+pub fn profile(cfg: &TrafficConfig, epoch_unix_s: f64) -> RateProfile {
     RateProfile {
         base: cfg.events_per_second,
         ramp_up_s: cfg.ramp_up.as_secs_f64(),
@@ -30,7 +32,7 @@ pub fn profile(cfg: &TrafficConfig, ceiling: f64, epoch_unix_s: f64) -> RateProf
             duration_s: cfg.burst.duration.as_secs_f64(),
             multiplier: cfg.burst.multiplier,
         }),
-        ceiling,
+        ceiling: cfg.max_events_per_second,
         epoch_unix_s,
     }
 }
@@ -44,10 +46,28 @@ fn tick_scale(cfg: &TrafficConfig) -> f64 {
 struct Shared {
     client: TargetClient,
     metrics: Arc<Metrics>,
+    gate: Arc<Gate>,
+    auth: AuthSignal,
     events_url: reqwest::Url,
     /// Jobs running; `drained` is notified when it falls to zero.
     running: AtomicUsize,
     drained: Notify,
+}
+
+/// Validates without building a value: reads must answer JSON.
+fn is_json(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
+}
+
+impl Shared {
+    /// Feeds an answer to the gate (429, circuit) and the auth task (401).
+    fn learn(&self, class: usize, resp: &Response) {
+        self.gate.report(class, resp.outcome, resp.retry_after);
+        if resp.outcome == Outcome::Status(401) {
+            self.metrics.ops.auth_failure(AuthFailure::Unauthorized);
+            self.auth.unauthorized();
+        }
+    }
 }
 
 /// Counts a job as running for as long as it lives.
@@ -79,15 +99,18 @@ pub struct Engine {
 impl Engine {
     pub fn spawn(
         cfg: Arc<TrafficConfig>,
-        ceiling: f64,
         journeys: Journeys,
         client: TargetClient,
         metrics: Arc<Metrics>,
+        gate: Arc<Gate>,
+        auth: AuthSignal,
     ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
         let shared = Arc::new(Shared {
             client,
             metrics,
+            gate,
+            auth,
             events_url: journeys.urls().events.clone(),
             running: AtomicUsize::new(0),
             drained: Notify::new(),
@@ -98,7 +121,6 @@ impl Engine {
         });
         let scheduler = Loop {
             cfg,
-            ceiling,
             journeys,
             shared: shared.clone(),
             permits,
@@ -122,8 +144,15 @@ impl Engine {
 
     /// Applies a new traffic config from now on; counters keep counting.
     pub fn update(&self, cfg: Arc<TrafficConfig>) {
-        *self.control.update.lock() = Some(cfg);
-        self.thread.unpark();
+        self.updater().update(cfg);
+    }
+
+    /// A handle that applies reloads to this engine.
+    pub fn updater(&self) -> EngineUpdater {
+        EngineUpdater {
+            control: self.control.clone(),
+            thread: self.thread.clone(),
+        }
     }
 
     /// Stops scheduling, then waits up to `grace` for in-flight requests.
@@ -148,6 +177,26 @@ impl Engine {
     /// Jobs still running (sent, not yet answered).
     pub fn running(&self) -> usize {
         self.shared.running.load(Ordering::Acquire)
+    }
+}
+
+/// Sends new traffic configs to the scheduler thread.
+#[derive(Clone)]
+pub struct EngineUpdater {
+    control: Arc<Control>,
+    thread: std::thread::Thread,
+}
+
+impl EngineUpdater {
+    pub fn update(&self, cfg: Arc<TrafficConfig>) {
+        *self.control.update.lock() = Some(cfg);
+        self.thread.unpark();
+    }
+}
+
+impl crate::reload::Apply for EngineUpdater {
+    fn apply(&self, cfg: &crate::config::Config) {
+        self.update(Arc::new(cfg.traffic.clone()));
     }
 }
 
@@ -186,7 +235,6 @@ fn park_until(at: Option<Instant>, control: &Control) -> bool {
 
 struct Loop {
     cfg: Arc<TrafficConfig>,
-    ceiling: f64,
     journeys: Journeys,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
@@ -200,11 +248,7 @@ impl Loop {
     fn run(mut self) {
         let start = Instant::now();
         let epoch = epoch_now();
-        let mut pacer = Pacer::new(
-            profile(&self.cfg, self.ceiling, epoch),
-            tick_scale(&self.cfg),
-            0.0,
-        );
+        let mut pacer = Pacer::new(profile(&self.cfg, epoch), tick_scale(&self.cfg), 0.0);
         let mut mix = mix_of(&self.cfg);
         let mut capacity = self.cfg.max_in_flight;
         let metrics = self.shared.metrics.clone();
@@ -222,10 +266,16 @@ impl Loop {
                 }
                 if let Some(new) = self.control.update.lock().take() {
                     let now_t = start.elapsed().as_secs_f64();
-                    pacer.set_profile(profile(&new, self.ceiling, epoch), tick_scale(&new), now_t);
+                    pacer.set_profile(profile(&new, epoch), tick_scale(&new), now_t);
                     mix = mix_of(&new);
                     let _guard = self.runtime.enter();
                     resize(&self.permits, &mut capacity, new.max_in_flight);
+                    if new.journeys != self.cfg.journeys || new.payload != self.cfg.payload {
+                        match self.journeys.rebuild(&new.journeys, &new.payload) {
+                            Ok(j) => self.journeys = j,
+                            Err(e) => tracing::error!("journeys kept after reload: {e}"),
+                        }
+                    }
                     tracing::info!(
                         events_per_second = new.events_per_second,
                         "traffic config applied"
@@ -235,7 +285,12 @@ impl Loop {
                 continue;
             }
             let Some(intended) = intended else { continue };
-            let kind = JourneyKind::ALL[mix.pick()];
+            let class = mix.pick();
+            let kind = JourneyKind::ALL[class];
+            if let Admit::Drop(reason) = self.shared.gate.admit(class, Instant::now()) {
+                metrics.iteration_dropped(reason);
+                continue;
+            }
             let Ok(permit) = self.permits.clone().try_acquire_owned() else {
                 metrics.iteration_dropped(DropReason::MaxInFlight);
                 continue;
@@ -248,6 +303,7 @@ impl Loop {
             let running = Running::new(&self.shared);
             self.runtime.spawn(run_job(
                 self.shared.clone(),
+                class,
                 job,
                 intended,
                 (permit, running),
@@ -287,6 +343,7 @@ fn resize(permits: &Arc<Semaphore>, capacity: &mut usize, new: usize) {
 /// scheduler is never hidden.
 async fn run_job(
     shared: Arc<Shared>,
+    class: usize,
     job: Job,
     since: Instant,
     _held: (OwnedSemaphorePermit, Running),
@@ -301,6 +358,7 @@ async fn run_job(
                 .post_json(shared.events_url.clone(), body)
                 .await;
             metrics.record_request(Endpoint::EventsCreate, resp.outcome, since.elapsed());
+            shared.learn(class, &resp);
             if let Outcome::Status(200..=299) = resp.outcome {
                 metrics.event_accepted(kind);
             }
@@ -310,6 +368,12 @@ async fn run_job(
             for (endpoint, url) in steps {
                 let resp = shared.client.get(url).await;
                 metrics.record_request(endpoint, resp.outcome, since.elapsed());
+                shared.learn(class, &resp);
+                if let Outcome::Status(200..=299) = resp.outcome {
+                    if !is_json(&resp.body) {
+                        metrics.ops.invalid_response(endpoint);
+                    }
+                }
                 since = Instant::now();
             }
         }

@@ -2,5 +2,6 @@
 //! engine (one loop that sends on schedule and records).
 
 pub mod engine;
+pub mod gate;
 pub mod journeys;
 pub mod schedule;

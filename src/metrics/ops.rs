@@ -1,0 +1,224 @@
+//! Operational metrics of the canary itself: config reloads, auth failures,
+//! the circuit breaker, target health, the kill switch and `Retry-After`
+//! waits. They tell "the canary is broken" apart from "the API is broken".
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::Endpoint;
+
+/// Why getting or using a token failed (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// `POST /auth/login` failed.
+    Login,
+    /// `POST /auth/refresh` failed.
+    Refresh,
+    /// The token file could not be read or was empty.
+    TokenFile,
+    /// The target answered 401 to a request carrying our token.
+    Unauthorized,
+}
+
+impl AuthFailure {
+    pub const ALL: [AuthFailure; 4] = [
+        AuthFailure::Login,
+        AuthFailure::Refresh,
+        AuthFailure::TokenFile,
+        AuthFailure::Unauthorized,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Login => "login",
+            AuthFailure::Refresh => "refresh",
+            AuthFailure::TokenFile => "token_file",
+            AuthFailure::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// Traffic classes that a 429 throttles separately (the journey kinds).
+pub const TRAFFIC_CLASSES: [&str; 3] = ["patient", "therapist", "admin"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabel {
+    endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: &'static str,
+}
+
+pub struct OpsMetrics {
+    pub reload_successful: Gauge,
+    pub reload_success_timestamp: Gauge<f64, AtomicU64>,
+    pub reloads: Counter,
+    pub reload_failures: Counter,
+    auth_failures: [Counter; 4],
+    pub circuit_open: Gauge,
+    pub target_up: Gauge,
+    pub paused: Gauge,
+    rate_limited: [Counter; 3],
+    rate_limit_wait: [Counter<f64, AtomicU64>; 3],
+    invalid: [Counter; Endpoint::ALL.len()],
+    /// Logged once per endpoint, so a broken target does not flood the log.
+    invalid_logged: [AtomicBool; Endpoint::ALL.len()],
+}
+
+impl std::fmt::Debug for OpsMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpsMetrics").finish_non_exhaustive()
+    }
+}
+
+impl OpsMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let reload_successful = Gauge::default();
+        registry.register(
+            "rehab_canary_config_last_reload_successful",
+            "1 if the last config reload succeeded (or none was tried), 0 if it failed",
+            reload_successful.clone(),
+        );
+        reload_successful.set(1);
+        let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "rehab_canary_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful config load or reload",
+            reload_success_timestamp.clone(),
+        );
+        let reloads = Counter::default();
+        registry.register(
+            "rehab_canary_config_reloads",
+            "Config reloads attempted (SIGHUP or POST /-/reload), unchanged files excluded",
+            reloads.clone(),
+        );
+        let reload_failures = Counter::default();
+        registry.register(
+            "rehab_canary_config_reload_failures",
+            "Config reloads that failed; the running config was kept",
+            reload_failures.clone(),
+        );
+        let auth_family = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rehab_canary_auth_failures",
+            "Failures to obtain or use a bearer token, by reason (login, refresh, token_file, \
+             unauthorized)",
+            auth_family.clone(),
+        );
+        let auth_failures = std::array::from_fn(|i| {
+            auth_family.get_or_create_owned(&ReasonLabel {
+                reason: AuthFailure::ALL[i].as_str(),
+            })
+        });
+        let circuit_open = Gauge::default();
+        registry.register(
+            "rehab_canary_circuit_open",
+            "1 while the circuit breaker is open (the target looks down; only trial requests go out)",
+            circuit_open.clone(),
+        );
+        let target_up = Gauge::default();
+        registry.register(
+            "rehab_canary_target_up",
+            "1 if the target's health route answered 2xx at the last poll, else 0",
+            target_up.clone(),
+        );
+        let paused = Gauge::default();
+        registry.register(
+            "rehab_canary_paused",
+            "1 while traffic is paused by POST /-/pause (the kill switch)",
+            paused.clone(),
+        );
+        let limited_family = Family::<ClassLabel, Counter>::default();
+        registry.register(
+            "rehab_canary_rate_limited",
+            "429 answers that imposed a wait on a traffic class",
+            limited_family.clone(),
+        );
+        let wait_family = Family::<ClassLabel, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "rehab_canary_rate_limit_wait_seconds",
+            "Seconds a traffic class was held back honouring Retry-After",
+            wait_family.clone(),
+        );
+        let invalid_family = Family::<EndpointLabel, Counter>::default();
+        registry.register(
+            "rehab_canary_invalid_responses",
+            "2xx answers whose body was not valid JSON, by endpoint",
+            invalid_family.clone(),
+        );
+        let invalid = std::array::from_fn(|i| {
+            invalid_family.get_or_create_owned(&EndpointLabel {
+                endpoint: Endpoint::ALL[i].as_str(),
+            })
+        });
+        let class = |i: usize| ClassLabel {
+            class: TRAFFIC_CLASSES[i],
+        };
+        OpsMetrics {
+            reload_successful,
+            reload_success_timestamp,
+            reloads,
+            reload_failures,
+            auth_failures,
+            circuit_open,
+            target_up,
+            paused,
+            rate_limited: std::array::from_fn(|i| limited_family.get_or_create_owned(&class(i))),
+            rate_limit_wait: std::array::from_fn(|i| wait_family.get_or_create_owned(&class(i))),
+            invalid,
+            invalid_logged: Default::default(),
+        }
+    }
+
+    pub fn auth_failure(&self, reason: AuthFailure) {
+        self.auth_failures[reason as usize].inc();
+    }
+
+    pub fn auth_failures(&self, reason: AuthFailure) -> u64 {
+        self.auth_failures[reason as usize].get()
+    }
+
+    /// A 429 held `class` back for `wait_s` more seconds.
+    pub fn rate_limited(&self, class: usize, wait_s: f64) {
+        if let (Some(c), Some(w)) = (
+            self.rate_limited.get(class),
+            self.rate_limit_wait.get(class),
+        ) {
+            c.inc();
+            w.inc_by(wait_s);
+        }
+    }
+
+    /// A 2xx answer of `endpoint` had a body that is not JSON.
+    pub fn invalid_response(&self, endpoint: Endpoint) {
+        self.invalid[endpoint.index()].inc();
+        if !self.invalid_logged[endpoint.index()].swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                endpoint = endpoint.as_str(),
+                "the target answered 2xx with a body that is not JSON (logged once per endpoint; \
+                 see rehab_canary_invalid_responses_total)"
+            );
+        }
+    }
+
+    /// Records a successful (re)load now.
+    pub fn reload_succeeded(&self) {
+        self.reload_successful.set(1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.reload_success_timestamp.set(now);
+    }
+}

@@ -1,0 +1,568 @@
+//! The fault matrix: each fault of the reference API, injected while the
+//! daemon runs. Every case asserts that the daemon keeps running, that the
+//! fault shows in the right metric, and that it recovers by itself within a
+//! stated time after the fault clears. Names start with `serial_`: they
+//! measure rates, so they run one at a time.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rehab_canary::admin::control::ReloadOutcome;
+use rehab_canary::app::{Daemon, RunOptions};
+use rehab_canary::config::Config;
+use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use support::{eventually, scrape, scrape_url, Scrape};
+use tokio::time::Instant;
+
+/// How long recovery may take once a fault clears (trial interval 500 ms,
+/// health poll 250 ms, plus slack for two noisy cores).
+const RECOVERY: Duration = Duration::from_secs(5);
+
+struct Rig {
+    sim: SimHandle,
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+}
+
+fn base_config(sim: &SimHandle, dir: &tempfile::TempDir) -> Config {
+    let token = dir.path().join("token");
+    std::fs::write(&token, "dev-token\n").unwrap();
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.shutdown_grace = Duration::from_secs(3);
+    cfg.target.base_url = sim.base_url();
+    cfg.target.timeout = Duration::from_millis(500);
+    cfg.target.health_interval = Duration::from_millis(250);
+    cfg.auth.token_file = Some(token);
+    cfg.auth.token_file_check_interval = Duration::from_millis(100);
+    cfg.traffic.events_per_second = 70.0;
+    cfg.traffic.burst.duration = Duration::ZERO;
+    cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
+    cfg.circuit_breaker.failure_threshold = 10;
+    cfg.circuit_breaker.trial_interval = Duration::from_millis(500);
+    cfg
+}
+
+async fn rig_with(sim_cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
+    let sim = sim::start(([127, 0, 0, 1], 0).into(), sim_cfg)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = base_config(&sim, &dir);
+    tweak(&mut cfg);
+    let daemon = Daemon::start(cfg).await.unwrap();
+    Rig { sim, daemon, dir }
+}
+
+async fn rig(tweak: impl FnOnce(&mut Config)) -> Rig {
+    rig_with(SimConfig::default(), tweak).await
+}
+
+fn status(s: &Scrape, endpoint: &str, status: &str) -> f64 {
+    s.get(
+        "rehab_canary_requests_total",
+        &[("endpoint", endpoint), ("status", status)],
+    )
+    .unwrap_or(0.0)
+}
+
+fn accepted(s: &Scrape) -> f64 {
+    s.sum("rehab_canary_events_accepted_total", &[])
+}
+
+fn gauge(s: &Scrape, name: &str) -> f64 {
+    s.value(name, &[])
+}
+
+/// Waits until `check` holds on a fresh scrape of the daemon.
+async fn until(addr: SocketAddr, what: &str, limit: Duration, check: impl Fn(&Scrape) -> bool) {
+    eventually(what, limit, || async {
+        let s = scrape(addr).await;
+        check(&s).then_some(())
+    })
+    .await;
+}
+
+/// The daemon is alive and events are accepted again (the recovery check).
+async fn recovers(addr: SocketAddr) {
+    let before = accepted(&scrape(addr).await);
+    until(addr, "events accepted again", RECOVERY, |s| {
+        accepted(s) >= before + 20.0 && gauge(s, "rehab_canary_circuit_open") == 0.0
+    })
+    .await;
+    let healthy = reqwest::get(format!("http://{addr}/-/healthy"))
+        .await
+        .unwrap();
+    assert_eq!(healthy.status(), 200);
+}
+
+impl Rig {
+    fn addr(&self) -> SocketAddr {
+        self.daemon.admin_addr()
+    }
+
+    async fn done(self) {
+        assert!(self.daemon.shutdown().await, "drained within grace");
+        self.sim.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_target_down_for_10s_then_back() {
+    let Rig {
+        sim,
+        daemon,
+        dir: _dir,
+    } = rig(|_| {}).await;
+    let addr = daemon.admin_addr();
+    let sim_addr = sim.addr();
+    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 20.0).await;
+    sim.shutdown().await;
+    let down_at = Instant::now();
+    until(
+        addr,
+        "circuit open and target down",
+        Duration::from_secs(8),
+        |s| {
+            gauge(s, "rehab_canary_circuit_open") == 1.0
+                && gauge(s, "rehab_canary_target_up") == 0.0
+                && status(s, "events_create", "connect_error") > 0.0
+        },
+    )
+    .await;
+    // While open only trials go out: the rest is counted, not sent.
+    let s0 = scrape(addr).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s1 = scrape(addr).await;
+    let key = [("reason", "circuit_open")];
+    let dropped = s1.value("rehab_canary_iterations_dropped_total", &key)
+        - s0.value("rehab_canary_iterations_dropped_total", &key);
+    let attempts = s1.sum(
+        "rehab_canary_requests_total",
+        &[("status", "connect_error")],
+    ) - s0.sum(
+        "rehab_canary_requests_total",
+        &[("status", "connect_error")],
+    );
+    assert!(dropped > 100.0, "{dropped} dropped while open");
+    assert!(
+        attempts <= 12.0,
+        "{attempts} requests sent to a down target in 2 s"
+    );
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
+    let sim = sim::start(sim_addr, SimConfig::default()).await.unwrap();
+    until(addr, "target up again", RECOVERY, |s| {
+        gauge(s, "rehab_canary_target_up") == 1.0
+    })
+    .await;
+    recovers(addr).await;
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_2s_latency_with_a_500ms_timeout() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    r.sim.set_faults(Faults {
+        latency_ms: 2000,
+        ..Faults::default()
+    });
+    until(addr, "timeouts counted", Duration::from_secs(8), |s| {
+        status(s, "events_create", "timeout") >= 10.0
+    })
+    .await;
+    r.sim.set_faults(Faults::default());
+    recovers(addr).await;
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_50_percent_errors() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    r.sim.set_faults(Faults {
+        error_rate: 0.5,
+        ..Faults::default()
+    });
+    let s0 = scrape(addr).await;
+    until(addr, "500s counted", Duration::from_secs(8), |s| {
+        status(s, "events_create", "500") - status(&s0, "events_create", "500") >= 40.0
+    })
+    .await;
+    let s1 = scrape(addr).await;
+    let errors = status(&s1, "events_create", "500") - status(&s0, "events_create", "500");
+    let ok = status(&s1, "events_create", "201") - status(&s0, "events_create", "201");
+    let share = errors / (errors + ok);
+    assert!((0.3..0.7).contains(&share), "error share {share}");
+    // Application errors are not an outage: the breaker stays closed.
+    assert_eq!(gauge(&s1, "rehab_canary_circuit_open"), 0.0);
+    r.sim.set_faults(Faults::default());
+    recovers(addr).await;
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_all_429_with_retry_after_2() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
+    r.sim.set_faults(Faults {
+        rate_limit_rate: 1.0,
+        retry_after_s: 2,
+        ..Faults::default()
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let s0 = scrape(addr).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s1 = scrape(addr).await;
+    let sent = s1.sum("rehab_canary_requests_total", &[("status", "429")])
+        - s0.sum("rehab_canary_requests_total", &[("status", "429")]);
+    // About 100 ticks/s are offered; honouring Retry-After: 2 leaves about one
+    // request per traffic class per 2 s (plus those already in flight).
+    assert!(sent <= 30.0, "{sent} requests in 6 s despite Retry-After");
+    let held = s1.value(
+        "rehab_canary_iterations_dropped_total",
+        &[("reason", "rate_limited")],
+    ) - s0.value(
+        "rehab_canary_iterations_dropped_total",
+        &[("reason", "rate_limited")],
+    );
+    assert!(held > 300.0, "{held} ticks held back");
+    let waited = s1.sum("rehab_canary_rate_limit_wait_seconds_total", &[]);
+    assert!(waited >= 4.0, "wait counted: {waited}");
+    r.sim.set_faults(Faults::default());
+    recovers(addr).await;
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_connection_resets() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    r.sim.set_faults(Faults {
+        reset_rate: 0.3,
+        ..Faults::default()
+    });
+    until(
+        addr,
+        "resets counted as io_error",
+        Duration::from_secs(8),
+        |s| s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0,
+    )
+    .await;
+    r.sim.set_faults(Faults::default());
+    recovers(addr).await;
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_garbage_bodies() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    r.sim.set_faults(Faults {
+        garbage_rate: 1.0,
+        ..Faults::default()
+    });
+    until(
+        addr,
+        "invalid bodies counted",
+        Duration::from_secs(8),
+        |s| s.sum("rehab_canary_invalid_responses_total", &[]) >= 10.0,
+    )
+    .await;
+    r.sim.set_faults(Faults::default());
+    let s0 = scrape(addr).await;
+    recovers(addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s1 = scrape(addr).await;
+    let stream = |s: &Scrape| {
+        s.sum(
+            "rehab_canary_requests_total",
+            &[("endpoint", "patient_stream")],
+        )
+    };
+    let invalid = |s: &Scrape| s.sum("rehab_canary_invalid_responses_total", &[]);
+    assert!(stream(&s1) > stream(&s0), "reads continue");
+    assert!(
+        invalid(&s1) - invalid(&s0) <= 4.0,
+        "only in-flight garbage after the clear"
+    );
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_stalled_projector() {
+    let mut sim_cfg = SimConfig::default();
+    sim_cfg.pipeline.queue_capacity = 200;
+    let r = rig_with(sim_cfg, |_| {}).await;
+    let addr = r.addr();
+    r.sim.set_faults(Faults {
+        stall_projector: true,
+        ..Faults::default()
+    });
+    // Once the queue is full the target answers 503: backpressure shows.
+    until(
+        addr,
+        "503 from a full queue",
+        Duration::from_secs(10),
+        |s| status(s, "events_create", "503") >= 5.0,
+    )
+    .await;
+    r.sim.set_faults(Faults::default());
+    recovers(addr).await;
+    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    assert!(truth.value("rehab_sim_events_applied_total", &[]) > 0.0);
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
+    let mut sim_cfg = SimConfig::default();
+    sim_cfg.auth.token_ttl = Duration::from_secs(2);
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "dev-password\n").unwrap();
+    let r = rig_with(sim_cfg, |c| {
+        c.auth.token_file = None;
+        c.auth.login.enabled = true;
+        c.auth.login.username = "dev".into();
+        c.auth.login.password_file = Some(password.clone());
+        c.auth.login.refresh_before = Duration::from_millis(800);
+    })
+    .await;
+    let addr = r.addr();
+    until(
+        addr,
+        "logged in and accepted",
+        Duration::from_secs(5),
+        |s| accepted(s) > 10.0,
+    )
+    .await;
+    let s0 = scrape(addr).await;
+    // Three token lifetimes pass; refreshes keep every request authorised.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let s1 = scrape(addr).await;
+    let unauthorized = s1.sum("rehab_canary_requests_total", &[("status", "401")])
+        - s0.sum("rehab_canary_requests_total", &[("status", "401")]);
+    assert!(accepted(&s1) - accepted(&s0) > 200.0);
+    assert!(
+        unauthorized <= 3.0,
+        "{unauthorized} requests hit an expired token"
+    );
+    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    assert!(
+        truth.value(
+            "rehab_sim_requests_total",
+            &[("route", "auth_refresh"), ("status", "200")]
+        ) >= 2.0,
+        "tokens were refreshed"
+    );
+    r.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_rotated_token_file_is_picked_up() {
+    let r = rig(|_| {}).await;
+    let addr = r.addr();
+    let token = r.dir.path().join("token");
+    until(addr, "accepted", RECOVERY, |s| accepted(s) > 10.0).await;
+    std::fs::write(&token, "a-revoked-token\n").unwrap();
+    until(addr, "401s after rotation to a bad token", RECOVERY, |s| {
+        s.value(
+            "rehab_canary_auth_failures_total",
+            &[("reason", "unauthorized")],
+        ) >= 5.0
+    })
+    .await;
+    std::fs::write(&token, "dev-token\n").unwrap();
+    recovers(addr).await;
+    r.done().await;
+}
+
+fn write_config(dir: &tempfile::TempDir, sim: &SimHandle, eps: f64, extra: &str) -> PathBuf {
+    let path = dir.path().join("canary.toml");
+    std::fs::write(dir.path().join("token"), "dev-token\n").unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[target]\nbase_url = \"{}\"\n\
+             [auth]\ntoken_file = \"{}\"\n[traffic]\nevents_per_second = {eps}\n{extra}\
+             [traffic.burst]\nduration = \"0s\"\n[traffic.journeys]\nrep_interval = \"50ms\"\n",
+            sim.base_url(),
+            dir.path().join("token").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn rate(addr: SocketAddr, over: Duration) -> f64 {
+    let (s0, t0) = (scrape(addr).await, Instant::now());
+    tokio::time::sleep(over).await;
+    let (s1, t1) = (scrape(addr).await, Instant::now());
+    (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
+        / (t1 - t0).as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
+    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &sim, 50.0, "");
+    let cfg = Config::load(Some(&path)).unwrap();
+    let daemon = Daemon::start_with(
+        cfg,
+        RunOptions {
+            config_path: Some(path.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = daemon.admin_addr();
+
+    // Unchanged: a no-op that is not even counted.
+    assert_eq!(daemon.reload().outcome, ReloadOutcome::Unchanged);
+    let s = scrape(addr).await;
+    assert_eq!(s.value("rehab_canary_config_reloads_total", &[]), 0.0);
+
+    // Invalid: every error reported, running config kept.
+    std::fs::write(
+        &path,
+        "[traffic]\nevents_per_second = -5\nmax_in_flihgt = 3\n",
+    )
+    .unwrap();
+    let report = daemon.reload();
+    assert_eq!(report.outcome, ReloadOutcome::Failed);
+    assert_eq!(report.errors.len(), 2, "{:?}", report.errors);
+    let s = scrape(addr).await;
+    assert_eq!(
+        s.value("rehab_canary_config_last_reload_successful", &[]),
+        0.0
+    );
+    assert_eq!(
+        s.value("rehab_canary_config_reload_failures_total", &[]),
+        1.0
+    );
+    let kept = rate(addr, Duration::from_secs(3)).await;
+    assert!((kept - 50.0).abs() < 8.0, "running rate kept: {kept}");
+
+    // Valid, through the HTTP route: the new rate is achieved, counters kept.
+    let sent_before = scrape(addr)
+        .await
+        .sum("rehab_canary_events_sent_total", &[]);
+    write_config(&dir, &sim, 150.0, "");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let s = scrape(addr).await;
+    assert_eq!(
+        s.value("rehab_canary_config_last_reload_successful", &[]),
+        1.0
+    );
+    assert!(
+        s.value(
+            "rehab_canary_config_last_reload_success_timestamp_seconds",
+            &[]
+        ) > 1.7e9
+    );
+    assert!(
+        s.sum("rehab_canary_events_sent_total", &[]) >= sent_before,
+        "counters not reset"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let new = rate(addr, Duration::from_secs(4)).await;
+    assert!((new - 150.0).abs() < 15.0, "reloaded rate {new}");
+    assert_eq!(
+        scrape(addr)
+            .await
+            .value("rehab_canary_target_events_per_second", &[]),
+        150.0
+    );
+
+    // Restart-only keys are named and left alone.
+    write_config(&dir, &sim, 150.0, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[server]\n", "[server]\nshutdown_grace = \"7s\"\n");
+    std::fs::write(&path, text).unwrap();
+    let report = daemon.reload();
+    assert_eq!(report.outcome, ReloadOutcome::Applied);
+    assert_eq!(report.restart_required, vec!["server"]);
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_pause_and_resume_survive_a_reload() {
+    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &sim, 100.0, "");
+    let daemon = Daemon::start_with(
+        Config::load(Some(&path)).unwrap(),
+        RunOptions {
+            config_path: Some(path.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = daemon.admin_addr();
+    let http = reqwest::Client::new();
+    until(addr, "traffic", RECOVERY, |s| accepted(s) > 10.0).await;
+    let resp = http
+        .post(format!("http://{addr}/-/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), r#"{"paused":true}"#);
+    tokio::time::sleep(Duration::from_millis(300)).await; // in-flight answers land
+    write_config(&dir, &sim, 120.0, "");
+    assert_eq!(daemon.reload().outcome, ReloadOutcome::Applied);
+    let s0 = scrape(addr).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s1 = scrape(addr).await;
+    assert_eq!(
+        gauge(&s1, "rehab_canary_paused"),
+        1.0,
+        "pause survives the reload"
+    );
+    assert_eq!(
+        s1.sum("rehab_canary_events_sent_total", &[]),
+        s0.sum("rehab_canary_events_sent_total", &[]),
+        "nothing sent while paused"
+    );
+    assert!(
+        s1.value(
+            "rehab_canary_iterations_dropped_total",
+            &[("reason", "paused")]
+        ) > s0.value(
+            "rehab_canary_iterations_dropped_total",
+            &[("reason", "paused")]
+        ) + 100.0
+    );
+    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["extras"]["control"]["paused"], true, "{status}");
+    http.post(format!("http://{addr}/-/resume"))
+        .send()
+        .await
+        .unwrap();
+    recovers(addr).await;
+    assert_eq!(gauge(&scrape(addr).await, "rehab_canary_paused"), 0.0);
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
