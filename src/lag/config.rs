@@ -218,7 +218,7 @@ impl LagConfig {
                 }
             }
             match p.rule {
-                Some(RuleKind::Value) if p.expect.as_deref().map_or(true, str::is_empty) => {
+                Some(RuleKind::Value) if p.expect.as_deref().is_none_or(str::is_empty) => {
                     errs.push(invalid(key("expect"), "is required by rule = \"value\""))
                 }
                 Some(RuleKind::Increment) if p.pointer.as_deref().is_some_and(str::is_empty) => {
