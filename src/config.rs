@@ -67,6 +67,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
+    pub slo: crate::slo::SloConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -701,6 +703,7 @@ impl Config {
                 .into_iter()
                 .map(|(key, msg)| ConfigError::invalid(key, msg)),
         );
+        errs.extend(self.slo.validate());
         errs
     }
 
