@@ -50,6 +50,7 @@ level = "warn"
 base_url = "$1"
 [traffic]
 events_per_second = $2
+max_events_per_second = 1000000
 max_in_flight = $3
 [traffic.mix]
 patient = 1
@@ -60,18 +61,21 @@ duration = "0s"
 EOF
 }
 
-# run_canary SECONDS: runs the canary under /usr/bin/time, prints "cpu_s maxrss_kb sent".
+# run_canary SECONDS: runs the canary, prints "cpu_s peak_rss_kb requests p50 p99"
+# (CPU and peak RSS read from /proc just before SIGTERM).
 run_canary() {
-  /usr/bin/time -f "%U %S %M" -o "$WORK/time.out" "$BIN" run --config "$WORK/canary.toml" &
+  "$BIN" run --config "$WORK/canary.toml" 2>>"$WORK/canary.log" &
   local pid=$!
   sleep "$1"
-  local sent; sent=$(metric rehab_canary_requests_total)
-  local p99; p99=$(delay_quantile 0.99)
-  local p50; p50=$(delay_quantile 0.50)
-  pkill -TERM -f "rehab-canary run --config $WORK/canary.toml"
+  local sent p50 p99 ticks hwm
+  sent=$(metric rehab_canary_requests_total)
+  p50=$(delay_quantile 0.50)
+  p99=$(delay_quantile 0.99)
+  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
+  kill -TERM "$pid"
   wait "$pid" || true
-  read -r u s m < "$WORK/time.out"
-  echo "$(calc "$u + $s") $m $sent $p50 $p99"
+  echo "$(calc "$ticks / $(getconf CLK_TCK)") $hwm $sent $p50 $p99"
 }
 
 echo "== (a) 100k requests at 5000 req/s"

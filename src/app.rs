@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState, RuntimeInfo, StatusExtra};
 use crate::auth::{self, AuthError, AuthTask, TokenSource};
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
+use crate::lag::{self, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
 use crate::metrics::{BuildInfo, Metrics, Outcome, WINDOW_ROTATE_EVERY};
 use crate::reload::Reloader;
@@ -55,6 +56,8 @@ pub enum AppError {
     Thread(#[source] std::io::Error),
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Lag(#[from] LagError),
 }
 
 /// A running daemon.
@@ -64,6 +67,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     info: Arc<RuntimeInfo>,
     engine: Engine,
+    lag: LagProbes,
     controls: Arc<Controls>,
     auth: AuthTask,
     admin_stop: watch::Sender<bool>,
@@ -114,10 +118,13 @@ impl Daemon {
             source,
         })?;
 
-        let metrics = Arc::new(Metrics::new(BuildInfo {
+        let mut metrics = Metrics::new(BuildInfo {
             version: VERSION,
             revision: REVISION,
-        }));
+        });
+        // Lag families join the registry before it is shared.
+        let lag_metrics = LagMetrics::register(metrics.registry_mut());
+        let metrics = Arc::new(metrics);
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
         let http = TargetClient::new(&cfg.target)?;
@@ -148,12 +155,25 @@ impl Daemon {
         let engine = Engine::spawn(
             Arc::new(cfg.traffic.clone()),
             journeys,
-            http,
+            http.clone(),
             metrics.clone(),
             gate.clone(),
             auth.signal.clone(),
         )
         .map_err(AppError::Thread)?;
+        // Lag probes: their own schedule on the runtime, never the engine's.
+        let lag = LagProbes::spawn(
+            &cfg.lag,
+            lag::probe::Setup {
+                base: target.clone(),
+                namespace: cfg.traffic.journeys.subject_prefix.clone(),
+                payload: cfg.traffic.payload.clone(),
+                epoch: lag::marker::RunEpoch::random(),
+            },
+            http,
+            lag_metrics,
+        )?;
+        info.add_status_extra(lag.status());
 
         let reloader = Arc::new(Reloader::new(
             opts.config_path.clone(),
@@ -184,6 +204,7 @@ impl Daemon {
             metrics,
             info,
             engine,
+            lag,
             controls,
             auth,
             admin_stop,
@@ -235,6 +256,7 @@ impl Daemon {
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
         self.info.set_ready(false);
+        self.lag.stop().await;
         let drained = self.engine.stop(self.grace).await;
         if drained {
             tracing::info!("in-flight requests drained");

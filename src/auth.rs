@@ -222,9 +222,14 @@ async fn watch_file(
 ) {
     let mut last_error: Option<String> = None;
     let mut last_react = Instant::now() - MIN_REACT_INTERVAL;
+    // An interval, not a sleep re-created per pass: a stream of 401s must not
+    // keep postponing the periodic re-read.
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tick.tick() => {}
             _ = signal.unauthorized.notified() => {
                 if last_react.elapsed() < MIN_REACT_INTERVAL {
                     continue;

@@ -67,6 +67,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Projection lag probes (`src/lag/config.rs`).
+    pub lag: crate::lag::LagConfig,
     /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
     pub slo: crate::slo::SloConfig,
 }
@@ -703,6 +705,7 @@ impl Config {
                 .into_iter()
                 .map(|(key, msg)| ConfigError::invalid(key, msg)),
         );
+        errs.extend(self.lag.validate());
         errs.extend(self.slo.validate());
         errs
     }
@@ -721,6 +724,10 @@ impl Config {
         }
         if self.auth != new.auth {
             keys.push("auth");
+        }
+        // The lag probes keep their start-up schedule and rules.
+        if self.lag != new.lag {
+            keys.push("lag");
         }
         keys
     }

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod lag;
 pub mod lifecycle;
 pub mod metrics;
 pub mod reload;

@@ -38,6 +38,16 @@ pub trait StatusExtra: Send + Sync + 'static {
     fn key(&self) -> &'static str;
     /// The section's current value. Must not contain secrets.
     fn value(&self) -> serde_json::Value;
+    /// The section as an HTML fragment for the landing page, every inserted
+    /// value escaped (see [`escape_html`]); `None` shows the JSON value.
+    fn html(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Escapes text for HTML element content and quoted attribute values.
+pub fn escape_html(s: &str) -> String {
+    page::escape(s)
 }
 
 /// Process facts the admin routes report besides the metrics.
@@ -91,6 +101,15 @@ impl RuntimeInfo {
     /// Adds a section to `/status` and the landing page.
     pub fn add_status_extra(&self, extra: Arc<dyn StatusExtra>) {
         self.extras.write().push(extra);
+    }
+
+    /// The HTML fragments of the sections that render their own.
+    fn extras_html(&self) -> Vec<(&'static str, String)> {
+        self.extras
+            .read()
+            .iter()
+            .filter_map(|e| e.html().map(|h| (e.key(), h)))
+            .collect()
     }
 
     fn extras(&self) -> serde_json::Map<String, serde_json::Value> {

@@ -13,12 +13,13 @@ use super::AdminState;
 
 pub(super) async fn landing(State(state): State<AdminState>) -> impl IntoResponse {
     let status = Status::collect(&state.metrics, &state.info);
+    let fragments = state.info.extras_html();
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        render(&status),
+        render(&status, &fragments),
     )
 }
 
@@ -47,8 +48,9 @@ table{border-collapse:collapse}td,th{padding:.25em .8em;border-bottom:1px solid 
 th:first-child,td:first-child{text-align:left}.err{color:#b00}dt{font-weight:bold}\
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}";
 
-/// Renders the page. `write!` into a `String` cannot fail, hence the ignored results.
-pub(super) fn render(s: &Status) -> String {
+/// Renders the page; `fragments` are the extras that render their own HTML.
+/// `write!` into a `String` cannot fail, hence the ignored results.
+pub(super) fn render(s: &Status, fragments: &[(&'static str, String)]) -> String {
     let snap = &s.snapshot;
     let mut h = String::with_capacity(4096);
     let _ = write!(
@@ -100,6 +102,10 @@ pub(super) fn render(s: &Status) -> String {
     }
     h.push_str("</table>\n");
     for (key, value) in &s.extras {
+        if let Some((_, html)) = fragments.iter().find(|(k, _)| k == key) {
+            let _ = write!(h, "<h2>{}</h2>\n{html}\n", escape(key));
+            continue;
+        }
         let pretty = serde_json::to_string_pretty(value).unwrap_or_default();
         let _ = write!(
             h,

@@ -53,6 +53,7 @@ pub use truth::LAG_BUCKETS;
 pub struct SimHandle {
     addr: SocketAddr,
     faults: Arc<faults::FaultState>,
+    truth: Arc<truth::Truth>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -81,6 +82,13 @@ impl SimHandle {
     /// object).
     pub fn set_faults(&self, f: Faults) {
         self.faults.set(f);
+    }
+
+    /// The exact true projection lags (seconds) of the most recent events,
+    /// oldest first, at most `truth::RECENT_LAGS`: what
+    /// `rehab_sim_projection_lag_seconds` counts, without bucket rounding.
+    pub fn recent_lags(&self) -> Vec<f64> {
+        self.truth.recent_lags()
     }
 
     /// The current fault set.
@@ -131,7 +139,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         store,
         pipeline,
         faults: faults.clone(),
-        truth,
+        truth: truth.clone(),
         started: Instant::now(),
     });
     let router = routes::router(state);
@@ -139,6 +147,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
     Ok(SimHandle {
         addr,
         faults,
+        truth,
         shutdown,
         server,
         tasks,

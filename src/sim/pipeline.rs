@@ -202,9 +202,9 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
             .as_secs_f64();
         if visible_at <= now {
             // Visible the moment it was applied.
-            ctx.truth.lag.observe(lag);
+            ctx.truth.observe_lag(lag);
         } else if ctx.visibility.send((visible_at, lag)).is_err() {
-            ctx.truth.lag.observe(lag);
+            ctx.truth.observe_lag(lag);
         }
     }
 }
@@ -231,7 +231,7 @@ async fn visibility_timer(
             msg = rx.recv() => {
                 let Some((at, lag)) = msg else { return };
                 if pending.len() >= MAX_PENDING_VISIBILITY {
-                    truth.lag.observe(lag);
+                    truth.observe_lag(lag);
                     continue;
                 }
                 pending.push(Reverse((at, (lag * 1e9) as u64)));
@@ -243,7 +243,7 @@ async fn visibility_timer(
                         break;
                     }
                     pending.pop();
-                    truth.lag.observe(lag_ns as f64 / 1e9);
+                    truth.observe_lag(lag_ns as f64 / 1e9);
                 }
             }
         }

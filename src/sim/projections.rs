@@ -258,7 +258,7 @@ impl Aggregates {
     fn day_mut(&mut self, ts_ms: i64) -> Option<&mut DayBucket> {
         let day = ts_ms.div_euclid(MS_PER_DAY);
         let pos = self.days.partition_point(|b| b.day < day);
-        if self.days.get(pos).map_or(true, |b| b.day != day) {
+        if self.days.get(pos).is_none_or(|b| b.day != day) {
             if self.days.len() == MAX_DAYS {
                 if pos == 0 {
                     return None;

@@ -369,7 +369,7 @@ impl Store {
         }
         let visible = p.visible_len(now);
         let stream_version = p.visible_version(now);
-        let matches = |e: &&StoredEvent| q.kind.map_or(true, |k| e.kind == k);
+        let matches = |e: &&StoredEvent| q.kind.is_none_or(|k| e.kind == k);
         let picked: Vec<&StoredEvent> = match q.start_version {
             Some(start) => p
                 .events

@@ -2,6 +2,9 @@
 //! applied, dropped and duplicated, and the true projection lag. These are
 //! the numbers a canary's own measurements are checked against.
 
+use std::collections::VecDeque;
+
+use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +19,11 @@ pub const LAG_BUCKETS: [f64; 38] = [
     0.040, 0.050, 0.060, 0.070, 0.080, 0.090, 0.100, 0.120, 0.150, 0.200, 0.250, 0.300, 0.400,
     0.500, 0.750, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
 ];
+
+/// True lags kept verbatim (the most recent ones), so tests can compare a
+/// canary's quantiles with exact ones: the histogram's buckets are too coarse
+/// for that (0.25 s, 0.3 s, 0.4 s). 80 KiB at most.
+pub const RECENT_LAGS: usize = 10_000;
 
 /// Buckets of `rehab_sim_batch_duration_seconds` (Broadway batch latency
 /// thresholds 1 s and 2 s included).
@@ -82,6 +90,7 @@ pub struct Truth {
     pub retained_events: Gauge,
     pub trimmed_events: Counter,
     pub evicted_patients: Counter,
+    recent_lags: Mutex<VecDeque<f64>>,
 }
 
 impl Default for Truth {
@@ -109,6 +118,7 @@ impl Truth {
             retained_events: Gauge::default(),
             trimmed_events: Counter::default(),
             evicted_patients: Counter::default(),
+            recent_lags: Mutex::new(VecDeque::new()),
         };
         registry.register(
             "rehab_sim_events_accepted",
@@ -181,6 +191,22 @@ impl Truth {
             t.evicted_patients.clone(),
         );
         Truth { registry, ..t }
+    }
+
+    /// Observes one event's true projection lag (seconds), in the histogram
+    /// and in the bounded record of recent lags.
+    pub fn observe_lag(&self, lag: f64) {
+        self.lag.observe(lag);
+        let mut recent = self.recent_lags.lock();
+        if recent.len() == RECENT_LAGS {
+            recent.pop_front();
+        }
+        recent.push_back(lag);
+    }
+
+    /// The most recent true lags, oldest first (at most [`RECENT_LAGS`]).
+    pub fn recent_lags(&self) -> Vec<f64> {
+        self.recent_lags.lock().iter().copied().collect()
     }
 
     pub fn fault(&self, fault: FaultKind) {

@@ -94,6 +94,7 @@ impl Naming {
 
 pub struct Journeys {
     cfg: JourneyConfig,
+    base: Url,
     naming: Naming,
     urls: Urls,
     payload: PayloadWriter,
@@ -142,6 +143,7 @@ impl Journeys {
         };
         Ok(Journeys {
             cfg: cfg.clone(),
+            base: base.clone(),
             naming,
             urls,
             payload: PayloadWriter::new(payload),
@@ -154,6 +156,20 @@ impl Journeys {
             recent_pos: 0,
             rng: SmallRng::from_os_rng(),
         })
+    }
+
+    /// Journeys for a reloaded config: same target and run id, new pools,
+    /// prefix and payload shape. Sessions in progress are dropped, not corrupted.
+    pub fn rebuild(
+        &self,
+        cfg: &JourneyConfig,
+        payload: &PayloadConfig,
+    ) -> Result<Self, url::ParseError> {
+        let naming = Naming {
+            namespace: cfg.subject_prefix.clone(),
+            run_id: self.naming.run_id.clone(),
+        };
+        Journeys::new(cfg, payload, &self.base, naming)
     }
 
     pub fn urls(&self) -> &Urls {
@@ -626,6 +642,27 @@ mod tests {
             }
             Job::Post { .. } => panic!("expected reads"),
         }
+    }
+
+    #[test]
+    fn rebuild_applies_new_pools_and_shape_with_the_same_target() {
+        let j = journeys(PayloadShape::Envelope);
+        let cfg = JourneyConfig {
+            patients: 1,
+            therapists: 1,
+            subject_prefix: "other-".into(),
+            ..JourneyConfig::default()
+        };
+        let payload = PayloadConfig {
+            shape: PayloadShape::Flat,
+            ..PayloadConfig::default()
+        };
+        let mut r = j.rebuild(&cfg, &payload).unwrap();
+        assert_eq!(r.urls().events, j.urls().events);
+        let (_, _, v) = post(r.next(JourneyKind::Patient, 0.0));
+        assert_eq!(v["patient_id"], "other-p000000");
+        let (_, _, v) = post(r.next(JourneyKind::Patient, 0.0));
+        assert_eq!(v["patient_id"], "other-p000000", "one patient in the pool");
     }
 
     #[test]

@@ -1,0 +1,335 @@
+//! The `[lag]` configuration section: probe schedule, poll spacing, timeout,
+//! late watching, and each probe's switch and visibility rule. Types live here
+//! so the probes own their settings; `config.rs` only embeds the section and
+//! calls [`LagConfig::validate`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LagConfig {
+    /// Each enabled probe posts one marked event this often (per probe).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// A probe event not visible this long after its 201 counts as lost.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Probe runs (one event being watched, or one late-watch read) in
+    /// flight at once; a tick that finds the bound full is skipped and
+    /// counted, never queued.
+    pub max_in_flight: usize,
+    /// First poll this long after the 201; each later gap is the previous
+    /// one times `poll_backoff`, up to `poll_max`.
+    #[serde(with = "humantime_serde")]
+    pub poll_initial: Duration,
+    pub poll_backoff: f64,
+    #[serde(with = "humantime_serde")]
+    pub poll_max: Duration,
+    /// Lost markers are still looked for this long after their timeout (at
+    /// `late_poll_interval`), so an event that shows up late counts as late.
+    /// "0s" disables late watching.
+    #[serde(with = "humantime_serde")]
+    pub late_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub late_poll_interval: Duration,
+    pub probes: ProbesConfig,
+}
+
+impl Default for LagConfig {
+    fn default() -> Self {
+        LagConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
+            max_in_flight: 64,
+            poll_initial: Duration::from_millis(5),
+            poll_backoff: 1.1,
+            poll_max: Duration::from_secs(1),
+            late_window: Duration::from_secs(300),
+            late_poll_interval: Duration::from_secs(1),
+            probes: ProbesConfig::default(),
+        }
+    }
+}
+
+/// One entry per built-in probe. A field left unset in a probe falls back to
+/// that probe's built-in default (see `probe.rs`), which is why the rule
+/// fields are options: a shared struct default could not differ per probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbesConfig {
+    pub stream: ProbeConfig,
+    pub adherence: ProbeConfig,
+    pub quality: ProbeConfig,
+    pub work_queue: ProbeConfig,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        ProbesConfig {
+            stream: ProbeConfig::default(),
+            adherence: ProbeConfig::default(),
+            quality: ProbeConfig::default(),
+            // Alert generation is slower to set up and to clean after (a
+            // fresh patient per event), so it runs less often.
+            work_queue: ProbeConfig {
+                interval: Some(Duration::from_secs(30)),
+                ..ProbeConfig::default()
+            },
+        }
+    }
+}
+
+/// How a read shows that the probe event is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// A string value under `pointer` equals the event's marker.
+    Marker,
+    /// The value at `pointer` equals `expect` (`{marker}` is substituted).
+    Value,
+    /// The number at `pointer` is at least one more than just before the POST.
+    Increment,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProbeConfig {
+    pub enabled: bool,
+    /// Overrides `lag.interval` for this probe.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    /// The read to poll, relative to `target.base_url`; `{patient}`,
+    /// `{therapist}` and `{marker}` are substituted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<RuleKind>,
+    /// A JSON pointer (RFC 6901) into the read body; "" is the whole body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// The expected value of the `value` rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            enabled: true,
+            interval: None,
+            route: None,
+            rule: None,
+            pointer: None,
+            expect: None,
+        }
+    }
+}
+
+/// The placeholders a route may use.
+pub const ROUTE_PLACEHOLDERS: [&str; 3] = ["{patient}", "{therapist}", "{marker}"];
+
+fn invalid(key: String, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.to_owned(),
+    }
+}
+
+impl LagConfig {
+    /// The probes by name, in `Projection::ALL` order.
+    pub fn probes(&self) -> [(&'static str, &ProbeConfig); 4] {
+        let p = &self.probes;
+        [
+            ("stream", &p.stream),
+            ("adherence", &p.adherence),
+            ("quality", &p.quality),
+            ("work_queue", &p.work_queue),
+        ]
+    }
+
+    /// Every violation, each naming its key.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
+        let mut check = |ok: bool, key: &str, msg: &str| {
+            if !ok {
+                errs.push(invalid(key.to_owned(), msg));
+            }
+        };
+        let ms = Duration::from_millis;
+        let hour = Duration::from_secs(3600);
+        check(
+            (ms(10)..=hour).contains(&self.interval),
+            "lag.interval",
+            "must be between 10ms and 1h",
+        );
+        check(
+            (ms(10)..=hour).contains(&self.timeout),
+            "lag.timeout",
+            "must be between 10ms and 1h",
+        );
+        check(
+            (1..=10_000).contains(&self.max_in_flight),
+            "lag.max_in_flight",
+            "must be between 1 and 10000",
+        );
+        check(
+            self.poll_initial >= ms(1) && self.poll_initial <= self.poll_max,
+            "lag.poll_initial",
+            "must be at least 1ms and at most lag.poll_max",
+        );
+        check(
+            self.poll_backoff.is_finite() && (1.0..=4.0).contains(&self.poll_backoff),
+            "lag.poll_backoff",
+            "must be a number between 1.0 and 4.0",
+        );
+        check(self.poll_max <= hour, "lag.poll_max", "must be at most 1h");
+        check(
+            self.late_window <= Duration::from_secs(24 * 3600),
+            "lag.late_window",
+            "must be at most 24h",
+        );
+        check(
+            self.late_poll_interval >= ms(10),
+            "lag.late_poll_interval",
+            "must be at least 10ms",
+        );
+        for (name, p) in self.probes() {
+            let key = |field: &str| format!("lag.probes.{name}.{field}");
+            if let Some(i) = p.interval {
+                if !(ms(10)..=hour).contains(&i) {
+                    errs.push(invalid(key("interval"), "must be between 10ms and 1h"));
+                }
+            }
+            if let Some(route) = &p.route {
+                if let Some(msg) = route_problem(route) {
+                    errs.push(invalid(key("route"), msg));
+                }
+            }
+            if let Some(ptr) = &p.pointer {
+                if !ptr.is_empty() && !ptr.starts_with('/') {
+                    errs.push(invalid(
+                        key("pointer"),
+                        "must be empty or a JSON pointer starting with '/'",
+                    ));
+                }
+            }
+            match p.rule {
+                Some(RuleKind::Value) if p.expect.as_deref().map_or(true, str::is_empty) => {
+                    errs.push(invalid(key("expect"), "is required by rule = \"value\""))
+                }
+                Some(RuleKind::Increment) if p.pointer.as_deref().is_some_and(str::is_empty) => {
+                    errs.push(invalid(
+                        key("pointer"),
+                        "must point at a number for rule = \"increment\"",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        errs
+    }
+}
+
+/// Why a route template is unusable, if it is.
+fn route_problem(route: &str) -> Option<&'static str> {
+    if route.is_empty() || route.contains("://") || route.starts_with('/') {
+        return Some("must be a path relative to target.base_url, like api/v1/...");
+    }
+    if route.chars().any(char::is_whitespace) {
+        return Some("must not contain whitespace");
+    }
+    // Every `{...}` must be a known placeholder.
+    let mut rest = route;
+    while let Some(open) = rest.find('{') {
+        let tail = &rest[open..];
+        let Some(close) = tail.find('}') else {
+            return Some("has an unclosed '{'");
+        };
+        if !ROUTE_PLACEHOLDERS.contains(&&tail[..=close]) {
+            return Some("placeholders are {patient}, {therapist} and {marker}");
+        }
+        rest = &tail[close + 1..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(cfg: &LagConfig) -> Vec<String> {
+        cfg.validate()
+            .iter()
+            .map(|e| e.key().unwrap_or("-").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(LagConfig::default().validate().is_empty());
+    }
+
+    #[test]
+    fn errors_name_their_key() {
+        type Tweak = fn(&mut LagConfig);
+        let cases: &[(Tweak, &str)] = &[
+            (|c| c.interval = Duration::ZERO, "lag.interval"),
+            (|c| c.timeout = Duration::ZERO, "lag.timeout"),
+            (|c| c.max_in_flight = 0, "lag.max_in_flight"),
+            (
+                |c| c.poll_initial = Duration::from_secs(2),
+                "lag.poll_initial",
+            ),
+            (|c| c.poll_backoff = 0.5, "lag.poll_backoff"),
+            (|c| c.poll_backoff = f64::NAN, "lag.poll_backoff"),
+            (
+                |c| c.late_poll_interval = Duration::ZERO,
+                "lag.late_poll_interval",
+            ),
+            (
+                |c| c.probes.work_queue.interval = Some(Duration::ZERO),
+                "lag.probes.work_queue.interval",
+            ),
+            (
+                |c| c.probes.stream.route = Some("/abs/path".into()),
+                "lag.probes.stream.route",
+            ),
+            (
+                |c| c.probes.stream.route = Some("api/{nope}".into()),
+                "lag.probes.stream.route",
+            ),
+            (
+                |c| c.probes.stream.route = Some("api/{patient".into()),
+                "lag.probes.stream.route",
+            ),
+            (
+                |c| c.probes.quality.pointer = Some("sessions".into()),
+                "lag.probes.quality.pointer",
+            ),
+            (
+                |c| c.probes.adherence.rule = Some(RuleKind::Value),
+                "lag.probes.adherence.expect",
+            ),
+        ];
+        for (tweak, key) in cases {
+            let mut c = LagConfig::default();
+            tweak(&mut c);
+            assert!(keys(&c).iter().any(|k| k == key), "{key}: {:?}", keys(&c));
+        }
+    }
+
+    #[test]
+    fn good_routes_pass() {
+        for r in [
+            "api/v1/patients/{patient}/stream?limit=50",
+            "api/v1/projections/work-queue?therapist_id={therapist}",
+            "x/{marker}",
+        ] {
+            assert_eq!(route_problem(r), None, "{r}");
+        }
+    }
+}

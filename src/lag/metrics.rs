@@ -1,0 +1,499 @@
+//! The lag metric families (a contract, like the request metrics), their
+//! cached per-projection handles, the one-minute lag windows and the status
+//! snapshot read by `/status` and the landing page.
+//!
+//! Families are registered into the daemon's registry before it is shared;
+//! every known series exists from the start at zero. The hot path records
+//! into handles indexed by projection: no label hashing or formatting, except
+//! the exemplar's event id (one short string per observed probe event).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use super::probe::Projection;
+use crate::metrics::window::{LatencyWindows, QUANTILES, SLOTS, SLOT_PERIOD};
+
+/// Bounds of the lag histograms: the contract's 0.025 ... 30 s plus finer
+/// steps where a healthy pipeline lives, and 0.1 s / 1 s (the service's
+/// target and critical p95) exactly. 4 projections × (16 + 3) = 76 series.
+pub const LAG_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Longest exemplar label value kept: OpenMetrics caps an exemplar's label
+/// set at 128 characters.
+const MAX_EXEMPLAR_ID: usize = 100;
+
+/// Why a probe event did not yield an in-time lag sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// Not visible before `lag.timeout`.
+    Lost,
+    /// Visible after `lag.timeout` (it was first counted lost).
+    Late,
+    /// The POST failed in transport, or reads could not be judged.
+    Error,
+    /// The POST was answered with a non-2xx status.
+    Rejected,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 4] = [
+        Failure::Lost,
+        Failure::Late,
+        Failure::Error,
+        Failure::Rejected,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Failure::Lost => "lost",
+            Failure::Late => "late",
+            Failure::Error => "error",
+            Failure::Rejected => "rejected",
+        }
+    }
+
+    const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    projection: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WindowLabels {
+    projection: &'static str,
+    quantile: &'static str,
+}
+
+/// The exemplar of a lag observation: which probe event it was.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventIdLabels {
+    event_id: String,
+}
+
+type LagHistogram = HistogramWithExemplars<EventIdLabels>;
+
+fn lag_histogram() -> LagHistogram {
+    HistogramWithExemplars::new(LAG_BUCKETS.into_iter())
+}
+
+const N: usize = Projection::ALL.len();
+
+/// Lost events per projection in each window slot, rotated with the lag
+/// windows so "lost in the last minute" covers the same span.
+#[derive(Debug)]
+struct LostRing {
+    slots: [[u64; SLOTS]; N],
+    current: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    lag: [LagHistogram; N],
+    end_to_end: [LagHistogram; N],
+    probes: [Counter; N],
+    failures: [[Counter; Failure::ALL.len()]; N],
+    duplicated: [Counter; N],
+    out_of_order: [Counter; N],
+    skipped: [Counter; N],
+    in_flight: Gauge,
+    windows: Arc<LatencyWindows>,
+    lost: Mutex<LostRing>,
+    /// Last lag per projection, as `f64` bits; NaN until the first sample.
+    last: [AtomicU64; N],
+    enabled: [AtomicBool; N],
+}
+
+/// Cheap to clone; every clone records into the same series.
+#[derive(Clone, Debug)]
+pub struct LagMetrics {
+    inner: Arc<Inner>,
+}
+
+/// Exports `rehab_canary_projection_lag_window_seconds` at scrape time. A
+/// projection without a sample in the window has no series (as the request
+/// latency windows: absent means "no data", never a fake 0).
+#[derive(Debug)]
+struct WindowCollector {
+    windows: Arc<LatencyWindows>,
+}
+
+impl Collector for WindowCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "rehab_canary_projection_lag_window_seconds",
+            "Projection lag quantiles per projection over the last minute, from rotating HDR \
+             histograms. Absent when the projection had no in-time or late sample in the window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in Projection::ALL {
+            let Some(qs) = self.windows.summary(p.index()).quantiles else {
+                continue;
+            };
+            for ((_, label), v) in QUANTILES.iter().zip(qs) {
+                let labels = WindowLabels {
+                    projection: p.as_str(),
+                    quantile: label,
+                };
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counts a probe run as in flight while it lives (abort included).
+#[derive(Debug)]
+#[must_use = "the run counts as in flight only while the guard lives"]
+pub struct InFlight {
+    gauge: Gauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// One projection's lag at a glance.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ProjectionSnapshot {
+    pub projection: &'static str,
+    pub enabled: bool,
+    /// Seconds; `null` before the first sample.
+    pub last_seconds: Option<f64>,
+    /// Over the last minute; `null` without a sample in it.
+    pub p50_seconds: Option<f64>,
+    pub p95_seconds: Option<f64>,
+    pub samples_last_minute: u64,
+    pub lost_last_minute: u64,
+    pub probes_total: u64,
+    pub lost_total: u64,
+    pub late_total: u64,
+    pub error_total: u64,
+    pub rejected_total: u64,
+    pub duplicated_total: u64,
+    pub out_of_order_total: u64,
+}
+
+impl LagMetrics {
+    /// Registers every lag family in `registry` and pre-creates each series.
+    pub fn register(registry: &mut Registry) -> Self {
+        let label = |p: Projection| ProjectionLabels {
+            projection: p.as_str(),
+        };
+        let lag_family =
+            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
+                lag_histogram,
+            );
+        registry.register(
+            "rehab_canary_projection_lag_seconds",
+            "Time from a probe event's 201 to its first visibility in the projection's read \
+             (midpoint of the last poll that missed it and the first that saw it); late events \
+             included. Exemplar: the probe event's id",
+            lag_family.clone(),
+        );
+        let e2e_family =
+            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
+                lag_histogram,
+            );
+        registry.register(
+            "rehab_canary_projection_lag_end_to_end_seconds",
+            "Like rehab_canary_projection_lag_seconds, but from the moment the probe's POST was \
+             sent (ingest latency included)",
+            e2e_family.clone(),
+        );
+        let counter_family = |registry: &mut Registry, name: &str, help: &str| {
+            let f = Family::<ProjectionLabels, Counter>::default();
+            registry.register(name, help, f.clone());
+            Projection::ALL.map(|p| f.get_or_create_owned(&label(p)))
+        };
+        let probes = counter_family(
+            registry,
+            "rehab_canary_lag_probes",
+            "Probe events attempted (POSTs sent), by projection",
+        );
+        let failure_family = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "rehab_canary_lag_probe_failures",
+            "Probe events without an in-time lag sample, by projection and reason: lost (not \
+             visible before lag.timeout), late (visible after it; also counted lost), error \
+             (POST transport failure or unreadable reads), rejected (non-2xx POST)",
+            failure_family.clone(),
+        );
+        let failures = Projection::ALL.map(|p| {
+            Failure::ALL.map(|f| {
+                failure_family.get_or_create_owned(&FailureLabels {
+                    projection: p.as_str(),
+                    reason: f.as_str(),
+                })
+            })
+        });
+        let duplicated = counter_family(
+            registry,
+            "rehab_canary_events_duplicated",
+            "Probe events whose marker a read showed more than once, by projection",
+        );
+        let out_of_order = counter_family(
+            registry,
+            "rehab_canary_events_out_of_order",
+            "Probe events that became visible after a later one of the same stream although \
+             acknowledged before it was sent, by projection",
+        );
+        let skipped = counter_family(
+            registry,
+            "rehab_canary_lag_probes_skipped",
+            "Probe ticks not run, by projection: lag.max_in_flight was full, or an increment \
+             probe's previous event was still pending",
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "rehab_canary_lag_probes_in_flight",
+            "Probe runs in progress (events being watched, late-watch reads, cleanups)",
+            in_flight.clone(),
+        );
+        let windows = Arc::new(LatencyWindows::new(N));
+        registry.register_collector(Box::new(WindowCollector {
+            windows: windows.clone(),
+        }));
+        LagMetrics {
+            inner: Arc::new(Inner {
+                lag: Projection::ALL.map(|p| lag_family.get_or_create_owned(&label(p))),
+                end_to_end: Projection::ALL.map(|p| e2e_family.get_or_create_owned(&label(p))),
+                probes,
+                failures,
+                duplicated,
+                out_of_order,
+                skipped,
+                in_flight,
+                windows,
+                lost: Mutex::new(LostRing {
+                    slots: [[0; SLOTS]; N],
+                    current: 0,
+                }),
+                last: std::array::from_fn(|_| AtomicU64::new(f64::NAN.to_bits())),
+                enabled: std::array::from_fn(|_| AtomicBool::new(false)),
+            }),
+        }
+    }
+
+    pub fn set_enabled(&self, p: Projection, enabled: bool) {
+        self.inner.enabled[p.index()].store(enabled, Ordering::Relaxed);
+    }
+
+    pub fn probe_sent(&self, p: Projection) {
+        self.inner.probes[p.index()].inc();
+    }
+
+    /// One lag sample (in time or late), with the event id as exemplar.
+    pub fn record_lag(&self, p: Projection, lag: Duration, end_to_end: Duration, event_id: &str) {
+        let i = p.index();
+        let id = |s: &str| {
+            Some(EventIdLabels {
+                event_id: s.chars().take(MAX_EXEMPLAR_ID).collect(),
+            })
+        };
+        let secs = lag.as_secs_f64();
+        self.inner.lag[i].observe(secs, id(event_id), None);
+        self.inner.end_to_end[i].observe(end_to_end.as_secs_f64(), id(event_id), None);
+        self.inner.windows.record(i, lag, false);
+        self.inner.last[i].store(secs.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn failure(&self, p: Projection, f: Failure) {
+        self.inner.failures[p.index()][f.index()].inc();
+        if f == Failure::Lost {
+            let mut ring = self.inner.lost.lock();
+            let cur = ring.current;
+            ring.slots[p.index()][cur] += 1;
+        }
+    }
+
+    pub fn duplicated(&self, p: Projection, n: u64) {
+        if n > 0 {
+            self.inner.duplicated[p.index()].inc_by(n);
+        }
+    }
+
+    pub fn out_of_order(&self, p: Projection, n: u64) {
+        if n > 0 {
+            self.inner.out_of_order[p.index()].inc_by(n);
+        }
+    }
+
+    pub fn skipped(&self, p: Projection) {
+        self.inner.skipped[p.index()].inc();
+    }
+
+    pub fn in_flight(&self) -> InFlight {
+        self.inner.in_flight.inc();
+        InFlight {
+            gauge: self.inner.in_flight.clone(),
+        }
+    }
+
+    pub fn in_flight_now(&self) -> i64 {
+        self.inner.in_flight.get()
+    }
+
+    /// Advances the one-minute windows; call every [`SLOT_PERIOD`].
+    pub fn rotate(&self) {
+        self.inner.windows.rotate();
+        let mut ring = self.inner.lost.lock();
+        let next = (ring.current + 1) % SLOTS;
+        for p in ring.slots.iter_mut() {
+            p[next] = 0;
+        }
+        ring.current = next;
+    }
+
+    pub fn snapshot(&self) -> Vec<ProjectionSnapshot> {
+        let lost_minute: [u64; N] = {
+            let ring = self.inner.lost.lock();
+            std::array::from_fn(|i| ring.slots[i].iter().sum())
+        };
+        Projection::ALL
+            .iter()
+            .map(|p| {
+                let i = p.index();
+                let s = self.inner.windows.summary(i);
+                let q = |k: usize| s.quantiles.map(|qs| qs[k]);
+                let last = f64::from_bits(self.inner.last[i].load(Ordering::Relaxed));
+                let fail = |f: Failure| self.inner.failures[i][f.index()].get();
+                ProjectionSnapshot {
+                    projection: p.as_str(),
+                    enabled: self.inner.enabled[i].load(Ordering::Relaxed),
+                    last_seconds: (!last.is_nan()).then_some(last),
+                    p50_seconds: q(0),
+                    p95_seconds: q(1),
+                    samples_last_minute: s.requests,
+                    lost_last_minute: lost_minute[i],
+                    probes_total: self.inner.probes[i].get(),
+                    lost_total: fail(Failure::Lost),
+                    late_total: fail(Failure::Late),
+                    error_total: fail(Failure::Error),
+                    rejected_total: fail(Failure::Rejected),
+                    duplicated_total: self.inner.duplicated[i].get(),
+                    out_of_order_total: self.inner.out_of_order[i].get(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The window span, for display.
+pub fn window_seconds() -> f64 {
+    (SLOT_PERIOD * SLOTS as u32).as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(r: &Registry) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
+        s
+    }
+
+    #[test]
+    fn every_family_and_series_exists_from_the_start() {
+        let mut r = Registry::default();
+        let _m = LagMetrics::register(&mut r);
+        let text = encode(&r);
+        for p in ["stream", "adherence", "quality", "work_queue"] {
+            for reason in ["lost", "late", "error", "rejected"] {
+                let s = format!(
+                    "rehab_canary_lag_probe_failures_total{{projection=\"{p}\",reason=\"{reason}\"}} 0"
+                );
+                assert!(text.contains(&s), "missing {s}");
+            }
+            for name in [
+                "rehab_canary_lag_probes_total",
+                "rehab_canary_events_duplicated_total",
+                "rehab_canary_events_out_of_order_total",
+            ] {
+                let s = format!("{name}{{projection=\"{p}\"}} 0");
+                assert!(text.contains(&s), "missing {s}");
+            }
+            for le in [
+                "0.025", "0.05", "0.1", "0.25", "0.5", "1.0", "2.5", "5.0", "10.0", "30.0",
+            ] {
+                let s = format!(
+                    "rehab_canary_projection_lag_seconds_bucket{{le=\"{le}\",projection=\"{p}\"}} 0"
+                );
+                assert!(text.contains(&s), "missing {s}");
+            }
+            assert!(text.contains(&format!(
+                "rehab_canary_projection_lag_end_to_end_seconds_count{{projection=\"{p}\"}} 0"
+            )));
+        }
+        assert!(text.contains("rehab_canary_lag_probes_in_flight 0"));
+        assert!(text.contains("# TYPE rehab_canary_projection_lag_window_seconds gauge"));
+        assert!(!text.contains("rehab_canary_projection_lag_window_seconds{"));
+    }
+
+    #[test]
+    fn samples_show_with_exemplar_window_and_status() {
+        let mut r = Registry::default();
+        let m = LagMetrics::register(&mut r);
+        m.set_enabled(Projection::Stream, true);
+        m.record_lag(
+            Projection::Stream,
+            Duration::from_millis(90),
+            Duration::from_millis(92),
+            "evt_1",
+        );
+        m.failure(Projection::Stream, Failure::Lost);
+        let text = encode(&r);
+        assert!(
+            text.contains(
+                "rehab_canary_projection_lag_seconds_bucket{le=\"0.1\",projection=\"stream\"} 1 # {event_id=\"evt_1\"} 0.09"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "rehab_canary_projection_lag_window_seconds{projection=\"stream\",quantile=\"0.5\"}"
+        ));
+        let s = &m.snapshot()[0];
+        assert_eq!(s.projection, "stream");
+        assert!(s.enabled);
+        assert_eq!(s.last_seconds, Some(0.09));
+        assert!((s.p50_seconds.unwrap() - 0.09).abs() < 0.001);
+        assert_eq!((s.lost_last_minute, s.lost_total), (1, 1));
+        // The lost count leaves the window with the lag samples.
+        for _ in 0..SLOTS {
+            m.rotate();
+        }
+        let s = &m.snapshot()[0];
+        assert_eq!(
+            (s.lost_last_minute, s.p50_seconds, s.lost_total),
+            (0, None, 1)
+        );
+        assert_eq!(s.last_seconds, Some(0.09), "last stays");
+    }
+}

@@ -1,0 +1,402 @@
+//! The plug-in contract of a lag probe: what marked event to post, on which
+//! synthetic probe patient, and which read to poll with which visibility rule.
+//! The shared scheduler (`mod.rs`) owns timing, polling and accounting; a
+//! probe only answers "what do I post for sequence n" and "where do I look".
+//!
+//! The four built-in probes, with their defaults (each overridable in
+//! `[lag.probes.NAME]`):
+//!
+//! | probe | posts | reads | rule |
+//! |---|---|---|---|
+//! | `stream` | a session start | `patients/{patient}/stream?limit=50` | marker under `/events` |
+//! | `adherence` | a session completion | `projections/adherence` | marker under `/recent_sessions` |
+//! | `quality` | a completion (quality 0.9) | `projections/quality?window=7d` | increment of `/sessions` |
+//! | `work_queue` | a low-quality completion (0.4) on a fresh patient | the probe therapist's work queue | marker under `/items` |
+//!
+//! The marker is the event's `session_id` (and, for the work queue, the
+//! fresh patient's id, which is what an alert carries). Probe patients live in
+//! the synthetic namespace: `{prefix}probe-stream`, `{prefix}probe-adherence`,
+//! `{prefix}probe-quality`, and `{marker}` for the work queue.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::Url;
+
+use super::config::{LagConfig, ProbeConfig, RuleKind};
+use super::marker::{MarkerPrefix, RunEpoch};
+use super::visibility::Visibility;
+use crate::api::EventKind;
+use crate::config::PayloadConfig;
+use crate::traffic::journeys::{Meta, ObjWriter, PayloadWriter};
+
+/// The read models the probes measure; the `projection` label values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Stream,
+    Adherence,
+    Quality,
+    WorkQueue,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 4] = [
+        Projection::Stream,
+        Projection::Adherence,
+        Projection::Quality,
+        Projection::WorkQueue,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Projection::Stream => "stream",
+            Projection::Adherence => "adherence",
+            Projection::Quality => "quality",
+            Projection::WorkQueue => "work_queue",
+        }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// `overall_quality` of the work-queue probe's session: below the service's
+/// 0.70 alert threshold.
+const LOW_QUALITY: &str = "0.40";
+/// Sessions of quality 1.0 posted after the alert was seen, so the patient's
+/// average (0.4 + 2) / 3 = 0.8 recovers, the alert resolves and the probe
+/// therapist's work queue stays short.
+const RECOVERY_SESSIONS: u32 = 2;
+/// The probe events' `meta.correlation_id`: constant, so the marker occurs
+/// once per stored event and a second occurrence means a real duplicate.
+const CORRELATION_ID: &str = "rehab-canary-probe";
+
+struct Defaults {
+    route: &'static str,
+    rule: RuleKind,
+    pointer: &'static str,
+}
+
+fn defaults(p: Projection) -> Defaults {
+    match p {
+        Projection::Stream => Defaults {
+            route: "api/v1/patients/{patient}/stream?limit=50",
+            rule: RuleKind::Marker,
+            pointer: "/events",
+        },
+        Projection::Adherence => Defaults {
+            route: "api/v1/projections/adherence?patient_id={patient}",
+            rule: RuleKind::Marker,
+            pointer: "/recent_sessions",
+        },
+        Projection::Quality => Defaults {
+            route: "api/v1/projections/quality?patient_id={patient}&window=7d",
+            rule: RuleKind::Increment,
+            pointer: "/sessions",
+        },
+        Projection::WorkQueue => Defaults {
+            route: "api/v1/projections/work-queue?therapist_id={therapist}",
+            rule: RuleKind::Marker,
+            pointer: "/items",
+        },
+    }
+}
+
+/// What every probe needs from the daemon.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The target base URL, with a trailing slash.
+    pub base: Url,
+    /// The synthetic subject namespace (`traffic.journeys.subject_prefix`).
+    pub namespace: String,
+    pub payload: PayloadConfig,
+    pub epoch: RunEpoch,
+}
+
+/// One marked event, ready to post.
+#[derive(Debug)]
+pub struct ProbeEvent {
+    pub marker: String,
+    pub body: Bytes,
+    pub read_url: Url,
+}
+
+/// A configured probe.
+#[derive(Debug)]
+pub struct Probe {
+    pub projection: Projection,
+    pub prefix: MarkerPrefix,
+    pub rule: Visibility,
+    pub interval: Duration,
+    pub events_url: Url,
+    base: Url,
+    route: String,
+    /// The read URL when it does not depend on the event.
+    fixed_read: Option<Url>,
+    writer: PayloadWriter,
+    /// The fixed probe patient; `None` means a fresh patient per event.
+    patient: Option<String>,
+    therapist: String,
+    consent: String,
+}
+
+impl Probe {
+    pub fn new(
+        projection: Projection,
+        cfg: &ProbeConfig,
+        lag: &LagConfig,
+        setup: &Setup,
+    ) -> Result<Probe, url::ParseError> {
+        let d = defaults(projection);
+        let ns = &setup.namespace;
+        let (patient, therapist) = match projection {
+            // A fresh patient per event: its alert is its own, and carries
+            // the marker as its patient id. A therapist per run keeps the
+            // queue free of a previous run's leftovers.
+            Projection::WorkQueue => (None, format!("{ns}probe-therapist-{:016x}", setup.epoch.0)),
+            p => (
+                Some(format!("{ns}probe-{}", p.as_str())),
+                format!("{ns}probe-therapist"),
+            ),
+        };
+        let route = cfg.route.clone().unwrap_or_else(|| d.route.to_owned());
+        let mut probe = Probe {
+            projection,
+            prefix: MarkerPrefix::new(ns, projection.as_str(), setup.epoch),
+            rule: Visibility {
+                kind: cfg.rule.unwrap_or(d.rule),
+                pointer: cfg.pointer.clone().unwrap_or_else(|| d.pointer.to_owned()),
+                expect: cfg.expect.clone().unwrap_or_default(),
+            },
+            interval: cfg.interval.unwrap_or(lag.interval),
+            events_url: setup.base.join("api/v1/events")?,
+            base: setup.base.clone(),
+            route,
+            fixed_read: None,
+            writer: PayloadWriter::new(&setup.payload),
+            patient,
+            therapist,
+            consent: format!("{ns}probe-consent"),
+        };
+        let per_event = probe.route.contains("{marker}")
+            || (probe.patient.is_none() && probe.route.contains("{patient}"));
+        if !per_event {
+            probe.fixed_read = Some(probe.read_url("")?);
+        }
+        Ok(probe)
+    }
+
+    /// Whether the events share one patient stream, whose order the service
+    /// promises (reordering is only judged then).
+    pub fn ordered(&self) -> bool {
+        self.patient.is_some()
+    }
+
+    /// The read URL that does not depend on the event, if the route has one;
+    /// the late watch needs it.
+    pub fn fixed_read(&self) -> Option<&Url> {
+        self.fixed_read.as_ref()
+    }
+
+    fn subject<'a>(&'a self, marker: &'a str) -> &'a str {
+        self.patient.as_deref().unwrap_or(marker)
+    }
+
+    fn read_url(&self, marker: &str) -> Result<Url, url::ParseError> {
+        let path = self
+            .route
+            .replace("{patient}", self.subject(marker))
+            .replace("{therapist}", &self.therapist)
+            .replace("{marker}", marker);
+        self.base.join(&path)
+    }
+
+    /// The marked event of sequence `seq`.
+    pub fn event(&self, seq: u64) -> Result<ProbeEvent, url::ParseError> {
+        let marker = self.prefix.marker(seq);
+        let read_url = match &self.fixed_read {
+            Some(u) => u.clone(),
+            None => self.read_url(&marker)?,
+        };
+        let body = match self.projection {
+            Projection::Stream => self.render(&marker, |b| {
+                b.str("session_id", &marker);
+                b.str("prescribed_exercise_id", "canary_probe_template");
+                b.str("exercise_id", "canary_probe");
+                b.display_str("start_time", now());
+                b.display("prescribed_reps", 10);
+            }),
+            Projection::Adherence | Projection::Quality => {
+                self.render(&marker, |b| completion(b, &marker, "0.90"))
+            }
+            Projection::WorkQueue => self.render(&marker, |b| completion(b, &marker, LOW_QUALITY)),
+        };
+        Ok(ProbeEvent {
+            marker,
+            body,
+            read_url,
+        })
+    }
+
+    /// Whether [`Probe::cleanup`] ever has something to post.
+    pub fn has_cleanup(&self) -> bool {
+        self.projection == Projection::WorkQueue
+    }
+
+    /// Events to post once the event `marker` was seen (or given up on):
+    /// the work-queue probe's recovery sessions; nothing for the others.
+    pub fn cleanup(&self, marker: &str) -> Vec<Bytes> {
+        if !self.has_cleanup() {
+            return Vec::new();
+        }
+        (1..=RECOVERY_SESSIONS)
+            .map(|k| {
+                // `{marker}.rK` is not a marker (the suffix fails parsing),
+                // so recovery sessions are never taken for probe events.
+                let sid = format!("{marker}.r{k}");
+                self.render(marker, |b| completion(b, &sid, "1.00"))
+            })
+            .collect()
+    }
+
+    fn render(&self, marker: &str, fields: impl FnOnce(&mut ObjWriter)) -> Bytes {
+        let meta = Meta {
+            consent_id: self.consent.clone(),
+            therapist: &self.therapist,
+            correlation_id: CORRELATION_ID.to_owned(),
+        };
+        self.writer.render(
+            EventKind::ExerciseSession,
+            self.subject(marker),
+            &meta,
+            fields,
+        )
+    }
+}
+
+fn now() -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(SystemTime::now())
+}
+
+fn completion(b: &mut ObjWriter, session_id: &str, quality: &str) {
+    b.str("session_id", session_id);
+    b.str("exercise_id", "canary_probe");
+    b.display_str("end_time", now());
+    b.str("completion_status", "completed");
+    b.display("completed_reps", 10);
+    b.display("prescribed_reps", 10);
+    b.raw("overall_quality", quality);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PayloadShape;
+    use serde_json::Value;
+
+    fn setup(shape: PayloadShape) -> Setup {
+        Setup {
+            base: Url::parse("http://127.0.0.1:1/rehab/").unwrap(),
+            namespace: "canary-".into(),
+            payload: PayloadConfig {
+                shape,
+                ..PayloadConfig::default()
+            },
+            epoch: RunEpoch(0x1234),
+        }
+    }
+
+    fn probe(p: Projection, shape: PayloadShape) -> Probe {
+        let lag = LagConfig::default();
+        let cfg = lag.probes()[p.index()].1.clone();
+        Probe::new(p, &cfg, &lag, &setup(shape)).unwrap()
+    }
+
+    #[test]
+    fn probe_events_are_marked_synthetic_and_on_probe_patients() {
+        for p in Projection::ALL {
+            let probe = probe(p, PayloadShape::Envelope);
+            let ev = probe.event(3).unwrap();
+            assert_eq!(probe.prefix.parse(&ev.marker), Some(3));
+            let v: Value = serde_json::from_slice(&ev.body).unwrap();
+            assert_eq!(v["body"]["session_id"], ev.marker.as_str(), "{p:?}");
+            assert_eq!(v["meta"]["synthetic"], true);
+            assert_eq!(v["meta"]["correlation_id"], CORRELATION_ID);
+            let subject = v["subject_id"].as_str().unwrap();
+            assert!(subject.starts_with("canary-probe-"), "{subject}");
+            // The marker occurs once in the event (a second copy is a duplicate).
+            let text = std::str::from_utf8(&ev.body).unwrap();
+            let expected = if p == Projection::WorkQueue { 2 } else { 1 };
+            assert_eq!(text.matches(ev.marker.as_str()).count(), expected, "{text}");
+            assert!(ev
+                .read_url
+                .as_str()
+                .starts_with("http://127.0.0.1:1/rehab/api/v1/"));
+        }
+    }
+
+    #[test]
+    fn reads_and_rules_default_per_probe() {
+        let s = probe(Projection::Stream, PayloadShape::Envelope);
+        assert_eq!(
+            s.fixed_read().unwrap().as_str(),
+            "http://127.0.0.1:1/rehab/api/v1/patients/canary-probe-stream/stream?limit=50"
+        );
+        assert_eq!(
+            (s.rule.kind, s.rule.pointer.as_str()),
+            (RuleKind::Marker, "/events")
+        );
+        assert!(s.ordered());
+        let q = probe(Projection::Quality, PayloadShape::Envelope);
+        assert_eq!(q.rule.kind, RuleKind::Increment);
+        let w = probe(Projection::WorkQueue, PayloadShape::Envelope);
+        assert!(!w.ordered());
+        assert_eq!(w.interval, Duration::from_secs(30));
+        assert_eq!(
+            w.fixed_read().unwrap().query(),
+            Some("therapist_id=canary-probe-therapist-0000000000001234")
+        );
+        let ev = w.event(1).unwrap();
+        let v: Value = serde_json::from_slice(&ev.body).unwrap();
+        assert_eq!(v["subject_id"], ev.marker.as_str());
+        assert_eq!(v["body"]["overall_quality"], 0.4);
+        let cleanup = w.cleanup(&ev.marker);
+        assert_eq!(cleanup.len(), 2);
+        for c in cleanup {
+            let v: Value = serde_json::from_slice(&c).unwrap();
+            assert_eq!(v["subject_id"], ev.marker.as_str());
+            assert_eq!(
+                w.prefix.parse(v["body"]["session_id"].as_str().unwrap()),
+                None
+            );
+        }
+        assert!(s.cleanup("x").is_empty());
+    }
+
+    #[test]
+    fn flat_shape_is_honoured() {
+        let p = probe(Projection::Adherence, PayloadShape::Flat);
+        let ev = p.event(1).unwrap();
+        let v: Value = serde_json::from_slice(&ev.body).unwrap();
+        assert_eq!(v["patient_id"], "canary-probe-adherence");
+        assert_eq!(v["event_type"], "exercise_session");
+        assert_eq!(v["session_id"], ev.marker.as_str());
+    }
+
+    #[test]
+    fn per_event_routes_resolve_the_marker() {
+        let mut lag = LagConfig::default();
+        lag.probes.stream.route = Some("api/v1/find/{marker}".into());
+        let p = Probe::new(
+            Projection::Stream,
+            &lag.probes.stream,
+            &lag,
+            &setup(PayloadShape::Envelope),
+        )
+        .unwrap();
+        assert!(p.fixed_read().is_none());
+        let ev = p.event(9).unwrap();
+        assert!(ev.read_url.path().ends_with(&ev.marker));
+    }
+}

@@ -1,0 +1,95 @@
+//! Helpers of the lag probe tests: a reference API and a daemon sending no
+//! load traffic (so the simulator's ground truth is the probes' alone), and
+//! readers for the lag series.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use rehab_canary::app::Daemon;
+use rehab_canary::config::Config;
+use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+
+use crate::support::Scrape;
+
+pub const PROJECTIONS: [&str; 4] = ["stream", "adherence", "quality", "work_queue"];
+
+pub async fn start_sim(faults: Faults, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
+    let mut cfg = SimConfig {
+        faults,
+        ..SimConfig::default()
+    };
+    tweak(&mut cfg);
+    sim::start(([127, 0, 0, 1], 0).into(), cfg)
+        .await
+        .expect("sim starts")
+}
+
+/// The reference API's development token, given the way production gives one.
+pub fn dev_token_file() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rehab-canary-lag-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("token");
+    std::fs::write(&path, "dev-token\n").unwrap();
+    path
+}
+
+/// A daemon against `sim` with no load traffic and only the named probes.
+pub fn config(sim: &SimHandle, probes: &[&str], tweak: impl FnOnce(&mut Config)) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.target.base_url = sim.base_url();
+    cfg.auth.token_file = Some(dev_token_file());
+    cfg.traffic.events_per_second = 0.0;
+    cfg.traffic.burst.duration = Duration::ZERO;
+    let p = &mut cfg.lag.probes;
+    p.stream.enabled = probes.contains(&"stream");
+    p.adherence.enabled = probes.contains(&"adherence");
+    p.quality.enabled = probes.contains(&"quality");
+    p.work_queue.enabled = probes.contains(&"work_queue");
+    tweak(&mut cfg);
+    cfg
+}
+
+pub async fn start_daemon(cfg: Config) -> Daemon {
+    Daemon::start(cfg).await.expect("daemon starts")
+}
+
+pub fn failures(s: &Scrape, projection: &str, reason: &str) -> f64 {
+    s.value(
+        "rehab_canary_lag_probe_failures_total",
+        &[("projection", projection), ("reason", reason)],
+    )
+}
+
+pub fn per(s: &Scrape, name: &str, projection: &str) -> f64 {
+    s.value(name, &[("projection", projection)])
+}
+
+/// In-time and late lag samples.
+pub fn samples(s: &Scrape, projection: &str) -> f64 {
+    per(s, "rehab_canary_projection_lag_seconds_count", projection)
+}
+
+pub fn window(s: &Scrape, projection: &str, quantile: &str) -> Option<f64> {
+    s.get(
+        "rehab_canary_projection_lag_window_seconds",
+        &[("projection", projection), ("quantile", quantile)],
+    )
+}
+
+/// The `q` quantile of `values` by nearest rank (what an exact recorder says).
+pub fn exact_quantile(values: &[f64], q: f64) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+/// The accuracy bound.
+pub fn tolerance(truth: f64) -> f64 {
+    (0.1 * truth).max(0.005)
+}
+
+pub async fn set_faults(sim: &SimHandle, f: Faults) {
+    sim.set_faults(f);
+}
