@@ -69,6 +69,8 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     /// Projection lag probes (`src/lag/config.rs`).
     pub lag: crate::lag::LagConfig,
+    /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
+    pub slo: crate::slo::SloConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -704,6 +706,7 @@ impl Config {
                 .map(|(key, msg)| ConfigError::invalid(key, msg)),
         );
         errs.extend(self.lag.validate());
+        errs.extend(self.slo.validate());
         errs
     }
 

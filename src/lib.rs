@@ -16,5 +16,6 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod reload;
 pub mod sim;
+pub mod slo;
 pub mod telemetry;
 pub mod traffic;

@@ -36,6 +36,14 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Print (or write) the Prometheus rules generated from the [slo] section.
+    SloRules {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Write the rules here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Run the reference Rehab API (the simulator) standalone.
     Sim {
         #[arg(long, default_value = "127.0.0.1:4000")]
@@ -62,6 +70,31 @@ fn main() -> ExitCode {
             }
             Err(errors) => {
                 eprintln!("{}: invalid configuration", config.display());
+                for e in &errors.0 {
+                    eprintln!("  {e}");
+                }
+                ExitCode::from(EX_USAGE)
+            }
+        },
+        Command::SloRules { config, output } => match Config::load(config.as_deref()) {
+            Ok(cfg) => {
+                let yaml = rehab_canary::slo::rules_yaml(&cfg.slo);
+                match output {
+                    None => {
+                        print!("{yaml}");
+                        ExitCode::SUCCESS
+                    }
+                    Some(path) => match std::fs::write(&path, yaml) {
+                        Ok(()) => ExitCode::SUCCESS,
+                        Err(e) => {
+                            eprintln!("rehab-canary: cannot write {}: {e}", path.display());
+                            ExitCode::FAILURE
+                        }
+                    },
+                }
+            }
+            Err(errors) => {
+                eprintln!("invalid configuration:");
                 for e in &errors.0 {
                     eprintln!("  {e}");
                 }

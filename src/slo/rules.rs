@@ -1,0 +1,551 @@
+//! Generates the Prometheus rules (recording rules, SLO burn-rate alerts and
+//! canary-health alerts) from the `[slo]` config. The output is plain data
+//! ([`RuleFile`]) rendered to YAML by hand: the shape is small and fixed, and
+//! tests walk the data (every recording rule, every alert) instead of parsing
+//! YAML back.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use super::config::SloConfig;
+
+/// Short windows of the SLIs; the compliance window (`slo.window`) is added.
+pub const SLI_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
+
+/// The multi-window, multi-burn-rate pairs of the SRE workbook for a 30-day
+/// SLO: (burn factor, long window, short window, severity).
+pub const BURN_PAIRS: [(f64, &str, &str, &str); 4] = [
+    (14.4, "1h", "5m", "page"),
+    (6.0, "6h", "30m", "page"),
+    (3.0, "1d", "2h", "ticket"),
+    (1.0, "3d", "6h", "ticket"),
+];
+
+/// Request statuses that count against availability: server errors, the
+/// target refusing service (429), and no answer at all.
+pub const ERROR_STATUSES: &str = "5..|429|timeout|connect_error|io_error";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleFile {
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rule {
+    Record {
+        record: String,
+        expr: String,
+        labels: Vec<(String, String)>,
+    },
+    Alert {
+        alert: String,
+        expr: String,
+        for_: Option<String>,
+        labels: Vec<(String, String)>,
+        annotations: Vec<(String, String)>,
+    },
+}
+
+impl RuleFile {
+    pub fn records(&self) -> impl Iterator<Item = &Rule> {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.rules)
+            .filter(|r| matches!(r, Rule::Record { .. }))
+    }
+
+    pub fn alerts(&self) -> impl Iterator<Item = &Rule> {
+        self.groups
+            .iter()
+            .flat_map(|g| &g.rules)
+            .filter(|r| matches!(r, Rule::Alert { .. }))
+    }
+}
+
+/// One SLO as the generator sees it.
+struct Slo {
+    /// Value of the `slo` label and the runbook section (`<name>-slo-burn`).
+    name: &'static str,
+    /// Alert name stem: `RehabCanary<stem>FastBurn`.
+    stem: &'static str,
+    /// The `metric` part of `job:<metric>:ratio_rate<w>`.
+    metric: &'static str,
+    objective: f64,
+    what: String,
+    /// The error ratio over a window.
+    ratio: Box<dyn Fn(&str) -> String>,
+    /// Extra condition ANDed into the burn alerts (throughput's floor).
+    gate: Option<String>,
+}
+
+/// A Prometheus duration string (`30d`, `36h`) for a whole number of hours.
+pub fn prom_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s % 86_400 == 0 {
+        format!("{}d", s / 86_400)
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A float literal without binary noise: `0.001`, not `0.0010000000000000009`.
+fn num(x: f64) -> String {
+    let s = format!("{:.10}", x);
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+/// A `le` label value as prometheus-client writes it (`0.2`, `1.0`); the
+/// match must be textual because Prometheus 2.x does not normalise `le`.
+fn le(seconds: f64) -> String {
+    format!("{seconds:?}")
+}
+
+fn slos(cfg: &SloConfig) -> Vec<Slo> {
+    let lat_le = le(cfg.latency.threshold.as_secs_f64());
+    let lag_le = le(cfg.projection_lag.threshold.as_secs_f64());
+    let ms = |d: Duration| d.as_millis();
+    vec![
+        Slo {
+            name: "availability",
+            stem: "Availability",
+            metric: "rehab_canary_request_errors",
+            objective: cfg.availability.objective,
+            what: format!(
+                "{}% of requests answered without a 5xx, 429 or transport error",
+                num(cfg.availability.objective)
+            ),
+            ratio: Box::new(|w| {
+                format!(
+                    "sum by (job) (rate(rehab_canary_requests_total{{endpoint!=\"health\",status=~\"{ERROR_STATUSES}\"}}[{w}]))\n\
+                     /\n\
+                     sum by (job) (rate(rehab_canary_requests_total{{endpoint!=\"health\"}}[{w}]))"
+                )
+            }),
+            gate: None,
+        },
+        Slo {
+            name: "latency",
+            stem: "Latency",
+            metric: "rehab_canary_request_slow",
+            objective: cfg.latency.objective,
+            what: format!(
+                "{}% of requests answered within {} ms",
+                num(cfg.latency.objective),
+                ms(cfg.latency.threshold)
+            ),
+            ratio: Box::new(move |w| {
+                format!(
+                    "1 - (\n  sum by (job) (rate(rehab_canary_request_duration_seconds_bucket{{endpoint!=\"health\",le=\"{lat_le}\"}}[{w}]))\n  /\n  \
+                     sum by (job) (rate(rehab_canary_request_duration_seconds_count{{endpoint!=\"health\"}}[{w}]))\n)"
+                )
+            }),
+            gate: None,
+        },
+        Slo {
+            name: "projection_lag",
+            stem: "ProjectionLag",
+            metric: "rehab_canary_projection_lag_slow",
+            objective: cfg.projection_lag.objective,
+            what: format!(
+                "{}% of probe events visible in their projection within {} ms",
+                num(cfg.projection_lag.objective),
+                ms(cfg.projection_lag.threshold)
+            ),
+            ratio: Box::new(move |w| {
+                format!(
+                    "1 - (\n  sum by (job) (rate(rehab_canary_projection_lag_seconds_bucket{{le=\"{lag_le}\"}}[{w}]))\n  /\n  \
+                     sum by (job) (rate(rehab_canary_projection_lag_seconds_count[{w}]))\n)"
+                )
+            }),
+            gate: None,
+        },
+        Slo {
+            name: "loss",
+            stem: "Loss",
+            metric: "rehab_canary_events_lost",
+            objective: cfg.loss.objective,
+            what: format!(
+                "{}% of probe events become visible (no lost events)",
+                num(cfg.loss.objective)
+            ),
+            ratio: Box::new(|w| {
+                format!(
+                    "sum by (job) (rate(rehab_canary_lag_probe_failures_total{{reason=\"lost\"}}[{w}]))\n\
+                     /\n\
+                     sum by (job) (rate(rehab_canary_lag_probes_total[{w}]))"
+                )
+            }),
+            gate: None,
+        },
+        Slo {
+            name: "throughput",
+            stem: "Throughput",
+            metric: "rehab_canary_events_shortfall",
+            objective: cfg.throughput.objective,
+            what: format!(
+                "{}% of the offered events accepted (alerting at targets of {} events/s and more)",
+                num(cfg.throughput.objective),
+                num(cfg.throughput.min_events_per_second)
+            ),
+            // The shortfall of accepted events against the offered ones:
+            // sent, plus ticks the canary had to drop (in-flight bound,
+            // circuit, Retry-After; a pause is deliberate and excluded). A
+            // ratio of counters over one window, so it holds right after a
+            // restart, unlike `rate()` against the target gauge (which is
+            // divided by the whole range). Dropped ticks include read
+            // journeys, which makes the ratio conservative under heavy drops.
+            ratio: Box::new(|w| {
+                format!(
+                    "clamp_min(\n  1 - (\n    sum by (job) (rate(rehab_canary_events_accepted_total[{w}]))\n    /\n    (\n      \
+                     sum by (job) (rate(rehab_canary_events_sent_total[{w}]))\n      +\n      \
+                     sum by (job) (rate(rehab_canary_iterations_dropped_total{{reason!=\"paused\"}}[{w}]))\n    )\n  ),\n  0\n)"
+                )
+            }),
+            gate: Some(format!(
+                "job:rehab_canary_target_events_per_second:sum >= {}\nand on (job)\njob:rehab_canary_paused:max == 0",
+                num(cfg.throughput.min_events_per_second)
+            )),
+        },
+    ]
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn record(record: &str, expr: String, l: &[(&str, &str)]) -> Rule {
+    Rule::Record {
+        record: record.to_owned(),
+        expr,
+        labels: labels(l),
+    }
+}
+
+/// Builds every rule from the config.
+pub fn generate(cfg: &SloConfig) -> RuleFile {
+    let window = prom_duration(cfg.window);
+    let windows: Vec<String> = SLI_WINDOWS
+        .iter()
+        .map(|w| (*w).to_owned())
+        .chain((!SLI_WINDOWS.contains(&window.as_str())).then(|| window.clone()))
+        .collect();
+    let runbook = |anchor: &str| format!("{}#{anchor}", cfg.runbook_url);
+    let slos = slos(cfg);
+
+    let mut sli = Vec::new();
+    let mut budget = Vec::new();
+    let mut burn = Vec::new();
+    for slo in &slos {
+        for w in &windows {
+            sli.push(record(
+                &format!("job:{}:ratio_rate{w}", slo.metric),
+                (slo.ratio)(w),
+                &[("slo", slo.name)],
+            ));
+        }
+        let allowed = (100.0 - slo.objective) / 100.0;
+        budget.push(record(
+            "job:rehab_canary_slo_objective:ratio",
+            format!("vector({})", num(slo.objective / 100.0)),
+            &[("slo", slo.name)],
+        ));
+        let remaining = if allowed > 0.0 {
+            format!(
+                "1 - (job:{}:ratio_rate{window}{{slo=\"{}\"}} / {})",
+                slo.metric,
+                slo.name,
+                num(allowed)
+            )
+        } else {
+            // No budget at all: one bad event spends all of it.
+            format!(
+                "1 - (job:{}:ratio_rate{window}{{slo=\"{}\"}} > bool 0)",
+                slo.metric, slo.name
+            )
+        };
+        budget.push(record(
+            "job:rehab_canary_slo_error_budget_remaining:ratio",
+            remaining,
+            &[("slo", slo.name)],
+        ));
+        if allowed <= 0.0 {
+            continue; // burn rates need a budget; RehabCanaryEventsLost covers it
+        }
+        for severity in ["page", "ticket"] {
+            let pairs: Vec<String> = BURN_PAIRS
+                .iter()
+                .filter(|p| p.3 == severity)
+                .map(|(factor, long, short, _)| {
+                    let t = format!("{} * {}", num(*factor), num(allowed));
+                    format!(
+                        "(\n  job:{m}:ratio_rate{long}{{slo=\"{s}\"}} > ({t})\n  and\n  job:{m}:ratio_rate{short}{{slo=\"{s}\"}} > ({t})\n)",
+                        m = slo.metric,
+                        s = slo.name
+                    )
+                })
+                .collect();
+            let mut expr = pairs.join("\nor\n");
+            if let Some(gate) = &slo.gate {
+                expr = format!("(\n{expr}\n)\nand on (job)\n({gate})");
+            }
+            let (kind, windows) = if severity == "page" {
+                ("FastBurn", "1h/5m at 14.4x or 6h/30m at 6x")
+            } else {
+                ("SlowBurn", "1d/2h at 3x or 3d/6h at 1x")
+            };
+            burn.push(Rule::Alert {
+                alert: format!("RehabCanary{}{kind}", slo.stem),
+                expr,
+                for_: None,
+                labels: labels(&[("severity", severity), ("slo", slo.name)]),
+                annotations: labels(&[
+                    (
+                        "summary",
+                        &format!(
+                            "{} SLO of {{{{ $labels.job }}}} is burning its {window} error budget too fast",
+                            slo.name
+                        ),
+                    ),
+                    (
+                        "description",
+                        &format!(
+                            "SLO: {}. The error ratio is over the budget burn threshold in both windows ({windows}); at this pace the {window} budget runs out early.",
+                            slo.what
+                        ),
+                    ),
+                    ("runbook_url", &runbook(&format!("{}-slo-burn", slo.name.replace('_', "-")))),
+                ]),
+            });
+        }
+    }
+
+    let rates = vec![
+        record(
+            "job:rehab_canary_events_sent:rate5m",
+            "sum by (job) (rate(rehab_canary_events_sent_total[5m]))".to_owned(),
+            &[],
+        ),
+        record(
+            "job:rehab_canary_events_accepted:rate5m",
+            "sum by (job) (rate(rehab_canary_events_accepted_total[5m]))".to_owned(),
+            &[],
+        ),
+        record(
+            "job:rehab_canary_iterations_dropped:rate5m",
+            "sum by (job) (rate(rehab_canary_iterations_dropped_total[5m]))".to_owned(),
+            &[],
+        ),
+        record(
+            "job:rehab_canary_target_events_per_second:sum",
+            "sum by (job) (rehab_canary_target_events_per_second)".to_owned(),
+            &[],
+        ),
+        record(
+            "job:rehab_canary_paused:max",
+            "max by (job) (rehab_canary_paused)".to_owned(),
+            &[],
+        ),
+        record(
+            "job:rehab_canary_events_accepted_per_target:ratio_rate5m",
+            "job:rehab_canary_events_accepted:rate5m\n/\njob:rehab_canary_target_events_per_second:sum".to_owned(),
+            &[],
+        ),
+    ];
+
+    RuleFile {
+        groups: vec![
+            Group {
+                name: "rehab-canary-slo-sli".to_owned(),
+                rules: sli,
+            },
+            Group {
+                name: "rehab-canary-slo-budget".to_owned(),
+                rules: budget,
+            },
+            Group {
+                name: "rehab-canary-throughput".to_owned(),
+                rules: rates,
+            },
+            Group {
+                name: "rehab-canary-slo-alerts".to_owned(),
+                rules: burn,
+            },
+            Group {
+                name: "rehab-canary-health-alerts".to_owned(),
+                rules: health_alerts(cfg),
+            },
+        ],
+    }
+}
+
+fn health_alerts(cfg: &SloConfig) -> Vec<Rule> {
+    let job = &cfg.job;
+    let alert = |name: &str,
+                 expr: String,
+                 for_: Option<&str>,
+                 severity: &str,
+                 summary: &str,
+                 description: &str| {
+        Rule::Alert {
+            alert: name.to_owned(),
+            expr,
+            for_: for_.map(str::to_owned),
+            labels: labels(&[("severity", severity)]),
+            annotations: labels(&[
+                ("summary", summary),
+                ("description", description),
+                (
+                    "runbook_url",
+                    &format!("{}#{}", cfg.runbook_url, name.to_lowercase()),
+                ),
+            ]),
+        }
+    };
+    vec![
+        alert(
+            "RehabCanaryDown",
+            format!("up{{job=\"{job}\"}} == 0"),
+            Some("2m"),
+            "page",
+            "Canary {{ $labels.instance }} cannot be scraped",
+            "Prometheus has failed to scrape {{ $labels.instance }} (job {{ $labels.job }}) for 2 minutes. While the canary is down there is no synthetic traffic, no lag probe and no SLO data for the Rehab API.",
+        ),
+        alert(
+            "RehabCanaryAbsent",
+            format!("absent(up{{job=\"{job}\"}})"),
+            Some("5m"),
+            "page",
+            "No canary target in job {{ $labels.job }}",
+            "Prometheus has had no target of the canary's job for 5 minutes: service discovery or the scrape config lost it, so every other canary alert is silent.",
+        ),
+        alert(
+            "RehabCanaryUnderTargetRate",
+            "(\n  sum by (job, instance) (rate(rehab_canary_events_sent_total[5m]))\n  <\n  0.5 * sum by (job, instance) (rehab_canary_target_events_per_second)\n)\nand on (job, instance)\nmax by (job, instance) (rehab_canary_paused) == 0".to_owned(),
+            Some("10m"),
+            "ticket",
+            "Canary {{ $labels.instance }} sends under half its target rate",
+            "{{ $labels.instance }} has sent events at under half of its target rate for 10 minutes while not paused. Its measurements under-represent the load it is meant to offer.",
+        ),
+        alert(
+            "RehabCanaryConfigReloadFailed",
+            "rehab_canary_config_last_reload_successful == 0".to_owned(),
+            None,
+            "ticket",
+            "Canary {{ $labels.instance }} rejected its last config reload",
+            "The last configuration reload of {{ $labels.instance }} failed; it keeps running the previous configuration, which is no longer what is on disk.",
+        ),
+        alert(
+            "RehabCanaryCircuitOpen",
+            "rehab_canary_circuit_open == 1".to_owned(),
+            Some("5m"),
+            "ticket",
+            "Canary {{ $labels.instance }} has had its circuit open for 5 minutes",
+            "{{ $labels.instance }} stopped sending traffic after consecutive failures and only sends trial requests; the target has been failing for over 5 minutes.",
+        ),
+        alert(
+            "RehabCanaryTargetDown",
+            "rehab_canary_target_up == 0".to_owned(),
+            Some("2m"),
+            "page",
+            "The Rehab API health check fails from {{ $labels.instance }}",
+            "The target's health route has not answered healthy to {{ $labels.instance }} for 2 minutes: the Rehab API is down or unreachable from the canary.",
+        ),
+        alert(
+            "RehabCanaryEventsLost",
+            "sum by (job, projection) (increase(rehab_canary_lag_probe_failures_total{reason=\"lost\"}[10m])) > 0".to_owned(),
+            None,
+            "page",
+            "Probe events lost in the {{ $labels.projection }} projection",
+            "Probe events were accepted (201) but never became visible in the {{ $labels.projection }} projection within the lag timeout over the last 10 minutes. The SLO allows no lost events.",
+        ),
+        alert(
+            "RehabCanaryPausedTooLong",
+            "rehab_canary_paused == 1".to_owned(),
+            Some("1h"),
+            "ticket",
+            "Canary {{ $labels.instance }} has been paused for over an hour",
+            "{{ $labels.instance }} was paused over an hour ago and is still paused: no traffic, so the SLO data of that time says nothing. Someone probably forgot to resume it.",
+        ),
+    ]
+}
+
+/// YAML of the rules file. Expressions are literal block scalars and strings
+/// are single-quoted, so PromQL quotes and Go templates need no escaping.
+pub fn render(file: &RuleFile) -> String {
+    let mut out = String::from(
+        "# Generated by `rehab-canary slo-rules` from the [slo] config section.\n\
+         # Do not edit: change the config and regenerate (a test fails when stale).\n\
+         groups:\n",
+    );
+    for g in &file.groups {
+        let _ = writeln!(out, "  - name: {}\n    rules:", quote(&g.name));
+        for r in &g.rules {
+            match r {
+                Rule::Record {
+                    record,
+                    expr,
+                    labels,
+                } => {
+                    let _ = writeln!(out, "      - record: {record}");
+                    block(&mut out, "expr", expr);
+                    map(&mut out, "labels", labels);
+                }
+                Rule::Alert {
+                    alert,
+                    expr,
+                    for_,
+                    labels,
+                    annotations,
+                } => {
+                    let _ = writeln!(out, "      - alert: {alert}");
+                    block(&mut out, "expr", expr);
+                    if let Some(f) = for_ {
+                        let _ = writeln!(out, "        for: {f}");
+                    }
+                    map(&mut out, "labels", labels);
+                    map(&mut out, "annotations", annotations);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+fn block(out: &mut String, key: &str, text: &str) {
+    let _ = writeln!(out, "        {key}: |-");
+    for line in text.lines() {
+        let _ = writeln!(out, "          {line}");
+    }
+}
+
+fn map(out: &mut String, key: &str, pairs: &[(String, String)]) {
+    if pairs.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "        {key}:");
+    for (k, v) in pairs {
+        let _ = writeln!(out, "          {k}: {}", quote(v));
+    }
+}
