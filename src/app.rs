@@ -172,6 +172,7 @@ impl Daemon {
             },
             http,
             lag_metrics,
+            gate.clone(),
         )?;
         info.add_status_extra(lag.status());
 

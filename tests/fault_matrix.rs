@@ -541,6 +541,8 @@ async fn serial_pause_and_resume_survive_a_reload() {
         s0.sum("rehab_canary_events_sent_total", &[]),
         "nothing sent while paused"
     );
+    let probes = |s: &Scrape| s.sum("rehab_canary_lag_probes_total", &[]);
+    assert!(probes(&s1) - probes(&s0) <= 4.0, "lag probes pause too");
     assert!(
         s1.value(
             "rehab_canary_iterations_dropped_total",

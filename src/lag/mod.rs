@@ -62,6 +62,7 @@ use tokio::time::Instant;
 use crate::admin::StatusExtra;
 use crate::client::TargetClient;
 use crate::metrics::{Outcome, WINDOW_ROTATE_EVERY};
+use crate::traffic::gate::Gate;
 pub use config::{LagConfig, ProbeConfig, ProbesConfig, RuleKind};
 pub use metrics::{Failure, LagMetrics, ProjectionSnapshot, LAG_BUCKETS};
 use probe::{Probe, Projection, Setup};
@@ -126,6 +127,9 @@ struct Timing {
 struct Shared {
     client: TargetClient,
     metrics: LagMetrics,
+    /// The operator's kill switch stops probes too: a paused canary sends
+    /// nothing at all.
+    gate: Arc<Gate>,
     timing: Timing,
     logged: [AtomicBool; Once::COUNT],
 }
@@ -174,6 +178,7 @@ impl LagProbes {
         setup: Setup,
         client: TargetClient,
         metrics: LagMetrics,
+        gate: Arc<Gate>,
     ) -> Result<LagProbes, LagError> {
         let mut probes = Vec::new();
         for (p, (name, pcfg)) in Projection::ALL.into_iter().zip(cfg.probes()) {
@@ -194,6 +199,7 @@ impl LagProbes {
         let shared = Arc::new(Shared {
             client,
             metrics: metrics.clone(),
+            gate,
             timing: Timing {
                 interval: cfg.interval,
                 timeout: cfg.timeout,
@@ -277,6 +283,9 @@ async fn schedule(
                 continue;
             }
             due[k] = advance(due[k], p.probe.interval, now);
+            if shared.gate.is_paused() {
+                continue;
+            }
             if p.serial() && p.busy.swap(true, Ordering::AcqRel) {
                 shared.metrics.skipped(p.probe.projection);
                 continue;
