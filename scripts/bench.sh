@@ -24,7 +24,12 @@ if [ ${#missing[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "
 command -v oha >/dev/null || cargo install --locked oha
 cargo build --release --quiet
 
-cleanup() { [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true; pkill -f "$WORK/" 2>/dev/null || true; }
+cleanup() {
+  for f in "$WORK/nginx.pid" "$WORK/sim.pid"; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null
+  done
+  pkill -f "$WORK/" 2>/dev/null || true
+}
 trap cleanup EXIT
 nginx -c "$ROOT/bench/nginx.conf" -p "$WORK/" &
 sleep 1
@@ -40,7 +45,7 @@ delay_quantile() {
     END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= q * total) { print b[i]; exit } }'
 }
 
-canary_config() { # rate max_in_flight
+canary_config() { # base_url rate max_in_flight probes_enabled
   cat > "$WORK/canary.toml" <<EOF
 [server]
 listen = "$ADMIN"
@@ -58,13 +63,22 @@ therapist = 0
 admin = 0
 [traffic.burst]
 duration = "0s"
+# The probes poll read models nginx cannot serve; (d) turns them back on.
+[lag.probes.stream]
+enabled = $4
+[lag.probes.adherence]
+enabled = $4
+[lag.probes.quality]
+enabled = $4
+[lag.probes.work_queue]
+enabled = $4
 EOF
 }
 
 # run_canary SECONDS: runs the canary, prints "cpu_s peak_rss_kb requests p50 p99"
 # (CPU and peak RSS read from /proc just before SIGTERM).
 run_canary() {
-  "$BIN" run --config "$WORK/canary.toml" 2>>"$WORK/canary.log" &
+  REHAB_CANARY_TOKEN=dev-token "$BIN" run --config "$WORK/canary.toml" 2>>"$WORK/canary.log" &
   local pid=$!
   sleep "$1"
   local sent p50 p99 ticks hwm
@@ -79,7 +93,7 @@ run_canary() {
 }
 
 echo "== (a) 100k requests at 5000 req/s"
-canary_config "$TARGET" 5000 256
+canary_config "$TARGET" 5000 256 false
 read -r cpu rss sent p50 p99 < <(run_canary 20.5)
 echo "canary: cpu ${cpu}s for ${sent} requests -> $(calc "$cpu * 100000 / $sent") cpu-s/100k, peak RSS $((rss / 1024)) MiB"
 echo "canary: schedule delay p50 <= ${p50}s, p99 <= ${p99}s (histogram bucket bounds)"
@@ -91,15 +105,16 @@ read -r u s m < "$WORK/oha.time"
 echo "oha -q 5000: cpu $(calc "$u + $s")s for 100000 requests, peak RSS $((m / 1024)) MiB"
 
 echo "== (b) unlimited rate for ${SECS}s"
-canary_config "$TARGET" 1000000 64
+canary_config "$TARGET" 1000000 64 false
 read -r cpu rss sent p50 p99 < <(run_canary "$SECS")
 echo "canary: $(calc "$sent / $SECS") req/s (64 in flight)"
 wrk -t2 -c64 -d"${SECS}s" -s "$ROOT/bench/post.lua" "$TARGET/api/v1/events" | grep -E "Requests/sec"
 
 echo "== (d) against the reference API at 1000 events/s for ${SECS}s"
 "$BIN" sim --listen 127.0.0.1:18081 > "$WORK/sim.log" 2>&1 &
+echo $! > "$WORK/sim.pid"
 sleep 1
-canary_config "http://127.0.0.1:18081" 1000 256
+canary_config "http://127.0.0.1:18081" 1000 256 true
 sed -i 's/^patient = 1$/patient = 70/; s/^therapist = 0$/therapist = 20/; s/^admin = 0$/admin = 10/' "$WORK/canary.toml"
 read -r cpu rss sent p50 p99 < <(run_canary "$SECS")
 echo "canary vs sim: ${sent} requests in ${SECS}s, cpu ${cpu}s, peak RSS $((rss / 1024)) MiB, schedule delay p99 <= ${p99}s"
