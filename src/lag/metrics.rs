@@ -12,18 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::probe::Projection;
-use crate::metrics::window::{LatencyWindows, QUANTILES, SLOTS, SLOT_PERIOD};
+use crate::metrics::window::{LatencyWindows, QuantileCollector, SLOTS, SLOT_PERIOD};
 
 /// Bounds of the lag histograms: the contract's 0.025 ... 30 s plus finer
 /// steps where a healthy pipeline lives, and 0.1 s / 1 s (the service's
@@ -82,12 +80,6 @@ struct FailureLabels {
     reason: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WindowLabels {
-    projection: &'static str,
-    quantile: &'static str,
-}
-
 /// The exemplar of a lag observation: which probe event it was.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EventIdLabels {
@@ -133,51 +125,8 @@ pub struct LagMetrics {
     inner: Arc<Inner>,
 }
 
-/// Exports `rehab_canary_projection_lag_window_seconds` at scrape time. A
-/// projection without a sample in the window has no series (as the request
-/// latency windows: absent means "no data", never a fake 0).
-#[derive(Debug)]
-struct WindowCollector {
-    windows: Arc<LatencyWindows>,
-}
-
-impl Collector for WindowCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "rehab_canary_projection_lag_window_seconds",
-            "Projection lag quantiles per projection over the last minute, from rotating HDR \
-             histograms. Absent when the projection had no in-time or late sample in the window.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in Projection::ALL {
-            let Some(qs) = self.windows.summary(p.index()).quantiles else {
-                continue;
-            };
-            for ((_, label), v) in QUANTILES.iter().zip(qs) {
-                let labels = WindowLabels {
-                    projection: p.as_str(),
-                    quantile: label,
-                };
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Counts a probe run as in flight while it lives (abort included).
-#[derive(Debug)]
-#[must_use = "the run counts as in flight only while the guard lives"]
-pub struct InFlight {
-    gauge: Gauge,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.gauge.dec();
-    }
-}
+pub type InFlight = crate::metrics::InFlightGuard;
 
 /// One projection's lag at a glance.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -277,7 +226,13 @@ impl LagMetrics {
             in_flight.clone(),
         );
         let windows = Arc::new(LatencyWindows::new(N));
-        registry.register_collector(Box::new(WindowCollector {
+        registry.register_collector(Box::new(QuantileCollector {
+            name: "rehab_canary_projection_lag_window_seconds",
+            help: "Projection lag quantiles per projection over the last minute, from rotating \
+                   HDR histograms. Absent when the projection had no in-time or late sample in \
+                   the window.",
+            label: "projection",
+            values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
             windows: windows.clone(),
         }));
         LagMetrics {
@@ -350,10 +305,7 @@ impl LagMetrics {
     }
 
     pub fn in_flight(&self) -> InFlight {
-        self.inner.in_flight.inc();
-        InFlight {
-            gauge: self.inner.in_flight.clone(),
-        }
+        InFlight::enter(&self.inner.in_flight)
     }
 
     pub fn in_flight_now(&self) -> i64 {

@@ -21,20 +21,18 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::api::{Endpoint, EventKind};
 use process::ProcessCollector;
 use rate::RateWindow;
-use window::{LatencyWindows, QUANTILES, SLOTS, SLOT_PERIOD};
+use window::{LatencyWindows, SLOTS, SLOT_PERIOD};
 
 pub use ops::{AuthFailure, OpsMetrics, TRAFFIC_CLASSES};
 pub use window::SLOT_PERIOD as WINDOW_ROTATE_EVERY;
@@ -215,12 +213,6 @@ struct BuildLabels {
     revision: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WindowLabels {
-    endpoint: &'static str,
-    quantile: &'static str,
-}
-
 fn duration_histogram() -> Histogram {
     Histogram::new(DURATION_BUCKETS)
 }
@@ -228,55 +220,22 @@ fn duration_histogram() -> Histogram {
 const N_ENDPOINTS: usize = Endpoint::ALL.len();
 const N_KINDS: usize = EventKind::ALL.len();
 
-/// Exports `rehab_canary_request_latency_window_seconds` on each scrape from the
-/// latency windows. An endpoint with no request in the window has *no* series:
-/// an absent series is what Prometheus users expect for "no data" (a panel shows
-/// a gap, `absent()` works, and alerts on a quantile do not fire on NaN or on a
-/// fake 0). The family's `# TYPE` line is always present.
-///
-/// The family is typed `gauge` although it carries a `quantile` label (the
-/// label is part of the metric contract): prometheus-client 0.24 cannot encode
-/// a summary, and a summary would also promise cumulative `_sum`/`_count`.
-/// `promtool check metrics` flags this ("non-summary metrics should not have
-/// 'quantile' label"); it is a lint, Prometheus ingests the series fine.
+/// Counts one unit in an in-flight gauge for as long as it lives. It owns a
+/// handle to the gauge (an `Arc` inside), so it is `'static` and can live
+/// across `.await` in a spawned task, and an abort still decrements.
 #[derive(Debug)]
-struct WindowCollector {
-    windows: Arc<LatencyWindows>,
-}
-
-impl Collector for WindowCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_descriptor(
-            "rehab_canary_request_latency_window_seconds",
-            "Request latency quantiles per endpoint over the last minute, from rotating HDR \
-             histograms (latency measured from the intended send time). Absent when the \
-             endpoint had no request in the window.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for ep in Endpoint::ALL {
-            let Some(qs) = self.windows.summary(ep.index()).quantiles else {
-                continue;
-            };
-            for ((_, label), v) in QUANTILES.iter().zip(qs) {
-                let labels = WindowLabels {
-                    endpoint: ep.as_str(),
-                    quantile: label,
-                };
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Decrements `rehab_canary_in_flight_requests` when dropped. It owns a handle
-/// to the gauge (an `Arc` inside), so it is `'static` and can live across
-/// `.await` in a spawned task.
-#[derive(Debug)]
-#[must_use = "the request counts as in flight only while the guard lives"]
+#[must_use = "the work counts as in flight only while the guard lives"]
 pub struct InFlightGuard {
     gauge: Gauge,
+}
+
+impl InFlightGuard {
+    pub fn enter(gauge: &Gauge) -> Self {
+        gauge.inc();
+        InFlightGuard {
+            gauge: gauge.clone(),
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
@@ -453,7 +412,13 @@ impl Metrics {
         );
 
         let windows = Arc::new(LatencyWindows::new(N_ENDPOINTS));
-        registry.register_collector(Box::new(WindowCollector {
+        registry.register_collector(Box::new(window::QuantileCollector {
+            name: "rehab_canary_request_latency_window_seconds",
+            help: "Request latency quantiles per endpoint over the last minute, from rotating HDR \
+                   histograms (latency measured from the intended send time). Absent when the \
+                   endpoint had no request in the window.",
+            label: "endpoint",
+            values: Endpoint::ALL.iter().map(|e| e.as_str()).collect(),
             windows: Arc::clone(&windows),
         }));
 
@@ -556,10 +521,7 @@ impl Metrics {
     /// Marks one request in flight until the returned guard is dropped. The
     /// guard is `'static`, so it can move into a spawned task.
     pub fn in_flight(&self) -> InFlightGuard {
-        self.in_flight.inc();
-        InFlightGuard {
-            gauge: self.in_flight.clone(),
-        }
+        InFlightGuard::enter(&self.in_flight)
     }
 
     /// Advances the one-minute windows by one slot. Call every

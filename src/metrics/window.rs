@@ -8,10 +8,15 @@
 //! Reading merges the live slots into one scratch histogram that is allocated
 //! once, so a scrape does not allocate. No sample is kept, only bucket counts.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 
 /// Number of slots in a ring. With [`SLOT_PERIOD`] this makes the window cover
 /// between 50 s (just after a rotation) and 60 s (just before the next one).
@@ -307,5 +312,42 @@ mod tests {
         }
         let _ = w.summary(3);
         assert_eq!(w.approx_bytes(), before);
+    }
+}
+
+/// Exports a set of windows as quantile gauges at scrape time, one series per
+/// window and quantile. A window with no sample has *no* series: absent is
+/// what Prometheus users expect for "no data" (a panel shows a gap, `absent()`
+/// works, an alert on a quantile never fires on NaN or a fake 0).
+///
+/// The family is typed `gauge` although it carries a `quantile` label (the
+/// label is part of the metric contract): prometheus-client cannot encode a
+/// summary, and a summary would also promise cumulative `_sum`/`_count`.
+/// `promtool check metrics` flags this as a lint; Prometheus ingests it fine.
+#[derive(Debug)]
+pub struct QuantileCollector {
+    pub name: &'static str,
+    pub help: &'static str,
+    /// The label that tells the windows apart (`endpoint`, `projection`)...
+    pub label: &'static str,
+    /// ...and its value for each window, in window order.
+    pub values: Vec<&'static str>,
+    pub windows: Arc<LatencyWindows>,
+}
+
+impl Collector for QuantileCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family =
+            encoder.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
+        for (i, value) in self.values.iter().enumerate() {
+            let Some(qs) = self.windows.summary(i).quantiles else {
+                continue;
+            };
+            for ((_, q), v) in QUANTILES.iter().zip(qs) {
+                let labels = [(self.label, *value), ("quantile", *q)];
+                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
