@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Exporter-toolkit web config (TLS, basic auth) of the admin server;
+    /// `--web.config.file` overrides it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8742".to_owned(),
             shutdown_grace: Duration::from_secs(10),
+            web_config_file: None,
         }
     }
 }
