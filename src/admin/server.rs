@@ -274,3 +274,100 @@ pub async fn serve_with(
     graceful.shutdown().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn users_yaml(password: &str) -> String {
+        format!(
+            "basic_auth_users:\n  alice: {}\n",
+            bcrypt::hash(password, 4).unwrap()
+        )
+    }
+
+    #[test]
+    fn reload_applies_changes_keeps_the_old_config_on_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("web.yml");
+        std::fs::write(&file, users_yaml("one")).unwrap();
+        let state = WebState::load(Some(&file)).unwrap();
+        let first = state.current();
+        assert_eq!(state.reload().unwrap(), WebReload::Unchanged);
+
+        std::fs::write(&file, users_yaml("two")).unwrap();
+        assert_eq!(state.reload().unwrap(), WebReload::Applied);
+        let second = state.current();
+        assert_ne!(first.fingerprint, second.fingerprint);
+
+        // A broken file is refused and the running config stays.
+        std::fs::write(&file, "basic_auth_users:\n  alice: plain\n").unwrap();
+        assert!(matches!(state.reload(), Err(WebReloadError::Invalid(_))));
+        assert_eq!(state.current().fingerprint, second.fingerprint);
+
+        // Switching TLS on needs a restart.
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        std::fs::write(dir.path().join("s.crt"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("s.key"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(
+            &file,
+            "tls_server_config:\n  cert_file: s.crt\n  key_file: s.key\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            state.reload(),
+            Err(WebReloadError::TlsModeChanged(_))
+        ));
+        assert!(state.current().tls.is_none());
+    }
+
+    #[test]
+    fn without_a_file_nothing_is_reloaded() {
+        let state = WebState::load(None).unwrap();
+        assert_eq!(state.reload().unwrap(), WebReload::Unchanged);
+        assert!(state.current().auth.is_none());
+    }
+
+    #[tokio::test]
+    async fn handle_applies_auth_policy_and_headers() {
+        use axum::routing::{get, post};
+        let yaml = format!(
+            "{}http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n",
+            users_yaml("pw")
+        );
+        let web = WebConfig::parse(&yaml, Path::new(".")).unwrap();
+        let router = Router::new()
+            .route("/-/healthy", get(|| async { "OK" }))
+            .route("/-/reload", post(|| async { "reloaded" }))
+            .route("/metrics", get(|| async { "m" }));
+        let req = |method: &str, path: &str, auth: Option<&str>| {
+            let mut b = Request::builder().method(method).uri(path);
+            if let Some(a) = auth {
+                use base64::Engine as _;
+                let token = base64::engine::general_purpose::STANDARD.encode(a);
+                b = b.header(header::AUTHORIZATION, format!("Basic {token}"));
+            }
+            b.body(Body::empty()).unwrap()
+        };
+        let cases = [
+            ("GET", "/-/healthy", None, StatusCode::OK),
+            ("GET", "/metrics", None, StatusCode::UNAUTHORIZED),
+            ("GET", "/metrics", Some("alice:pw"), StatusCode::OK),
+            ("POST", "/-/reload", None, StatusCode::UNAUTHORIZED),
+            (
+                "POST",
+                "/-/reload",
+                Some("alice:nope"),
+                StatusCode::UNAUTHORIZED,
+            ),
+            ("POST", "/-/reload", Some("alice:pw"), StatusCode::OK),
+            ("GET", "/nowhere", None, StatusCode::UNAUTHORIZED),
+            ("GET", "/nowhere", Some("alice:pw"), StatusCode::NOT_FOUND),
+        ];
+        for (method, path, auth, want) in cases {
+            let resp = handle(&web, router.clone(), req(method, path, auth)).await;
+            assert_eq!(resp.status(), want, "{method} {path} {auth:?}");
+            assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+        }
+    }
+}

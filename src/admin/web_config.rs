@@ -192,8 +192,8 @@ impl WebConfig {
             hasher: digest::Context::new(&digest::SHA256),
         };
         reader.hasher.update(text.as_bytes());
-        let raw = parse_raw(text)?;
-        let mut errors = Vec::new();
+        // Unknown keys do not stop the checks, so one run lists everything.
+        let (raw, mut errors) = parse_raw(text)?;
 
         if raw.rate_limit.is_some() {
             errors.push(WebConfigError::Unsupported {
@@ -254,16 +254,16 @@ impl WebConfig {
     }
 }
 
-/// YAML to the raw structure, collecting every unknown key and naming the key
-/// of a type error.
-fn parse_raw(text: &str) -> Result<RawWebConfig, Vec<WebConfigError>> {
+/// YAML to the raw structure and the unknown keys; a syntax or type error
+/// (named by its key) ends the parse.
+fn parse_raw(text: &str) -> Result<(RawWebConfig, Vec<WebConfigError>), Vec<WebConfigError>> {
     // An empty file (or one with only comments) is an empty config, as in the
     // toolkit; YAML calls it a null document.
     let is_empty = text
         .lines()
         .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
     if is_empty {
-        return Ok(RawWebConfig::default());
+        return Ok((RawWebConfig::default(), Vec::new()));
     }
     let mut unknown = Vec::new();
     let de = serde_norway::Deserializer::from_str(text);
@@ -277,8 +277,7 @@ fn parse_raw(text: &str) -> Result<RawWebConfig, Vec<WebConfigError>> {
         .map(|key| WebConfigError::UnknownKey { key })
         .collect();
     match parsed {
-        Ok(raw) if errors.is_empty() => Ok(raw),
-        Ok(_) => Err(errors),
+        Ok(raw) => Ok((raw, errors)),
         Err(e) => {
             let key = e.path().to_string();
             let key = if key == "." || key.is_empty() {
