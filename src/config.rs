@@ -80,7 +80,6 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Exporter-toolkit web config (TLS, basic auth) of the admin server;
     /// `--web.config.file` overrides it.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub web_config_file: Option<PathBuf>,
 }
 
