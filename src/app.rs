@@ -48,6 +48,8 @@ pub enum AppError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error("{0}")]
+    WebConfig(#[from] admin::WebConfigErrors),
     #[error("cannot start the embedded reference API: {0}")]
     Sim(#[from] SimError),
     #[error("target.base_url: {0}")]
@@ -93,6 +95,8 @@ impl Daemon {
         let listen = cfg
             .listen_addr()
             .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;
+        // The web config (TLS, basic auth) is read before any port is bound.
+        let web = admin::WebState::load(cfg.server.web_config_file.as_deref())?;
         let embedded = cfg.target.is_embedded();
 
         let sim = if embedded {
@@ -189,10 +193,25 @@ impl Daemon {
         info.add_status_extra(controls.clone());
         let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
             .merge(control::router(controls.clone()));
-        let admin_task = tokio::spawn(admin::serve(listener, router, async move {
-            let _ = admin_stop_rx.wait_for(|stop| *stop).await;
-        }));
-        tracing::info!(addr = %admin_addr, "admin server listening (/metrics, /status, /-/healthy)");
+        let web_now = web.current();
+        if web_now.auth.is_some() && web_now.tls.is_none() {
+            tracing::warn!("admin server: basic auth without TLS sends passwords in clear text");
+        }
+        tracing::info!(
+            addr = %admin_addr,
+            tls = web_now.tls.is_some(),
+            basic_auth = web_now.auth.is_some(),
+            "admin server listening (/metrics, /status, /-/healthy)"
+        );
+        let admin_task = tokio::spawn(admin::serve_with(
+            listener,
+            router,
+            web.clone(),
+            async move {
+                let _ = admin_stop_rx.wait_for(|stop| *stop).await;
+            },
+        ));
+        background.push(tokio::spawn(web.watch()));
         info.set_ready(true);
         tracing::info!(
             target = %info.target,

@@ -109,6 +109,11 @@ struct Wrapped {
     data: Issued,
 }
 
+/// Longest `expires_in` believed. A target answering `u64::MAX` would
+/// otherwise overflow `Instant + ttl` when the refresh is scheduled and kill
+/// the auth task (found by fuzzing); a year is "never" for a canary.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses a login/refresh answer; `None` for anything unexpected.
 pub fn parse_issued(body: &[u8]) -> Option<(String, Option<String>, Option<Duration>)> {
     let issued = serde_json::from_slice::<Issued>(body)
@@ -120,7 +125,9 @@ pub fn parse_issued(body: &[u8]) -> Option<(String, Option<String>, Option<Durat
     Some((
         issued.access_token,
         issued.refresh_token.filter(|r| !r.is_empty()),
-        issued.expires_in.map(Duration::from_secs),
+        issued
+            .expires_in
+            .map(|s| Duration::from_secs(s.min(MAX_TOKEN_LIFETIME.as_secs()))),
     ))
 }
 

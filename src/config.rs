@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Exporter-toolkit web config (TLS, basic auth) of the admin server;
+    /// `--web.config.file` overrides it.
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8742".to_owned(),
             shutdown_grace: Duration::from_secs(10),
+            web_config_file: None,
         }
     }
 }
@@ -422,9 +426,21 @@ impl Config {
                 config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
             );
         }
+        let prefix = format!("{ENV_PREFIX}__");
         let env: config::Map<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .collect();
+        // A variable with no key after the prefix (`REHAB_CANARY__=1`) maps
+        // to the empty key; name the variable instead (found by fuzzing).
+        let env_errors: Vec<ConfigError> = env
+            .keys()
+            .filter(|k| k[prefix.len()..].split("__").any(str::is_empty))
+            .map(|k| ConfigError::UnknownKey { key: k.clone() })
+            .collect();
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| !k[prefix.len()..].split("__").any(str::is_empty))
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
@@ -441,7 +457,7 @@ impl Config {
         let raw = builder.clone().build().map_err(load_error)?;
         let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
         let tree: serde_json::Value = raw.try_deserialize().unwrap_or_default();
-        let mut errors = Vec::new();
+        let mut errors = env_errors;
         unknown_keys(&tree, &defaults, "", &mut errors);
         // A bad value stops serde at the first error; to report every one,
         // each bad key is replaced by its default and the parse retried.

@@ -30,11 +30,18 @@ enum Command {
         /// TOML config file; env overrides use REHAB_CANARY__SECTION__KEY.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Exporter-toolkit web config (TLS, basic auth) for the admin server;
+        /// wins over server.web_config_file.
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
-    /// Validate a config file: exit 0, or print every error and exit 64.
+    /// Validate a config file (and the web config it or --web.config.file
+    /// names): exit 0, or print every error and exit 64.
     CheckConfig {
         #[arg(long, short)]
         config: PathBuf,
+        #[arg(long = "web.config.file", value_name = "FILE")]
+        web_config_file: Option<PathBuf>,
     },
     /// Print (or write) the Prometheus rules generated from the [slo] section.
     SloRules {
@@ -63,8 +70,22 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::CheckConfig { config } => match Config::load(Some(&config)) {
-            Ok(_) => {
+        Command::CheckConfig {
+            config,
+            web_config_file,
+        } => match Config::load(Some(&config)) {
+            Ok(cfg) => {
+                let web = web_config_file.or(cfg.server.web_config_file);
+                if let Some(web) = web {
+                    if let Err(e) = rehab_canary::admin::WebConfig::load(&web) {
+                        eprintln!("{}: invalid web config", web.display());
+                        for e in &e.errors {
+                            eprintln!("  {e}");
+                        }
+                        return ExitCode::from(EX_USAGE);
+                    }
+                    println!("{}: ok", web.display());
+                }
                 println!("{}: ok", config.display());
                 ExitCode::SUCCESS
             }
@@ -101,8 +122,11 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::Run { config } => {
-            let cfg = match Config::load(config.as_deref()) {
+        Command::Run {
+            config,
+            web_config_file,
+        } => {
+            let mut cfg = match Config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
                 Err(errors) => {
                     eprintln!("invalid configuration:");
@@ -112,13 +136,16 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_USAGE);
                 }
             };
+            if web_config_file.is_some() {
+                cfg.server.web_config_file = web_config_file;
+            }
             rehab_canary::telemetry::init(&cfg.log);
             let opts = RunOptions {
                 config_path: config,
             };
             match runtime().map(|rt| rt.block_on(app::run(cfg, opts))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e @ AppError::Config(_))) => {
+                Ok(Err(e @ (AppError::Config(_) | AppError::WebConfig(_)))) => {
                     eprintln!("{e}");
                     ExitCode::from(EX_USAGE)
                 }

@@ -6,10 +6,16 @@
 //! state before calling `with_state`; [`router`] is the ready-made version.
 //! Liveness (`/-/healthy`) reflects only this process, never the target: a
 //! canary must not be restarted by the very outage it is measuring.
+//!
+//! TLS, basic auth and response headers come from an exporter-toolkit web
+//! config file ([`web_config`]), applied by the accept loop in [`server`].
 
+pub mod auth;
 pub mod control;
 mod page;
+pub mod server;
 mod status;
+pub mod web_config;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +31,9 @@ use parking_lot::RwLock;
 
 use crate::metrics::Metrics;
 
+pub use server::{serve_with, WebState};
 pub use status::Status;
+pub use web_config::{WebConfig, WebConfigError, WebConfigErrors};
 
 /// Content type of the OpenMetrics text exposition that `Metrics::encode` writes.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -168,16 +176,15 @@ pub fn router(state: AdminState) -> Router {
     routes().with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets open
-/// connections finish.
+/// Serves `router` on `listener` over plain HTTP without auth until
+/// `shutdown` completes, then lets open connections finish. [`serve_with`]
+/// applies a web config.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, router, WebState::plain(), shutdown).await
 }
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {

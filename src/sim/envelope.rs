@@ -137,7 +137,13 @@ pub fn parse_ts_ms(s: &str) -> Option<i64> {
         .and_then(|d| i64::try_from(d.as_millis()).ok())
 }
 
+/// Last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// RFC 3339 with milliseconds. Clamped to years 1970-9999: humantime's
+/// formatter panics past year 9999 (found by fuzzing).
 pub fn format_ts_ms(ms: i64) -> String {
+    let ms = ms.clamp(0, MAX_RFC3339_MS);
     let t = UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     humantime::format_rfc3339_millis(t).to_string()
 }
@@ -352,5 +358,122 @@ mod tests {
     fn timestamps_default_to_receive_time() {
         let e = parse_event(br#"{"kind":"feedback","subject_id":"p"}"#, MAX, 1234).unwrap();
         assert_eq!(e.domain.ts_ms, 1234);
+    }
+}
+
+/// Property tests: the parser of incoming events never panics, whatever the
+/// bytes or the JSON shape, and what it accepts is a well-formed event.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CASES: u32 = 500;
+
+    /// Field names the parser looks at, so generated objects reach its
+    /// branches instead of failing on the first missing key.
+    const KEYS: &[&str] = &[
+        "kind",
+        "subject_id",
+        "body",
+        "meta",
+        "patient_id",
+        "event_type",
+        "event_id",
+        "session_id",
+        "start_time",
+        "end_time",
+        "occurred_at",
+        "timestamp",
+        "received_at",
+        "prescribed_reps",
+        "completed_reps",
+        "completion_status",
+        "overall_quality",
+        "quality_score",
+        "alert_type",
+        "priority",
+        "consent_id",
+        "therapist_id",
+        "exercise_id",
+        "correlation_id",
+        "x",
+    ];
+
+    fn json() -> impl Strategy<Value = Value> {
+        let kinds: Vec<Value> = EventKind::ALL
+            .iter()
+            .map(|k| Value::from(k.as_str()))
+            .chain(
+                [
+                    "session_start",
+                    "session_completed",
+                    "rep",
+                    "exercise_session_completed",
+                    "teleport",
+                ]
+                .map(Value::from),
+            )
+            .collect();
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(kinds),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?Z"
+                .prop_map(Value::from),
+            "patient_[0-9]{1,3}|[a-z0-9_.:-]{0,12}".prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(|kv| {
+                    Value::Object(kv.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    fn check(result: Result<Event, EnvelopeError>) -> Result<(), TestCaseError> {
+        if let Ok(e) = result {
+            prop_assert!(
+                valid_id(&e.patient_id),
+                "accepted a bad id {:?}",
+                e.patient_id
+            );
+            let stored: Result<Value, _> = serde_json::from_slice(&e.json);
+            prop_assert!(matches!(stored, Ok(Value::Object(_))));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(
+            raw in prop::collection::vec(any::<u8>(), 0..512),
+            max in 0usize..1024,
+            now in any::<i64>(),
+        ) {
+            check(parse_event(&raw, max, now))?;
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in json(), now in any::<i64>()) {
+            let raw = serde_json::to_vec(&v).unwrap();
+            check(parse_event(&raw, 32 * 1024, now))?;
+            check(from_value(v, 32 * 1024, now))?;
+        }
+
+        #[test]
+        fn timestamps_never_panic(s in "\\PC{0,40}", ms in any::<i64>()) {
+            let _ = parse_ts_ms(&s);
+            let _ = format_ts_ms(ms);
+            let _ = valid_id(&s);
+        }
     }
 }

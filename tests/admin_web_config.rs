@@ -1,0 +1,263 @@
+//! The daemon's admin server behind a web config, over real sockets: HTTPS
+//! with basic auth (scrapes need the right credentials, probes do not, plain
+//! HTTP to the TLS port fails), client certificates, and `check-config`
+//! validating the web config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rehab_canary::app::Daemon;
+use rehab_canary::config::Config;
+use rehab_canary::sim::{self, SimConfig};
+
+const USER: &str = "prometheus";
+const PASSWORD: &str = "correct horse";
+
+struct Certs {
+    dir: tempfile::TempDir,
+    server_pem: String,
+}
+
+impl Certs {
+    /// A self-signed server certificate for 127.0.0.1 in a temp dir.
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .unwrap();
+        std::fs::write(dir.path().join("server.crt"), ck.cert.pem()).unwrap();
+        std::fs::write(
+            dir.path().join("server.key"),
+            ck.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("token"), "dev-token\n").unwrap();
+        Certs {
+            server_pem: ck.cert.pem(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_web(&self, yaml: &str) -> PathBuf {
+        let p = self.path("web.yml");
+        std::fs::write(&p, yaml).unwrap();
+        p
+    }
+}
+
+/// A web config with TLS and one user (bcrypt cost 4 keeps the test fast).
+fn tls_and_auth_yaml() -> String {
+    format!(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+         http_server_config:\n  headers:\n    X-Frame-Options: deny\n\
+         basic_auth_users:\n  {USER}: {}\n",
+        bcrypt::hash(PASSWORD, 4).unwrap()
+    )
+}
+
+async fn start_daemon(certs: &Certs, web: &Path) -> (sim::SimHandle, Daemon) {
+    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .expect("sim starts");
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.web_config_file = Some(web.to_path_buf());
+    cfg.target.base_url = sim.base_url();
+    cfg.auth.token_file = Some(certs.path("token"));
+    cfg.traffic.events_per_second = 5.0;
+    cfg.traffic.burst.duration = std::time::Duration::ZERO;
+    let daemon = Daemon::start(cfg).await.expect("daemon starts");
+    (sim, daemon)
+}
+
+fn trusting_client(certs: &Certs) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(certs.server_pem.as_bytes()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_basic_auth_guards_everything_but_probes() {
+    let certs = Certs::new();
+    let web = certs.write_web(&tls_and_auth_yaml());
+    let (sim, daemon) = start_daemon(&certs, &web).await;
+    let base = format!("https://127.0.0.1:{}", daemon.admin_addr().port());
+    let client = trusting_client(&certs).build().unwrap();
+
+    // The right credentials scrape, twice (the second from the cache).
+    for _ in 0..2 {
+        let resp = client
+            .get(format!("{base}/metrics"))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .expect("https scrape");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-frame-options"], "deny");
+        assert!(resp
+            .text()
+            .await
+            .unwrap()
+            .contains("rehab_canary_build_info"));
+    }
+
+    // No credentials, wrong password, unknown user: 401 with a challenge.
+    let attempts = [
+        client.get(format!("{base}/metrics")),
+        client
+            .get(format!("{base}/metrics"))
+            .basic_auth(USER, Some("wrong")),
+        client
+            .get(format!("{base}/status"))
+            .basic_auth("mallory", Some(PASSWORD)),
+        client.get(format!("{base}/")),
+        // Mutating routes always need auth, even on a probe path.
+        client.post(format!("{base}/-/healthy")),
+        client.post(format!("{base}/-/reload")),
+    ];
+    for req in attempts {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{}", resp.url());
+        let challenge = resp.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.starts_with("Basic"), "{challenge}");
+        assert_eq!(resp.headers()["x-frame-options"], "deny");
+    }
+
+    // Probes need no secret.
+    for path in ["/-/healthy", "/-/ready"] {
+        let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{}/-/healthy",
+            daemon.admin_addr().port()
+        ))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain http was answered: {plain:?}");
+
+    // A client that does not trust the certificate cannot connect.
+    let untrusting = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    assert!(untrusting
+        .get(format!("{base}/-/healthy"))
+        .send()
+        .await
+        .is_err());
+
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_required_when_configured() {
+    let certs = Certs::new();
+    // A CA that signs the client's certificate.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(certs.path("ca.crt"), ca_cert.pem()).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let client_key = rcgen::KeyPair::generate().unwrap();
+    let client_cert = rcgen::CertificateParams::new(vec!["scraper".to_owned()])
+        .unwrap()
+        .signed_by(&client_key, &issuer)
+        .unwrap();
+    let web = certs.write_web(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    );
+    let (sim, daemon) = start_daemon(&certs, &web).await;
+    let url = format!("https://127.0.0.1:{}/metrics", daemon.admin_addr().port());
+
+    let anonymous = trusting_client(&certs).build().unwrap();
+    assert!(anonymous.get(&url).send().await.is_err());
+
+    let identity = reqwest::Identity::from_pem(
+        format!("{}{}", client_cert.pem(), client_key.serialize_pem()).as_bytes(),
+    )
+    .unwrap();
+    let with_cert = trusting_client(&certs).identity(identity).build().unwrap();
+    let resp = with_cert.get(&url).send().await.expect("mTLS scrape");
+    assert_eq!(resp.status(), 200);
+
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bad_web_config_stops_the_start_naming_the_key() {
+    let certs = Certs::new();
+    let web =
+        certs.write_web("tls_server_config:\n  cert_file: nope.crt\n  key_file: server.key\n");
+    let mut cfg = Config::default();
+    cfg.server.listen = "127.0.0.1:0".into();
+    cfg.server.web_config_file = Some(web);
+    let err = Daemon::start(cfg).await.err().expect("start refused");
+    assert!(
+        err.to_string().contains("tls_server_config.cert_file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_validates_the_web_config() {
+    let certs = Certs::new();
+    let cfg = certs.path("canary.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let run = |web: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .arg("--web.config.file")
+            .arg(web)
+            .output()
+            .unwrap()
+    };
+    let good = run(&certs.write_web(&tls_and_auth_yaml()));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+
+    let bad = run(&certs.write_web(
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_versoin: TLS12\nbasic_auth_users:\n  alice: hunter2\n",
+    ));
+    assert_eq!(bad.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("tls_server_config.min_versoin: unknown key"),
+        "{err}"
+    );
+    assert!(err.contains("basic_auth_users.alice"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // The same file named in the daemon config is checked too.
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nweb_config_file = \"{}\"\n",
+            certs.path("web.yml").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
+        .args(["check-config", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
