@@ -32,7 +32,9 @@ BURST_EVERY=${SOAK_BURST_EVERY:-30}
 BURST_DURATION=${SOAK_BURST_DURATION:-5}
 BURST_MULTIPLIER=${SOAK_BURST_MULTIPLIER:-2}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BIN=$TARGET_DIR/release/rehab-canary
+# `release` for real figures; CI uses `dev` to reuse the test build.
+PROFILE=${SOAK_PROFILE:-release}
+if [ "$PROFILE" = dev ]; then BIN=$TARGET_DIR/debug/rehab-canary; else BIN=$TARGET_DIR/$PROFILE/rehab-canary; fi
 
 WORK=$(mktemp -d /tmp/rehab-soak.XXXXXX)
 SIM_PID=""
@@ -50,8 +52,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "soak: building release"
-cargo build --release --locked --quiet
+echo "soak: building ($PROFILE)"
+cargo build --profile "$PROFILE" --locked --quiet --bin rehab-canary
 
 # A free loopback port: bind port 0, read what the kernel chose, release it.
 free_port() {
