@@ -55,9 +55,21 @@ trap 'exit 130' INT TERM
 echo "soak: building ($PROFILE)"
 cargo build --profile "$PROFILE" --locked --quiet --bin rehab-canary
 
-# A free loopback port: bind port 0, read what the kernel chose, release it.
+# A free loopback port: bind port 0 and read what the kernel chose (python3),
+# else a random high port that nothing answers on (bash's /dev/tcp).
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  if command -v python3 >/dev/null 2>&1; then
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    return
+  fi
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "$port"
+      return
+    fi
+  done
 }
 SIM_PORT=$(free_port)
 ADMIN_PORT=$(free_port)

@@ -305,6 +305,9 @@ fn key_path(p: &serde_ignored::Path<'_>) -> String {
     };
     match p {
         Path::Root => String::new(),
+        // YAML allows an empty (or null, `? `) key; show it as `""` so the
+        // error still names something (found by fuzzing).
+        Path::Map { parent, key } if key.is_empty() => join(parent, "\"\"".to_owned()),
         Path::Map { parent, key } => join(parent, key.clone()),
         Path::Seq { parent, index } => join(parent, index.to_string()),
         Path::Some { parent }

@@ -293,3 +293,9 @@ fn load_names_a_missing_file_and_resolves_paths_beside_the_file() {
     let c = WebConfig::load(&file).unwrap();
     assert_ne!(a.fingerprint, c.fingerprint);
 }
+
+#[test]
+fn an_empty_yaml_key_is_still_named() {
+    let d = Dir::new();
+    assert_eq!(d.keys("?\n"), vec!["\"\"".to_owned()]);
+}

@@ -368,7 +368,13 @@ mod fuzz {
     use super::*;
     use proptest::prelude::*;
 
-    const CASES: u32 = 500;
+    /// Cases per property; `PROPTEST_CASES=20000` searches deeper by hand.
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(500)
+    }
 
     /// Field names the parser looks at, so generated objects reach its
     /// branches instead of failing on the first missing key.
@@ -451,7 +457,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
         #[test]
         fn arbitrary_bytes_never_panic(
