@@ -122,7 +122,7 @@ impl SloConfig {
                 message: msg,
             })
         };
-        if self.window < LONGEST_ALERT_WINDOW || self.window.as_secs() % 3600 != 0 {
+        if self.window < LONGEST_ALERT_WINDOW || !self.window.as_secs().is_multiple_of(3600) {
             fail(
                 "slo.window",
                 "must be a whole number of hours, at least 3d (the longest burn-rate window)"
