@@ -18,7 +18,7 @@ use crate::admin::{self, AdminState, RuntimeInfo, StatusExtra};
 use crate::auth::{self, AuthError, AuthTask, TokenSource};
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
-use crate::lag::{self, LagError, LagMetrics, LagProbes};
+use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
 use crate::metrics::{BuildInfo, Metrics, Outcome, WINDOW_ROTATE_EVERY};
 use crate::reload::Reloader;
@@ -69,7 +69,7 @@ pub struct Daemon {
     metrics: Arc<Metrics>,
     info: Arc<RuntimeInfo>,
     engine: Engine,
-    lag: LagProbes,
+    lag: Arc<LagSupervisor>,
     controls: Arc<Controls>,
     auth: AuthTask,
     admin_stop: watch::Sender<bool>,
@@ -166,24 +166,41 @@ impl Daemon {
         )
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
-        let lag = LagProbes::spawn(
-            &cfg.lag,
-            lag::probe::Setup {
-                base: target.clone(),
-                namespace: cfg.traffic.journeys.subject_prefix.clone(),
-                payload: cfg.traffic.payload.clone(),
-                epoch: lag::marker::RunEpoch::random(),
-            },
-            http,
-            lag_metrics,
-            gate.clone(),
-        )?;
-        info.add_status_extra(lag.status());
+        let make_probes = {
+            let (base, namespace, payload) = (
+                target.clone(),
+                cfg.traffic.journeys.subject_prefix.clone(),
+                cfg.traffic.payload.clone(),
+            );
+            let gate = gate.clone();
+            move |lag_cfg: &LagConfig| {
+                LagProbes::spawn(
+                    lag_cfg,
+                    lag::probe::Setup {
+                        base: base.clone(),
+                        namespace: namespace.clone(),
+                        payload: payload.clone(),
+                        // A fresh epoch per start: no false duplicates or losses.
+                        epoch: lag::marker::RunEpoch::random(),
+                    },
+                    http.clone(),
+                    lag_metrics.clone(),
+                    gate.clone(),
+                )
+            }
+        };
+        let probes = make_probes(&cfg.lag)?;
+        info.add_status_extra(probes.status());
+        let lag = Arc::new(LagSupervisor {
+            running: parking_lot::Mutex::new(Some(probes)),
+            current: parking_lot::Mutex::new(cfg.lag.clone()),
+            make: Box::new(make_probes),
+        });
 
         let reloader = Arc::new(Reloader::new(
             opts.config_path.clone(),
             cfg.clone(),
-            vec![Arc::new(engine.updater()), gate.clone()],
+            vec![Arc::new(engine.updater()), gate.clone(), lag.clone()],
             metrics.clone(),
         ));
         let controls = Arc::new(Controls {
@@ -276,7 +293,10 @@ impl Daemon {
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
         self.info.set_ready(false);
-        self.lag.stop().await;
+        let probes = self.lag.running.lock().take();
+        if let Some(probes) = probes {
+            probes.stop().await;
+        }
         let drained = self.engine.stop(self.grace).await;
         if drained {
             tracing::info!("in-flight requests drained");
@@ -349,6 +369,34 @@ async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metri
                 );
             }
             last = Some(up);
+        }
+    }
+}
+
+/// Restarts the lag probes when a reload changes `[lag]`. The new probes get
+/// a new run epoch, so the swap makes no false duplicates or losses; runs of
+/// the old ones in progress are cancelled, not counted.
+struct LagSupervisor {
+    running: parking_lot::Mutex<Option<LagProbes>>,
+    current: parking_lot::Mutex<LagConfig>,
+    make: Box<dyn Fn(&LagConfig) -> Result<LagProbes, LagError> + Send + Sync>,
+}
+
+impl crate::reload::Apply for LagSupervisor {
+    fn apply(&self, cfg: &Config) {
+        if *self.current.lock() == cfg.lag {
+            return;
+        }
+        match (self.make)(&cfg.lag) {
+            Ok(new) => {
+                *self.current.lock() = cfg.lag.clone();
+                let old = self.running.lock().replace(new);
+                if let Some(old) = old {
+                    tokio::spawn(old.stop());
+                }
+                tracing::info!("lag probes restarted with the reloaded [lag] config");
+            }
+            Err(e) => tracing::error!("lag probes kept after reload: {e}"),
         }
     }
 }

@@ -741,10 +741,6 @@ impl Config {
         if self.auth != new.auth {
             keys.push("auth");
         }
-        // The lag probes keep their start-up schedule and rules.
-        if self.lag != new.lag {
-            keys.push("lag");
-        }
         keys
     }
 

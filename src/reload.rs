@@ -110,7 +110,6 @@ impl Reloader {
         new.log = state.current.log.clone();
         new.target = state.current.target.clone();
         new.auth = state.current.auth.clone();
-        new.lag = state.current.lag.clone();
         for t in &self.targets {
             t.apply(&new);
         }

@@ -568,3 +568,63 @@ async fn serial_pause_and_resume_survive_a_reload() {
     assert!(daemon.shutdown().await);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_reload_changes_the_lag_probes_without_a_restart() {
+    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lag = "[lag]\ninterval = \"100ms\"\n";
+    let path = write_config(&dir, &sim, 10.0, lag);
+    let daemon = Daemon::start_with(
+        Config::load(Some(&path)).unwrap(),
+        RunOptions {
+            config_path: Some(path.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = daemon.admin_addr();
+    let probes =
+        |s: &Scrape, p: &str| s.value("rehab_canary_lag_probes_total", &[("projection", p)]);
+    until(addr, "stream probes running", RECOVERY, |s| {
+        probes(s, "stream") >= 5.0
+    })
+    .await;
+    write_config(
+        &dir,
+        &sim,
+        10.0,
+        &format!("{lag}[lag.probes.stream]\nenabled = false\n"),
+    );
+    let report = daemon.reload();
+    assert_eq!(report.outcome, ReloadOutcome::Applied);
+    assert!(
+        report.restart_required.is_empty(),
+        "{:?}",
+        report.restart_required
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let s0 = scrape(addr).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s1 = scrape(addr).await;
+    assert_eq!(
+        probes(&s1, "stream"),
+        probes(&s0, "stream"),
+        "stream probe switched off"
+    );
+    assert!(
+        probes(&s1, "adherence") >= probes(&s0, "adherence") + 8.0,
+        "the other probes run on"
+    );
+    assert_eq!(
+        s1.sum(
+            "rehab_canary_lag_probe_failures_total",
+            &[("reason", "lost")]
+        ),
+        0.0
+    );
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
