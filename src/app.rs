@@ -379,8 +379,10 @@ async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metri
 struct LagSupervisor {
     running: parking_lot::Mutex<Option<LagProbes>>,
     current: parking_lot::Mutex<LagConfig>,
-    make: Box<dyn Fn(&LagConfig) -> Result<LagProbes, LagError> + Send + Sync>,
+    make: Box<MakeProbes>,
 }
+
+type MakeProbes = dyn Fn(&LagConfig) -> Result<LagProbes, LagError> + Send + Sync;
 
 impl crate::reload::Apply for LagSupervisor {
     fn apply(&self, cfg: &Config) {
