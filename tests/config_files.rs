@@ -113,3 +113,19 @@ fn version_flag_prints_the_version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn every_documented_lag_probe_key_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("probes.toml");
+    std::fs::write(
+        &path,
+        "[lag.probes.stream]\nenabled = true\ninterval = \"2s\"\n\
+         route = \"patients/{patient}/stream?limit=50\"\nrule = \"marker\"\npointer = \"/events\"\n\
+         [lag.probes.quality]\nrule = \"value\"\npointer = \"/x\"\nexpect = \"{marker}\"\n",
+    )
+    .unwrap();
+    if let Err(e) = Config::load_with_env(Some(&path), []) {
+        panic!("{e}");
+    }
+}

@@ -55,7 +55,9 @@ impl Default for LagConfig {
     }
 }
 
-/// One entry per built-in probe. A field left unset in a probe falls back to
+/// One entry per built-in probe. Unset options serialize as `null` (no
+/// `skip_serializing_if`): the config loader's known-key check reads the
+/// defaults' serialized tree, so every key must appear in it. A field left unset in a probe falls back to
 /// that probe's built-in default (see `probe.rs`), which is why the rule
 /// fields are options: a shared struct default could not differ per probe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,19 +102,15 @@ pub enum RuleKind {
 pub struct ProbeConfig {
     pub enabled: bool,
     /// Overrides `lag.interval` for this probe.
-    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(with = "humantime_serde")]
     pub interval: Option<Duration>,
     /// The read to poll, relative to `target.base_url`; `{patient}`,
     /// `{therapist}` and `{marker}` are substituted.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub route: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<RuleKind>,
     /// A JSON pointer (RFC 6901) into the read body; "" is the whole body.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub pointer: Option<String>,
     /// The expected value of the `value` rule.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
 }
 
