@@ -151,13 +151,16 @@ impl Daemon {
             metrics.clone(),
         )));
 
+        // This shard's share of the rate, in its own subject namespace.
+        let traffic = cfg.shard_traffic();
+        metrics.ops.set_shard(cfg.shard.index, cfg.shard.total);
         let naming = Naming {
-            namespace: cfg.traffic.journeys.subject_prefix.clone(),
+            namespace: traffic.journeys.subject_prefix.clone(),
             run_id: run_id(),
         };
-        let journeys = Journeys::new(&cfg.traffic.journeys, &cfg.traffic.payload, &target, naming)?;
+        let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &target, naming)?;
         let engine = Engine::spawn(
-            Arc::new(cfg.traffic.clone()),
+            Arc::new(traffic.clone()),
             journeys,
             http.clone(),
             metrics.clone(),
@@ -169,8 +172,8 @@ impl Daemon {
         let make_probes = {
             let (base, namespace, payload) = (
                 target.clone(),
-                cfg.traffic.journeys.subject_prefix.clone(),
-                cfg.traffic.payload.clone(),
+                traffic.journeys.subject_prefix.clone(),
+                traffic.payload.clone(),
             );
             let gate = gate.clone();
             move |lag_cfg: &LagConfig| {
@@ -189,11 +192,11 @@ impl Daemon {
                 )
             }
         };
-        let probes = make_probes(&cfg.lag)?;
+        let probes = make_probes(&cfg.shard_lag())?;
         info.add_status_extra(probes.status());
         let lag = Arc::new(LagSupervisor {
             running: parking_lot::Mutex::new(Some(probes)),
-            current: parking_lot::Mutex::new(cfg.lag.clone()),
+            current: parking_lot::Mutex::new(cfg.shard_lag()),
             make: Box::new(make_probes),
         });
 
@@ -232,7 +235,9 @@ impl Daemon {
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
-            events_per_second = cfg.traffic.events_per_second,
+            events_per_second = traffic.events_per_second,
+            shard = cfg.shard.index,
+            shards = cfg.shard.total,
             "canary running"
         );
         Ok(Daemon {
@@ -386,12 +391,13 @@ type MakeProbes = dyn Fn(&LagConfig) -> Result<LagProbes, LagError> + Send + Syn
 
 impl crate::reload::Apply for LagSupervisor {
     fn apply(&self, cfg: &Config) {
-        if *self.current.lock() == cfg.lag {
+        let lag = cfg.shard_lag();
+        if *self.current.lock() == lag {
             return;
         }
-        match (self.make)(&cfg.lag) {
+        match (self.make)(&lag) {
             Ok(new) => {
-                *self.current.lock() = cfg.lag.clone();
+                *self.current.lock() = lag;
                 let old = self.running.lock().replace(new);
                 if let Some(old) = old {
                     tokio::spawn(old.stop());

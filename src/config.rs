@@ -67,6 +67,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
     pub circuit_breaker: CircuitBreakerConfig,
+    pub shard: ShardConfig,
     /// Projection lag probes (`src/lag/config.rs`).
     pub lag: crate::lag::LagConfig,
     /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
@@ -160,6 +161,41 @@ impl Default for TargetConfig {
             health_path: "health".to_owned(),
             health_interval: Duration::from_secs(5),
         }
+    }
+}
+
+/// One of `total` instances sharing the load, with no coordinator: each
+/// offers `1/total` of the rate in its own subject namespace and runs its
+/// share of the lag probes; Prometheus sums the shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShardConfig {
+    /// 0-based; on Kubernetes, the pod index from the downward API.
+    pub index: u32,
+    pub total: u32,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig { index: 0, total: 1 }
+    }
+}
+
+impl ShardConfig {
+    /// This shard's subject namespace: the prefix alone when unsharded, else
+    /// `<prefix>s<index>-`, disjoint from every other shard's.
+    pub fn namespace(&self, prefix: &str) -> String {
+        if self.total <= 1 {
+            prefix.to_owned()
+        } else {
+            format!("{prefix}s{}-", self.index)
+        }
+    }
+
+    /// Whether the `k`-th lag probe runs here: probes are dealt round-robin,
+    /// so every projection is measured by exactly one shard.
+    pub fn owns_probe(&self, k: usize) -> bool {
+        self.total <= 1 || k % self.total as usize == self.index as usize
     }
 }
 
@@ -693,6 +729,16 @@ impl Config {
                 "must be a path relative to target.base_url, like `health`",
             ),
             (
+                self.shard.total >= 1 && self.shard.total <= 10_000,
+                "shard.total",
+                "must be between 1 and 10000",
+            ),
+            (
+                self.shard.index < self.shard.total.max(1),
+                "shard.index",
+                "must be less than shard.total",
+            ),
+            (
                 !self.auth.token_file_check_interval.is_zero(),
                 "auth.token_file_check_interval",
                 "must be greater than 0",
@@ -726,6 +772,35 @@ impl Config {
         errs
     }
 
+    /// This shard's traffic: its share of the rate and ceiling, in its own
+    /// subject namespace.
+    pub fn shard_traffic(&self) -> TrafficConfig {
+        let mut t = self.traffic.clone();
+        let share = 1.0 / f64::from(self.shard.total.max(1));
+        t.events_per_second *= share;
+        t.max_events_per_second *= share;
+        t.journeys.subject_prefix = self.shard.namespace(&t.journeys.subject_prefix);
+        t
+    }
+
+    /// This shard's lag probes: the ones dealt to it.
+    pub fn shard_lag(&self) -> crate::lag::LagConfig {
+        let mut l = self.lag.clone();
+        let p = &mut l.probes;
+        for (k, probe) in [
+            &mut p.stream,
+            &mut p.adherence,
+            &mut p.quality,
+            &mut p.work_queue,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            probe.enabled &= self.shard.owns_probe(k);
+        }
+        l
+    }
+
     /// Keys whose change only takes effect after a restart, for the reload log.
     pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
         let mut keys = Vec::new();
@@ -740,6 +815,9 @@ impl Config {
         }
         if self.auth != new.auth {
             keys.push("auth");
+        }
+        if self.shard != new.shard {
+            keys.push("shard");
         }
         keys
     }
@@ -980,6 +1058,33 @@ mod tests {
         ] {
             load_str(&format!("[target]\nbase_url = \"{loopback}\"\n"), &[]).unwrap();
         }
+    }
+
+    #[test]
+    fn shards_split_the_rate_namespace_and_probes() {
+        let cfg = load_str(
+            "[traffic]\nevents_per_second = 300\nmax_events_per_second = 900\n",
+            &[
+                ("REHAB_CANARY__SHARD__INDEX", "1"),
+                ("REHAB_CANARY__SHARD__TOTAL", "3"),
+            ],
+        )
+        .unwrap();
+        let t = cfg.shard_traffic();
+        assert_eq!(t.events_per_second, 100.0);
+        assert_eq!(t.max_events_per_second, 300.0);
+        assert_eq!(t.journeys.subject_prefix, "canary-s1-");
+        let l = cfg.shard_lag();
+        let on: Vec<bool> = l.probes().iter().map(|(_, p)| p.enabled).collect();
+        assert_eq!(on, vec![false, true, false, false]);
+        // Unsharded: everything as configured.
+        let one = Config::default();
+        assert_eq!(one.shard_traffic(), one.traffic);
+        assert_eq!(one.shard_lag(), one.lag);
+        let err = load_str("[shard]\nindex = 3\ntotal = 3\n", &[]).unwrap_err();
+        assert_eq!(keys(&err), vec!["shard.index"]);
+        let err = load_str("[shard]\ntotal = 0\n", &[]).unwrap_err();
+        assert!(keys(&err).contains(&"shard.total".to_owned()), "{err}");
     }
 
     #[test]

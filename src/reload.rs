@@ -110,6 +110,7 @@ impl Reloader {
         new.log = state.current.log.clone();
         new.target = state.current.target.clone();
         new.auth = state.current.auth.clone();
+        new.shard = state.current.shard.clone();
         for t in &self.targets {
             t.apply(&new);
         }

@@ -52,6 +52,12 @@ struct ReasonLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    index: String,
+    total: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabel {
     endpoint: &'static str,
 }
@@ -73,6 +79,7 @@ pub struct OpsMetrics {
     rate_limited: [Counter; 3],
     rate_limit_wait: [Counter<f64, AtomicU64>; 3],
     invalid: [Counter; Endpoint::ALL.len()],
+    shard_info: Family<ShardLabels, Gauge>,
     /// Logged once per endpoint, so a broken target does not flood the log.
     invalid_logged: [AtomicBool; Endpoint::ALL.len()],
 }
@@ -163,6 +170,12 @@ impl OpsMetrics {
                 endpoint: Endpoint::ALL[i].as_str(),
             })
         });
+        let shard_info = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "rehab_canary_shard_info",
+            "This instance's shard; the value is always 1",
+            shard_info.clone(),
+        );
         let class = |i: usize| ClassLabel {
             class: TRAFFIC_CLASSES[i],
         };
@@ -179,6 +192,7 @@ impl OpsMetrics {
             rate_limit_wait: std::array::from_fn(|i| wait_family.get_or_create_owned(&class(i))),
             invalid,
             invalid_logged: Default::default(),
+            shard_info,
         }
     }
 
@@ -199,6 +213,16 @@ impl OpsMetrics {
             c.inc();
             w.inc_by(wait_s);
         }
+    }
+
+    /// Exports `rehab_canary_shard_info{index,total} 1` (set once at start).
+    pub fn set_shard(&self, index: u32, total: u32) {
+        self.shard_info
+            .get_or_create(&ShardLabels {
+                index: index.to_string(),
+                total: total.to_string(),
+            })
+            .set(1);
     }
 
     /// A 2xx answer of `endpoint` had a body that is not JSON.

@@ -198,7 +198,7 @@ impl EngineUpdater {
 
 impl crate::reload::Apply for EngineUpdater {
     fn apply(&self, cfg: &crate::config::Config) {
-        self.update(Arc::new(cfg.traffic.clone()));
+        self.update(Arc::new(cfg.shard_traffic()));
     }
 }
 

@@ -2,6 +2,8 @@
 //! and polling for a condition with a deadline instead of sleeping to hope.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
