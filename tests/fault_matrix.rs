@@ -99,6 +99,15 @@ async fn recovers(addr: SocketAddr) {
     assert_eq!(healthy.status(), 200);
 }
 
+/// Injects `faults`, waits until the fault `shows` in the daemon's metrics,
+/// clears it and checks the daemon recovers by itself.
+async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+    r.sim.set_faults(faults);
+    until(r.addr(), what, Duration::from_secs(8), shows).await;
+    r.sim.set_faults(Faults::default());
+    recovers(r.addr()).await;
+}
+
 impl Rig {
     fn addr(&self) -> SocketAddr {
         self.daemon.admin_addr()
@@ -166,17 +175,14 @@ async fn serial_target_down_for_10s_then_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_2s_latency_with_a_500ms_timeout() {
     let r = rig(|_| {}).await;
-    let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         latency_ms: 2000,
         ..Faults::default()
-    });
-    until(addr, "timeouts counted", Duration::from_secs(8), |s| {
+    };
+    inject_and_recover(&r, faults, "timeouts counted", |s| {
         status(s, "events_create", "timeout") >= 10.0
     })
     .await;
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
     r.done().await;
 }
 
@@ -242,20 +248,14 @@ async fn serial_all_429_with_retry_after_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_connection_resets() {
     let r = rig(|_| {}).await;
-    let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         reset_rate: 0.3,
         ..Faults::default()
-    });
-    until(
-        addr,
-        "resets counted as io_error",
-        Duration::from_secs(8),
-        |s| s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0,
-    )
+    };
+    inject_and_recover(&r, faults, "resets counted as io_error", |s| {
+        s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0
+    })
     .await;
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
     r.done().await;
 }
 
