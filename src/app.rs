@@ -70,6 +70,7 @@ pub struct Daemon {
     info: Arc<RuntimeInfo>,
     engine: Engine,
     lag: Arc<LagSupervisor>,
+    lag_metrics: LagMetrics,
     controls: Arc<Controls>,
     auth: AuthTask,
     admin_stop: watch::Sender<bool>,
@@ -128,6 +129,10 @@ impl Daemon {
         });
         // Lag families join the registry before it is shared.
         let lag_metrics = LagMetrics::register(metrics.registry_mut());
+        if let Some(tap) = &opts.tap {
+            metrics.attach_tap(tap.clone());
+            lag_metrics.attach_tap(tap.clone());
+        }
         let metrics = Arc::new(metrics);
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
@@ -169,6 +174,7 @@ impl Daemon {
         )
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
+        let lag_watch = lag_metrics.clone();
         let make_probes = {
             let (base, namespace, payload) = (
                 target.clone(),
@@ -247,6 +253,7 @@ impl Daemon {
             info,
             engine,
             lag,
+            lag_metrics: lag_watch,
             controls,
             auth,
             admin_stop,
@@ -292,6 +299,17 @@ impl Daemon {
     /// Requests currently running.
     pub fn running(&self) -> usize {
         self.engine.running()
+    }
+
+    /// Lag probe runs currently watching for their event.
+    pub fn probes_running(&self) -> i64 {
+        self.lag_metrics.in_flight_now()
+    }
+
+    /// Applies `cfg`'s traffic section (this shard's share) from now on, as a
+    /// reload would; a one-shot capacity ramp steps the rate with it.
+    pub fn set_traffic(&self, cfg: &Config) {
+        self.engine.update(Arc::new(cfg.shard_traffic()));
     }
 
     /// Stops scheduling, drains in-flight requests within `shutdown_grace`,
@@ -447,6 +465,8 @@ impl StatusExtra for Controls {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub config_path: Option<PathBuf>,
+    /// A one-shot run's tap on the hot path (see `metrics::tap`).
+    pub tap: Option<Arc<crate::metrics::tap::RunTap>>,
 }
 
 /// The daemon as a process: start, wait for SIGTERM/SIGINT, drain, exit.

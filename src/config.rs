@@ -29,7 +29,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(key: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(key: &str, message: impl Into<String>) -> Self {
         ConfigError::Invalid {
             key: key.to_owned(),
             message: message.into(),
@@ -72,6 +72,9 @@ pub struct Config {
     pub lag: crate::lag::LagConfig,
     /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
     pub slo: crate::slo::SloConfig,
+    /// One-shot run profiles (`src/oneshot/profile.rs`): overrides of the
+    /// built-in smoke/load/stress/broadway/capacity, or new ones.
+    pub profiles: std::collections::BTreeMap<String, crate::oneshot::profile::ProfileConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -769,6 +772,7 @@ impl Config {
         );
         errs.extend(self.lag.validate());
         errs.extend(self.slo.validate());
+        errs.extend(crate::oneshot::profile::validate(self));
         errs
     }
 
@@ -857,6 +861,15 @@ fn unknown_keys(
         } else {
             format!("{prefix}.{k}")
         };
+        // Profiles are a map of free names, each with the profile's keys.
+        if path == "profiles" {
+            let each = serde_json::to_value(crate::oneshot::profile::ProfileConfig::default())
+                .unwrap_or_default();
+            for (name, profile) in v.as_object().into_iter().flatten() {
+                unknown_keys(profile, &each, &format!("profiles.{name}"), out);
+            }
+            continue;
+        }
         match known.get(k) {
             None => out.push(ConfigError::UnknownKey { key: path }),
             Some(kv) => unknown_keys(v, kv, &path, out),

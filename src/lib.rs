@@ -14,6 +14,7 @@ pub mod config;
 pub mod lag;
 pub mod lifecycle;
 pub mod metrics;
+pub mod oneshot;
 pub mod reload;
 pub mod sim;
 pub mod slo;

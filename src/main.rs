@@ -4,13 +4,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use rehab_canary::app::{self, AppError, RunOptions};
 use rehab_canary::config::Config;
+use rehab_canary::lifecycle::{Event, SignalEvents};
+use rehab_canary::oneshot;
 use rehab_canary::sim::SimError;
 
 const EX_USAGE: u8 = 64;
+/// EX_SOFTWARE: a one-shot run that could not be carried out (not a verdict).
+const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the canary daemon until SIGTERM/SIGINT.
+    /// Run the canary daemon until SIGTERM/SIGINT; with --profile, run once
+    /// for a bounded time, judge the thresholds and exit 0 (pass) or 1 (fail).
     Run {
         /// TOML config file; env overrides use REHAB_CANARY__SECTION__KEY.
         #[arg(long, short)]
@@ -34,6 +40,8 @@ enum Command {
         /// wins over server.web_config_file.
         #[arg(long = "web.config.file", value_name = "FILE")]
         web_config_file: Option<PathBuf>,
+        #[command(flatten)]
+        once: OneShotArgs,
     },
     /// Validate a config file (and the web config it or --web.config.file
     /// names): exit 0, or print every error and exit 64.
@@ -58,6 +66,83 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+/// One-shot runs (`run --profile`); every flag but --profile needs it.
+#[derive(clap::Args)]
+struct OneShotArgs {
+    /// Run this profile once and judge it: smoke, load, stress, broadway,
+    /// capacity, or one of the config's [profiles.NAME].
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Run length, replacing the profile's (e.g. 30s, 10m); for capacity,
+    /// the budget of the whole ramp.
+    #[arg(long = "for", value_name = "DURATION", requires = "profile", value_parser = humantime::parse_duration)]
+    run_for: Option<Duration>,
+    /// Where each run's folder (summary.json, report.html, metrics.txt) goes.
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "results",
+        requires = "profile"
+    )]
+    results_dir: PathBuf,
+    /// After the run, remove run folders in --results-dir older than this (e.g. 7d).
+    #[arg(long, value_name = "AGE", requires = "profile", value_parser = humantime::parse_duration)]
+    keep: Option<Duration>,
+    /// Push the final metrics and the verdict to this Prometheus Pushgateway.
+    #[arg(long, value_name = "URL", requires = "profile")]
+    push_gateway: Option<url::Url>,
+}
+
+/// `run --profile`: exit 0 pass, 1 threshold failed, 64 usage, 70 could not run.
+fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> ExitCode {
+    let opts = oneshot::Options {
+        profile,
+        run_for: args.run_for,
+        results_dir: args.results_dir,
+        keep: args.keep,
+        push_gateway: args.push_gateway,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rehab-canary: cannot start the runtime: {e}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    let result = rt.block_on(async {
+        let mut signals = match SignalEvents::register() {
+            Ok(s) => s,
+            Err(e) => return Err(oneshot::OneShotError::App(AppError::Signals(e))),
+        };
+        let interrupt: oneshot::Interrupt = Box::pin(async move {
+            while let Some(event) = signals.next().await {
+                match event {
+                    Event::Shutdown => return,
+                    Event::Reload => {
+                        tracing::info!("SIGHUP ignored: a one-shot run keeps its profile")
+                    }
+                }
+            }
+            std::future::pending::<()>().await;
+        });
+        oneshot::run(cfg, opts, interrupt).await
+    });
+    match result {
+        Ok(done) => {
+            print!("{}", oneshot::report::table::render(&done.report));
+            println!("results: {}", done.dir.display());
+            match done.report.outcome {
+                oneshot::report::Outcome::Pass => ExitCode::SUCCESS,
+                oneshot::report::Outcome::Fail => ExitCode::FAILURE,
+            }
+        }
+        Err(e) => {
+            eprintln!("rehab-canary: {e}");
+            ExitCode::from(if e.is_usage() { EX_USAGE } else { EX_SOFTWARE })
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -125,6 +210,7 @@ fn main() -> ExitCode {
         Command::Run {
             config,
             web_config_file,
+            once,
         } => {
             let mut cfg = match Config::load(config.as_deref()) {
                 Ok(cfg) => cfg,
@@ -140,8 +226,12 @@ fn main() -> ExitCode {
                 cfg.server.web_config_file = web_config_file;
             }
             rehab_canary::telemetry::init(&cfg.log);
+            if let Some(profile) = once.profile.clone() {
+                return run_once(cfg, once, profile);
+            }
             let opts = RunOptions {
                 config_path: config,
+                ..Default::default()
             };
             match runtime().map(|rt| rt.block_on(app::run(cfg, opts))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,

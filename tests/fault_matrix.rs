@@ -420,6 +420,7 @@ async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
         cfg,
         RunOptions {
             config_path: Some(path.clone()),
+            ..Default::default()
         },
     )
     .await
@@ -512,6 +513,7 @@ async fn serial_pause_and_resume_survive_a_reload() {
         Config::load(Some(&path)).unwrap(),
         RunOptions {
             config_path: Some(path.clone()),
+            ..Default::default()
         },
     )
     .await
@@ -581,6 +583,7 @@ async fn serial_a_reload_changes_the_lag_probes_without_a_restart() {
         Config::load(Some(&path)).unwrap(),
         RunOptions {
             config_path: Some(path.clone()),
+            ..Default::default()
         },
     )
     .await

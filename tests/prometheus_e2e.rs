@@ -161,6 +161,7 @@ async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     let opts = RunOptions {
         config_path: Some(path),
+        ..Default::default()
     };
     let daemon = Daemon::start_with(cfg, opts).await.expect("daemon starts");
     (sim, daemon)

@@ -8,7 +8,7 @@
 //! the exemplar's event id (one short string per observed probe event).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -21,6 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use super::probe::Projection;
+use crate::metrics::tap::RunTap;
 use crate::metrics::window::{LatencyWindows, QuantileCollector, SLOTS, SLOT_PERIOD};
 
 /// Bounds of the lag histograms: the contract's 0.025 ... 30 s plus finer
@@ -117,6 +118,8 @@ struct Inner {
     /// Last lag per projection, as `f64` bits; NaN until the first sample.
     last: [AtomicU64; N],
     enabled: [AtomicBool; N],
+    /// Set only in a one-shot run.
+    tap: OnceLock<Arc<RunTap>>,
 }
 
 /// Cheap to clone; every clone records into the same series.
@@ -252,6 +255,7 @@ impl LagMetrics {
                 }),
                 last: std::array::from_fn(|_| AtomicU64::new(f64::NAN.to_bits())),
                 enabled: std::array::from_fn(|_| AtomicBool::new(false)),
+                tap: OnceLock::new(),
             }),
         }
     }
@@ -277,10 +281,25 @@ impl LagMetrics {
         self.inner.end_to_end[i].observe(end_to_end.as_secs_f64(), id(event_id), None);
         self.inner.windows.record(i, lag, false);
         self.inner.last[i].store(secs.to_bits(), Ordering::Relaxed);
+        if let Some(tap) = self.inner.tap.get() {
+            tap.record_lag(lag);
+        }
+    }
+
+    /// Feeds a one-shot run's tap from now on.
+    pub fn attach_tap(&self, tap: Arc<RunTap>) {
+        let _ = self.inner.tap.set(tap);
     }
 
     pub fn failure(&self, p: Projection, f: Failure) {
         self.inner.failures[p.index()][f.index()].inc();
+        if let Some(tap) = self.inner.tap.get() {
+            match f {
+                Failure::Lost => tap.lost(),
+                Failure::Late => tap.late(),
+                Failure::Error | Failure::Rejected => {}
+            }
+        }
         if f == Failure::Lost {
             let mut ring = self.inner.lost.lock();
             let cur = ring.current;

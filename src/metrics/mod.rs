@@ -14,6 +14,7 @@
 mod ops;
 mod process;
 mod rate;
+pub mod tap;
 pub mod window;
 
 use std::borrow::Cow;
@@ -32,6 +33,7 @@ use serde::Serialize;
 use crate::api::{Endpoint, EventKind};
 use process::ProcessCollector;
 use rate::RateWindow;
+use tap::RunTap;
 use window::{LatencyWindows, SLOTS, SLOT_PERIOD};
 
 pub use ops::{AuthFailure, OpsMetrics, TRAFFIC_CLASSES};
@@ -299,6 +301,8 @@ pub struct Metrics {
     accepted_rate: RateWindow,
     /// Size of the last exposition, to allocate the next one in one go.
     last_encoded_len: AtomicUsize,
+    /// Set only in a one-shot run (`run --profile`).
+    tap: OnceLock<Arc<RunTap>>,
     /// The canary's own health: reloads, auth, circuit, target up, pause.
     pub ops: OpsMetrics,
 }
@@ -457,6 +461,7 @@ impl Metrics {
             sent_rate: RateWindow::new(now, 0),
             accepted_rate: RateWindow::new(now, 0),
             last_encoded_len: AtomicUsize::new(8 * 1024),
+            tap: OnceLock::new(),
             ops,
         }
     }
@@ -491,6 +496,27 @@ impl Metrics {
         };
         self.durations[i].observe(latency.as_secs_f64());
         self.windows.record(i, latency, outcome.is_error());
+        if let Some(tap) = self.tap.get() {
+            if ep != Endpoint::Health {
+                tap.record_request(latency, outcome.is_error());
+            }
+        }
+    }
+
+    /// Feeds a one-shot run's tap from now on (a second tap is ignored).
+    pub fn attach_tap(&self, tap: Arc<RunTap>) {
+        let _ = self.tap.set(tap);
+    }
+
+    /// The current target rate and whether a burst is on, as the scheduler
+    /// last set them.
+    pub fn target_state(&self) -> (f64, bool) {
+        (self.target_rate.get(), self.burst_active.get() != 0)
+    }
+
+    /// Iterations dropped since start, every reason.
+    pub fn dropped_total(&self) -> u64 {
+        sum(&self.dropped)
     }
 
     /// How late a request left compared with its intended send time.

@@ -91,7 +91,7 @@ impl std::fmt::Debug for LatencyWindows {
     }
 }
 
-fn new_hist() -> Histogram<u32> {
+pub(crate) fn new_hist() -> Histogram<u32> {
     // The bounds are constants that hdrhistogram accepts; a failure here is a
     // programming error caught by every test, not a runtime condition.
     let mut h = Histogram::new_with_bounds(LOWEST_US, HIGHEST_US, SIGFIGS)

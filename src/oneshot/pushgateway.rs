@@ -1,0 +1,220 @@
+//! `--push-gateway URL`: the batch-job way into Prometheus. The run's final
+//! metrics plus its verdict (`rehab_canary_run_*`) replace the group
+//! `job="rehab-canary-run", profile=NAME` with one PUT.
+//!
+//! The Pushgateway (1.x) parses the Prometheus text format 0.0.4, not
+//! OpenMetrics, so the exposition is converted: exemplars, `# UNIT`,
+//! `_created` series and `# EOF` are dropped, and counter families take their
+//! `_total` sample name. The job differs from the always-on canary's, so its
+//! alerts never mix the two.
+
+use std::fmt::Write;
+
+use super::report::{Outcome, RunReport};
+use super::thresholds::Status;
+
+/// The `job` of the pushed group.
+pub const JOB: &str = "rehab-canary-run";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    #[error("push gateway URL {0}: must be http(s) with a host")]
+    Url(String),
+    #[error("push to the gateway at {url} failed: {message}")]
+    Failed { url: String, message: String },
+}
+
+/// OpenMetrics text → Prometheus text format 0.0.4.
+pub fn to_text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    // HELP comes before TYPE, so counters are found first.
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" => (format!("{name}_total"), "counter"),
+                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
+                // info, stateset, gaugehistogram, unknown: plain samples.
+                _ => (name.to_owned(), "untyped"),
+            };
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if counters.contains(name) {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            let _ = writeln!(out, "# HELP {name} {help}");
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let sample_name = line.split(['{', ' ']).next().unwrap_or_default();
+        if sample_name.ends_with("_created") {
+            continue;
+        }
+        // Exemplars follow " # " after the value.
+        let sample = line.split_once(" # ").map_or(line, |(s, _)| s);
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+/// The verdict as gauges, so a dashboard or alert can read the last run.
+pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
+    let mut out = String::new();
+    let gauge = |out: &mut String, name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+    };
+    gauge(
+        &mut out,
+        "rehab_canary_run_success",
+        "1 if the run passed every threshold, else 0",
+    );
+    let _ = writeln!(
+        out,
+        "rehab_canary_run_success {}",
+        u8::from(r.outcome == Outcome::Pass)
+    );
+    gauge(
+        &mut out,
+        "rehab_canary_run_threshold_passed",
+        "1 if the threshold passed, 0 if it failed (skipped ones are absent)",
+    );
+    for v in r.thresholds.iter().filter(|v| v.status != Status::Skipped) {
+        let _ = writeln!(
+            out,
+            "rehab_canary_run_threshold_passed{{threshold=\"{}\"}} {}",
+            v.id,
+            u8::from(v.status == Status::Pass)
+        );
+    }
+    gauge(
+        &mut out,
+        "rehab_canary_run_threshold_value",
+        "The measured value of each threshold, in its base unit",
+    );
+    for v in &r.thresholds {
+        if let Some(x) = v.value {
+            let _ = writeln!(
+                out,
+                "rehab_canary_run_threshold_value{{threshold=\"{}\"}} {x}",
+                v.id
+            );
+        }
+    }
+    gauge(
+        &mut out,
+        "rehab_canary_run_duration_seconds",
+        "Seconds of traffic the run sent",
+    );
+    let _ = writeln!(
+        out,
+        "rehab_canary_run_duration_seconds {}",
+        r.totals.seconds
+    );
+    if let Some(cap) = r.capacity.as_ref().and_then(|c| c.events_per_second) {
+        gauge(
+            &mut out,
+            "rehab_canary_run_capacity_events_per_second",
+            "Highest event rate sustained within all SLOs",
+        );
+        let _ = writeln!(out, "rehab_canary_run_capacity_events_per_second {cap}");
+    }
+    gauge(
+        &mut out,
+        "rehab_canary_run_last_completion_timestamp_seconds",
+        "When the run finished, in Unix seconds",
+    );
+    let _ = writeln!(
+        out,
+        "rehab_canary_run_last_completion_timestamp_seconds {now_unix}"
+    );
+    out
+}
+
+/// PUTs the run's metrics to `{base}/metrics/job/rehab-canary-run/profile/NAME`.
+pub async fn push(base: &url::Url, r: &RunReport, exposition: &str) -> Result<(), PushError> {
+    if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
+        return Err(PushError::Url(redacted(base)));
+    }
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|()| PushError::Url(redacted(base)))?
+        .pop_if_empty()
+        .extend(["metrics", "job", JOB, "profile", &r.profile]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut body = to_text_format(exposition);
+    body.push_str(&verdict_metrics(r, now));
+    let shown = redacted(&url);
+    let failed = |message: String| PushError::Failed {
+        url: shown.clone(),
+        message,
+    };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| failed(e.to_string()))?;
+    let resp = client
+        .put(url.clone())
+        .header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| failed(e.without_url().to_string()))?;
+    let status = resp.status();
+    if status.is_success() {
+        tracing::info!(url = %shown, "metrics pushed to the gateway");
+        Ok(())
+    } else {
+        let text = resp.text().await.unwrap_or_default();
+        Err(failed(format!("HTTP {status}: {}", text.trim())))
+    }
+}
+
+/// The URL without credentials, for logs and errors.
+fn redacted(u: &url::Url) -> String {
+    let mut u = u.clone();
+    let _ = u.set_password(None);
+    let _ = u.set_username("");
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_becomes_the_text_format() {
+        let om = "# HELP req Requests.\n# TYPE req counter\nreq_total{a=\"b\"} 5\n\
+                  req_created{a=\"b\"} 1.7e9\n# HELP lag Lag.\n# TYPE lag histogram\n# UNIT lag seconds\n\
+                  lag_bucket{le=\"0.1\"} 1 # {event_id=\"x\"} 0.05 1.7e9\nlag_count 1\n# EOF\n";
+        let text = to_text_format(om);
+        assert_eq!(
+            text,
+            "# HELP req_total Requests.\n# TYPE req_total counter\nreq_total{a=\"b\"} 5\n\
+             # HELP lag Lag.\n# TYPE lag histogram\nlag_bucket{le=\"0.1\"} 1\nlag_count 1\n"
+        );
+    }
+
+    #[test]
+    fn credentials_never_show() {
+        let u = url::Url::parse("https://user:s3cret@pgw.example:9091/").unwrap();
+        assert!(!redacted(&u).contains("s3cret"));
+    }
+}

@@ -1,0 +1,194 @@
+//! What a one-shot run reports: the summary (the JSON schema, documented in
+//! `docs/report-schema.md`), the terminal table and the HTML report, all
+//! rendered from the same [`RunReport`].
+
+pub mod html;
+pub mod table;
+
+use serde::Serialize;
+
+use super::recorder::{Sample, Totals};
+use super::thresholds::{Status, Verdict};
+
+/// Bumped on any change that could break a reader of `summary.json`;
+/// additions of fields do not bump it.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Pass,
+    Fail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Tool {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+/// The traffic the profile asked for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Planned {
+    pub duration_seconds: f64,
+    pub events_per_second: f64,
+    pub max_events_per_second: f64,
+    /// `null` when bursts are off.
+    pub burst: Option<PlannedBurst>,
+    pub abort_on_fail: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedBurst {
+    pub every_seconds: f64,
+    pub duration_seconds: f64,
+    pub multiplier: f64,
+}
+
+/// Quantiles in seconds; `null` without data.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Quantiles {
+    pub count: u64,
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Quantiles {
+    fn of(s: &crate::metrics::tap::IntervalSeries) -> Self {
+        Quantiles {
+            count: s.count(),
+            p50: s.quantile(0.5),
+            p95: s.quantile(0.95),
+            p99: s.quantile(0.99),
+            max: s.quantile(1.0),
+        }
+    }
+}
+
+/// Counts over a span (the run, or one capacity step).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanTotals {
+    pub seconds: f64,
+    pub events_scheduled: f64,
+    pub events_sent: u64,
+    pub events_accepted: u64,
+    pub achieved_events_per_second: f64,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_seconds: Quantiles,
+    pub projection_lag_seconds: Quantiles,
+    pub lost_events: u64,
+    pub late_events: u64,
+}
+
+impl SpanTotals {
+    pub fn of(t: &Totals) -> Self {
+        SpanTotals {
+            seconds: t.seconds,
+            events_scheduled: t.scheduled.round(),
+            events_sent: t.sent,
+            events_accepted: t.accepted,
+            achieved_events_per_second: t.accepted_rate(),
+            requests: t.requests.count(),
+            errors: t.requests.errors,
+            latency_seconds: Quantiles::of(&t.requests),
+            projection_lag_seconds: Quantiles::of(&t.lag),
+            lost_events: t.lost,
+            late_events: t.late,
+        }
+    }
+}
+
+/// One rate held and judged by the capacity ramp.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityStep {
+    pub events_per_second: f64,
+    /// `ramp` while stepping up, `refine` while bisecting.
+    pub phase: &'static str,
+    /// Seconds since the run started: the step, and its judged part.
+    pub started_at: f64,
+    pub judged_from: f64,
+    pub ended_at: f64,
+    pub passed: bool,
+    pub totals: SpanTotals,
+    pub thresholds: Vec<Verdict>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capacity {
+    /// The highest rate that passed every threshold; `null` if none did.
+    pub events_per_second: Option<f64>,
+    /// Why the ramp stopped: `refined`, `ceiling` (reached
+    /// `traffic.max_events_per_second`), `budget` (ran out of `--for`),
+    /// `interrupted`.
+    pub stopped_by: &'static str,
+    pub steps: Vec<CapacityStep>,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub profile: String,
+    /// `steady` or `capacity`.
+    pub mode: &'static str,
+    pub target: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: Outcome,
+    /// Set when `abort_on_fail` ended the run early: the thresholds that
+    /// could no longer pass.
+    pub aborted: Option<Vec<&'static str>>,
+    /// True when SIGINT/SIGTERM ended the run early (it then fails).
+    pub interrupted: bool,
+    pub planned: Planned,
+    pub thresholds: Vec<Verdict>,
+    pub totals: SpanTotals,
+    /// `[start, end]` seconds of each burst, from the samples.
+    pub bursts: Vec<[f64; 2]>,
+    pub capacity: Option<Capacity>,
+    /// One row per second.
+    pub timeseries: Vec<Sample>,
+}
+
+impl RunReport {
+    /// Pass only when every judged row passed and the run was not cut short.
+    pub fn outcome_of(thresholds: &[Verdict], interrupted: bool) -> Outcome {
+        if interrupted || thresholds.iter().any(|v| v.status == Status::Fail) {
+            Outcome::Fail
+        } else {
+            Outcome::Pass
+        }
+    }
+
+    /// Burst periods from the per-second `burst` flags.
+    pub fn bursts_of(samples: &[Sample]) -> Vec<[f64; 2]> {
+        let mut out = Vec::new();
+        let mut open: Option<f64> = None;
+        let mut prev_t = 0.0;
+        for s in samples {
+            match (open, s.burst) {
+                (None, true) => open = Some(prev_t),
+                (Some(start), false) => {
+                    out.push([start, prev_t]);
+                    open = None;
+                }
+                _ => {}
+            }
+            prev_t = s.t;
+        }
+        if let Some(start) = open {
+            out.push([start, prev_t]);
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> String {
+        // Every field is plain data; serialization cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}

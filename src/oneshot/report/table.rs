@@ -1,0 +1,161 @@
+//! The terminal table, in the spirit of the seed's "Interpreting Results":
+//! one row per threshold with its value, target and pass/fail.
+
+use std::fmt::Write;
+
+use super::{Outcome, RunReport};
+use crate::oneshot::thresholds::{Comparison, Status, Unit, Verdict};
+
+/// A value in the unit people read it in: ms, %, events/s, a count.
+pub fn format_value(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Seconds if v < 1.0 => format!("{:.1} ms", v * 1000.0),
+        Unit::Seconds => format!("{v:.2} s"),
+        Unit::Ratio => format!("{:.3} %", v * 100.0),
+        Unit::EventsPerSecond => format!("{v:.1}/s"),
+        Unit::Count => format!("{v:.0}"),
+    }
+}
+
+pub fn format_target(v: &Verdict) -> String {
+    let op = match v.comparison {
+        Comparison::AtMost => "<=",
+        Comparison::AtLeast => ">=",
+    };
+    format!("{op} {}", format_value(v.target, v.unit))
+}
+
+pub fn status_label(s: Status) -> &'static str {
+    match s {
+        Status::Pass => "PASS",
+        Status::Fail => "FAIL",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// Renders rows as aligned columns: THRESHOLD, VALUE, TARGET, RESULT.
+pub fn threshold_rows(rows: &[Verdict]) -> String {
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .map(|v| {
+            let value = v
+                .value
+                .map_or_else(|| "-".to_owned(), |x| format_value(x, v.unit));
+            let result = match &v.detail {
+                Some(d) if v.status != Status::Pass || v.value.is_none() => {
+                    format!("{} ({d})", status_label(v.status))
+                }
+                _ => status_label(v.status).to_owned(),
+            };
+            [v.name.clone(), value, format_target(v), result]
+        })
+        .collect();
+    let header = ["THRESHOLD", "VALUE", "TARGET", "RESULT"].map(str::to_owned);
+    let mut width = [0usize; 4];
+    for row in std::iter::once(&header).chain(&cells) {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&cells) {
+        let line = format!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            w0 = width[0],
+            w1 = width[1],
+            w2 = width[2],
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// The whole terminal summary of a run.
+pub fn render(r: &RunReport) -> String {
+    let mut out = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        out,
+        "rehab-canary {} profile {:?} against {}: {:.0} s, {} requests, {} events accepted of {} sent",
+        r.mode, r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
+    );
+    if let Some(c) = &r.capacity {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "{:>10}  {:<7} {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  RESULT",
+            "RATE", "PHASE", "ACCEPTED", "LATENCY", "ERRORS", "LAG", "LOST"
+        );
+        for s in &c.steps {
+            let q = |v: Option<f64>| {
+                v.map_or_else(|| "-".to_owned(), |x| format_value(x, Unit::Seconds))
+            };
+            let err = if s.totals.requests > 0 {
+                s.totals.errors as f64 / s.totals.requests as f64
+            } else {
+                0.0
+            };
+            let _ = writeln!(
+                out,
+                "{:>10}  {:<7} {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  {}",
+                format_value(s.events_per_second, Unit::EventsPerSecond),
+                s.phase,
+                format_value(s.totals.achieved_events_per_second, Unit::EventsPerSecond),
+                q(s.totals.latency_seconds.p95),
+                format_value(err, Unit::Ratio),
+                q(s.totals.projection_lag_seconds.p95),
+                s.totals.lost_events,
+                if s.passed { "PASS" } else { "FAIL" },
+            );
+        }
+        let _ = writeln!(
+            out,
+            "capacity: {} (ramp stopped by {})",
+            c.events_per_second.map_or_else(
+                || "none".to_owned(),
+                |v| format_value(v, Unit::EventsPerSecond)
+            ),
+            c.stopped_by
+        );
+    }
+    let _ = writeln!(out);
+    out.push_str(&threshold_rows(&r.thresholds));
+    let _ = writeln!(out);
+    if let Some(ids) = &r.aborted {
+        let _ = writeln!(
+            out,
+            "aborted early (abort_on_fail): {} cannot pass",
+            ids.join(", ")
+        );
+    }
+    if r.interrupted {
+        let _ = writeln!(out, "interrupted before the planned end");
+    }
+    let _ = writeln!(
+        out,
+        "RESULT: {}",
+        match r.outcome {
+            Outcome::Pass => "PASS",
+            Outcome::Fail => "FAIL",
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_in_their_units() {
+        assert_eq!(format_value(0.156, Unit::Seconds), "156.0 ms");
+        assert_eq!(format_value(2.5, Unit::Seconds), "2.50 s");
+        assert_eq!(format_value(0.0003, Unit::Ratio), "0.030 %");
+        assert_eq!(format_value(1247.0, Unit::EventsPerSecond), "1247.0/s");
+        assert_eq!(format_value(0.0, Unit::Count), "0");
+    }
+}
