@@ -16,11 +16,22 @@ pub struct Proc {
 impl Proc {
     /// Starts `rehab-canary run` with `toml` as its config and JSON logs.
     pub fn start(dir: &tempfile::TempDir, toml: &str, env: &[(&str, &str)]) -> Proc {
+        Self::start_args(dir, toml, env, &[])
+    }
+
+    /// Like [`Proc::start`], with more arguments after `run --config FILE`.
+    pub fn start_args(
+        dir: &tempfile::TempDir,
+        toml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Proc {
         let path = dir.path().join("canary.toml");
         std::fs::write(&path, toml).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rehab-canary"));
         cmd.args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("REHAB_CANARY__LOG__FORMAT", "json")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
