@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rehab_canary::config::Config;
+use rehab_canary::oneshot::profile::ProfileConfig;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -30,6 +31,8 @@ fn default_toml_documents_every_key() {
                     format!("{prefix}.{k}")
                 };
                 match v {
+                    // A map of free names: checked key by key below.
+                    toml::Value::Table(_) if path == "profiles" => {}
                     toml::Value::Table(_) => {
                         assert!(
                             text.contains(&format!("[{path}]")),
@@ -49,6 +52,23 @@ fn default_toml_documents_every_key() {
         }
     }
     walk("", &value, &text);
+    // Every key of a [profiles.NAME] table, optional ones included.
+    let profile = serde_json::to_value(ProfileConfig::default()).unwrap();
+    fn walk_json(prefix: &str, v: &serde_json::Value, text: &str) {
+        for (k, v) in v.as_object().into_iter().flatten() {
+            let path = format!("{prefix}.{k}");
+            if v.is_object() {
+                walk_json(&path, v, text);
+            } else {
+                assert!(
+                    text.lines()
+                        .any(|l| l.trim_start_matches("# ").starts_with(&format!("{k} ="))),
+                    "profile key {path} is not documented in default.toml"
+                );
+            }
+        }
+    }
+    walk_json("profiles.NAME", &profile, &text);
 }
 
 #[test]
