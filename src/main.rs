@@ -50,6 +50,10 @@ enum Command {
         /// Write the rules here instead of to stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// `rules`: a Prometheus rules file; `prometheusrule`: the same groups
+        /// in a Prometheus Operator PrometheusRule (Kubernetes).
+        #[arg(long, value_enum, default_value = "rules")]
+        format: RulesFormat,
     },
     /// Run the reference Rehab API (the simulator) standalone.
     Sim {
@@ -58,6 +62,13 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RulesFormat {
+    Rules,
+    #[value(name = "prometheusrule")]
+    PrometheusRule,
 }
 
 fn main() -> ExitCode {
@@ -97,9 +108,18 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::SloRules { config, output } => match Config::load(config.as_deref()) {
+        Command::SloRules {
+            config,
+            output,
+            format,
+        } => match Config::load(config.as_deref()) {
             Ok(cfg) => {
-                let yaml = rehab_canary::slo::rules_yaml(&cfg.slo);
+                let yaml = match format {
+                    RulesFormat::Rules => rehab_canary::slo::rules_yaml(&cfg.slo),
+                    RulesFormat::PrometheusRule => {
+                        rehab_canary::slo::prometheus_rule_yaml(&cfg.slo)
+                    }
+                };
                 match output {
                     None => {
                         print!("{yaml}");
