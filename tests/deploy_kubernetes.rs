@@ -23,6 +23,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 use rehab_canary::config::Config;
 use rehab_canary::slo;
@@ -162,6 +163,11 @@ fn raw_objects(dir: &Path) -> Vec<Value> {
 
 /// The command that renders a kustomization, if this machine has one.
 fn renderer() -> Option<(&'static str, &'static str)> {
+    static FOUND: OnceLock<Option<(&str, &str)>> = OnceLock::new();
+    *FOUND.get_or_init(find_renderer)
+}
+
+fn find_renderer() -> Option<(&'static str, &'static str)> {
     let works = |cmd: &str, args: &[&str]| {
         Command::new(cmd)
             .args(args)
