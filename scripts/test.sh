@@ -25,6 +25,27 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
 
+# kubernetes-validate (PyPI): tests/deploy_kubernetes.rs validates deploy/kubernetes
+# with it. (kubectl, when present, renders the kustomizations; without it that
+# test checks every kustomization reference by hand.)
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "test.sh: installing kubernetes-validate"
+  if [ "$(id -u)" -eq 0 ]; then SUDO=""; pip_user=(); else SUDO="sudo"; pip_user=(--user); fi
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-pip
+  fi
+  # An externally managed Python (PEP 668, Debian's) refuses the plain install.
+  python3 -m pip install --quiet "${pip_user[@]}" kubernetes-validate ||
+    python3 -m pip install --quiet --break-system-packages "${pip_user[@]}" kubernetes-validate
+  export PATH="$PATH:$HOME/.local/bin"
+  hash -r
+  command -v kubernetes-validate >/dev/null 2>&1 || {
+    echo "test.sh: kubernetes-validate is not on PATH after installing it" >&2
+    exit 1
+  }
+fi
+
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # A 2-minute soak of the daemon at 1000 events/s with bursts (issue 5 item 7),

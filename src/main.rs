@@ -58,6 +58,10 @@ enum Command {
         /// Write the rules here instead of to stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// `rules`: a Prometheus rules file; `prometheusrule`: the same groups
+        /// in a Prometheus Operator PrometheusRule (Kubernetes).
+        #[arg(long, value_enum, default_value = "rules")]
+        format: RulesFormat,
     },
     /// Run the reference Rehab API (the simulator) standalone.
     Sim {
@@ -145,6 +149,13 @@ fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> ExitCode {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RulesFormat {
+    Rules,
+    #[value(name = "prometheusrule")]
+    PrometheusRule,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -182,9 +193,18 @@ fn main() -> ExitCode {
                 ExitCode::from(EX_USAGE)
             }
         },
-        Command::SloRules { config, output } => match Config::load(config.as_deref()) {
+        Command::SloRules {
+            config,
+            output,
+            format,
+        } => match Config::load(config.as_deref()) {
             Ok(cfg) => {
-                let yaml = rehab_canary::slo::rules_yaml(&cfg.slo);
+                let yaml = match format {
+                    RulesFormat::Rules => rehab_canary::slo::rules_yaml(&cfg.slo),
+                    RulesFormat::PrometheusRule => {
+                        rehab_canary::slo::prometheus_rule_yaml(&cfg.slo)
+                    }
+                };
                 match output {
                     None => {
                         print!("{yaml}");

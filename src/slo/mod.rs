@@ -6,14 +6,23 @@ pub mod config;
 pub mod rules;
 
 pub use config::SloConfig;
-pub use rules::{generate, render, RuleFile};
+pub use rules::{generate, render, render_prometheus_rule, RuleFile};
 
 /// Where the generated rules file is committed, relative to the repository.
 pub const RULES_PATH: &str = "deploy/prometheus/rules/rehab-canary.yml";
 
+/// Where the same groups are committed as a Prometheus Operator
+/// `PrometheusRule`, for the Kubernetes manifests.
+pub const PROMETHEUS_RULE_PATH: &str = "deploy/kubernetes/base/prometheusrule.yaml";
+
 /// The rules file text for a config section.
 pub fn rules_yaml(cfg: &SloConfig) -> String {
     render(&generate(cfg))
+}
+
+/// The same rule groups as a `PrometheusRule` object named `rehab-canary`.
+pub fn prometheus_rule_yaml(cfg: &SloConfig) -> String {
+    render_prometheus_rule(&generate(cfg), "rehab-canary")
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use super::config::SloConfig;
-use super::rules::{generate, prom_duration, render, Rule, BURN_PAIRS, SLI_WINDOWS};
+use super::rules::{
+    generate, prom_duration, render, render_prometheus_rule, Rule, BURN_PAIRS, SLI_WINDOWS,
+};
 
 type Tweak = fn(&mut SloConfig);
 type Labels = [(String, String)];
@@ -239,4 +241,20 @@ fn every_alert_has_summary_description_and_runbook() {
             .map(|(_, v)| v.as_str());
         assert!(matches!(sev, Some("page" | "ticket")), "{alert}: {sev:?}");
     }
+}
+
+#[test]
+fn the_prometheus_rule_holds_the_rules_file_groups_verbatim() {
+    let file = generate(&SloConfig::default());
+    let rules = render(&file);
+    let groups = rules.split_once("groups:\n").unwrap().1;
+    let object = render_prometheus_rule(&file, "canary");
+    let (head, spec) = object.split_once("spec:\n  groups:\n").unwrap();
+    assert!(head.contains("kind: PrometheusRule\n"), "{head}");
+    assert!(head.contains("  name: canary\n"), "{head}");
+    let unindented: String = spec
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap()))
+        .collect();
+    assert_eq!(unindented, groups);
 }
