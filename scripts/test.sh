@@ -7,6 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
+# systemd-analyze (systemd 252): tests/deploy_files.rs verifies the units and
+# rates their sandboxing; it reads the host's units, not a running systemd.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+# yamllint (PyPI, installed below with pip): tests/deploy_files.rs lints
+# deploy/compose with --strict. pip comes from apt when missing.
+have_yamllint() { command -v yamllint >/dev/null 2>&1 || python3 -m yamllint --version >/dev/null 2>&1; }
+if ! have_yamllint && ! python3 -m pip --version >/dev/null 2>&1; then
+  need_apt+=(python3-pip)
+fi
 # prometheus + promtool (Debian 2.42): rules tests and the end-to-end test.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl) # scripts/soak.sh
@@ -19,6 +28,19 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+# Debian's Python refuses system-wide pip installs (PEP 668), so: a plain
+# install, then the user site, then --break-system-packages (pip >= 23).
+if ! have_yamllint; then
+  echo "test.sh: installing yamllint"
+  python3 -m pip install --quiet yamllint \
+    || python3 -m pip install --quiet --user yamllint \
+    || python3 -m pip install --quiet --user --break-system-packages yamllint
+  # A --user install puts the script in ~/.local/bin (the test also falls
+  # back to `python3 -m yamllint`).
+  export PATH="$PATH:$HOME/.local/bin"
+  hash -r
+  have_yamllint || { echo "test.sh: yamllint is still missing" >&2; exit 1; }
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "test.sh: installing cargo-nextest"

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use rehab_canary::admin::healthcheck::{HealthcheckError, Probe};
 use rehab_canary::app::{self, AppError, RunOptions};
 use rehab_canary::config::Config;
 use rehab_canary::lifecycle::{Event, SignalEvents};
@@ -62,6 +63,33 @@ enum Command {
         /// in a Prometheus Operator PrometheusRule (Kubernetes).
         #[arg(long, value_enum, default_value = "rules")]
         format: RulesFormat,
+    },
+    /// Ask a running daemon's admin server for /-/healthy: exit 0 if it
+    /// answers 200 within the timeout, else 1 (64 for bad usage or config).
+    /// The address is --url, or else server.listen from --config and the
+    /// environment, a wildcard address meaning loopback; https when the web
+    /// config has TLS (that certificate is not verified, as kubelet probes do).
+    Healthcheck {
+        /// The admin server's base URL (/-/healthy is appended), or a full URL
+        /// to ask when it has a path. Wins over --config.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// The daemon's config file, for server.listen and
+        /// server.web_config_file; env overrides apply as for `run`.
+        #[arg(long, short, conflicts_with = "url")]
+        config: Option<PathBuf>,
+        /// The daemon's web config, when given to `run` on its command line.
+        #[arg(long = "web.config.file", value_name = "FILE", conflicts_with = "url")]
+        web_config_file: Option<PathBuf>,
+        /// How long the whole check may take.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Extra CA certificates (PEM) to verify an https --url against.
+        #[arg(long, value_name = "FILE", requires = "url")]
+        cacert: Option<PathBuf>,
+        /// Do not verify the certificate of an https --url.
+        #[arg(long, requires = "url")]
+        insecure: bool,
     },
     /// Run the reference Rehab API (the simulator) standalone.
     Sim {
@@ -270,6 +298,21 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Healthcheck {
+            url,
+            config,
+            web_config_file,
+            timeout,
+            cacert,
+            insecure,
+        } => healthcheck(
+            url.as_deref(),
+            config.as_deref(),
+            web_config_file.as_deref(),
+            timeout,
+            cacert,
+            insecure,
+        ),
         Command::Sim { listen, config } => {
             rehab_canary::telemetry::init(&Default::default());
             match runtime()
@@ -289,6 +332,44 @@ fn main() -> ExitCode {
                     eprintln!("rehab-canary sim: cannot start the runtime: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+    }
+}
+
+/// `rehab-canary healthcheck`: one line on stderr when not healthy.
+fn healthcheck(
+    url: Option<&str>,
+    config: Option<&std::path::Path>,
+    web_config_file: Option<&std::path::Path>,
+    timeout: Duration,
+    cacert: Option<PathBuf>,
+    insecure: bool,
+) -> ExitCode {
+    let probe = match url {
+        Some(url) => Probe::from_url(url),
+        None => Config::load(config)
+            .map_err(HealthcheckError::Config)
+            .and_then(|cfg| Probe::from_config(&cfg, web_config_file)),
+    };
+    let result = probe.and_then(|mut probe| {
+        probe.timeout = timeout;
+        probe.ca_file = cacert;
+        probe.verify_tls &= !insecure;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(HealthcheckError::Runtime)?;
+        rt.block_on(probe.check())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rehab-canary healthcheck: {e}");
+            if e.is_usage() {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }

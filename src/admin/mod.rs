@@ -9,9 +9,12 @@
 //!
 //! TLS, basic auth and response headers come from an exporter-toolkit web
 //! config file ([`web_config`]), applied by the accept loop in [`server`].
+//! [`healthcheck`] is the client side of `/-/healthy` (`rehab-canary
+//! healthcheck`, the container's probe).
 
 pub mod auth;
 pub mod control;
+pub mod healthcheck;
 mod page;
 pub mod server;
 mod status;
