@@ -530,3 +530,30 @@ async fn serial_metrics_are_served_during_a_run_and_sigterm_ends_it_as_failed() 
     assert!(s["totals"]["events_sent"].as_u64().unwrap() > 0);
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_results_dir_exits_70_before_running() {
+    let sim = sim_with(Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let results = file.join("results").display().to_string();
+    let started = std::time::Instant::now();
+    let run = run_once(
+        dir.path(),
+        &config(&sim, ""),
+        &["--profile", "load", "--results-dir", &results],
+    )
+    .await;
+    assert_eq!(run.code, Some(70), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot write results"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "failed fast, no 10-minute run"
+    );
+    sim.shutdown().await;
+}

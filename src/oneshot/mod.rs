@@ -93,8 +93,12 @@ pub async fn run(
     cfg.traffic = profile.traffic.clone();
     let lag_enabled = cfg.shard_lag().probes().iter().any(|(_, p)| p.enabled);
     let started = SystemTime::now();
+    let started_at = humantime::format_rfc3339_seconds(started).to_string();
+    // Made before the run, so an unwritable results dir fails in a second,
+    // not after a ten-minute run.
+    let dir = results::create_run_dir(&opts.results_dir, &started_at, &profile.name)?;
     let tap = Arc::new(RunTap::default());
-    let daemon = Daemon::start_with(
+    let daemon = match Daemon::start_with(
         cfg.clone(),
         RunOptions {
             // No config file: a SIGHUP reload must not undo the profile.
@@ -102,7 +106,15 @@ pub async fn run(
             tap: Some(tap.clone()),
         },
     )
-    .await?;
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            // Nothing ran: leave no empty run folder behind.
+            let _ = std::fs::remove_dir(&dir);
+            return Err(e.into());
+        }
+    };
     tracing::info!(
         profile = %profile.name,
         duration = ?profile.duration,
@@ -191,7 +203,7 @@ pub async fn run(
             Mode::Capacity(_) => "capacity",
         },
         target,
-        started_at: humantime::format_rfc3339_seconds(started).to_string(),
+        started_at,
         finished_at: humantime::format_rfc3339_seconds(finished).to_string(),
         outcome: RunReport::outcome_of(&thresholds, interrupted),
         aborted,
@@ -214,7 +226,6 @@ pub async fn run(
         timeseries: recording.samples,
     };
 
-    let dir = results::create_run_dir(&opts.results_dir, &report.started_at, &profile.name)?;
     results::write(&dir, results::SUMMARY, &report.to_json())?;
     results::write(&dir, results::REPORT, &report::html::render(&report))?;
     results::write(&dir, results::METRICS, &exposition)?;
