@@ -10,6 +10,7 @@ need_apt=()
 # prometheus + promtool (Debian 2.42): rules tests and the end-to-end test.
 { command -v promtool && command -v prometheus; } >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl) # scripts/soak.sh
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium) # tests/oneshot_html.rs
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "test.sh: installing ${need_apt[*]}"
   if [ "$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi
