@@ -151,6 +151,9 @@ fn duration(secs: f64) -> String {
         return "-".to_owned();
     }
     let s = secs.round() as u64;
+    if s < 120 {
+        return format!("{s} s");
+    }
     match (s / 3600, (s % 3600) / 60, s % 60) {
         (0, 0, s) => format!("{s} s"),
         (0, m, 0) => format!("{m} min"),
