@@ -12,7 +12,7 @@ use std::fmt::Write;
 
 use super::svg::{Chart, Line, Marks, Series, Span, Stroke};
 use super::table::{format_target, format_value, status_label};
-use super::{Capacity, Outcome, Quantiles, RunReport, SpanTotals};
+use super::{Capacity, Outcome, Quantiles, RunReport, Sample, SpanTotals};
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
 
 const BLUE: &str = "#2563eb";
@@ -59,6 +59,7 @@ th.num, td.num { text-align: right; white-space: nowrap; }
 tr.fail td { background: #fef2f2; }
 tr.fail td:first-child { box-shadow: inset 3px 0 #dc2626; }
 tr.best td { font-weight: 650; }
+table.steps td:last-child { white-space: nowrap; }
 .pill { display: inline-block; min-width: 52px; text-align: center; font-size: 12px; font-weight: 700;
   border-radius: 999px; padding: 1px 10px; }
 .pill.pass { background: #dcfce7; color: #166534; }
@@ -426,8 +427,21 @@ fn time_scale(max_seconds: f64) -> (f64, &'static str) {
     }
 }
 
+/// Points over less than this are not charted: a rate over a sliver of a
+/// second (the partial point closed when traffic stops) is noise.
+const MIN_POINT_SECONDS: f64 = 0.1;
+
 fn charts(out: &mut String, r: &RunReport) {
-    let ts = &r.timeseries;
+    let mut prev = 0.0;
+    let ts: Vec<&Sample> = r
+        .timeseries
+        .iter()
+        .filter(|s| {
+            let keep = s.t - prev >= MIN_POINT_SECONDS;
+            prev = s.t;
+            keep
+        })
+        .collect();
     let burst_spans: Vec<Span> = r
         .bursts
         .iter()
@@ -439,7 +453,7 @@ fn charts(out: &mut String, r: &RunReport) {
             label: None,
         })
         .collect();
-    let line = |name: &str, color, stroke, f: &dyn Fn(&super::Sample) -> Option<f64>| Series {
+    let line = |name: &str, color, stroke, f: &dyn Fn(&Sample) -> Option<f64>| Series {
         name: name.to_owned(),
         color,
         stroke,
@@ -547,12 +561,14 @@ fn charts(out: &mut String, r: &RunReport) {
     } else {
         lag_threshold.map_or(0.0, |v| v.target)
     });
-    let lost: Vec<f64> = ts
+    // Losses are counts, marked from every point, however short.
+    let lost: Vec<f64> = r
+        .timeseries
         .iter()
         .filter(|s| s.lost_events > 0)
         .map(|s| s.t)
         .collect();
-    let lost_total: u64 = ts.iter().map(|s| s.lost_events).sum();
+    let lost_total: u64 = r.timeseries.iter().map(|s| s.lost_events).sum();
     let lag = Chart {
         title: "Projection lag".to_owned(),
         unit,
@@ -578,8 +594,9 @@ fn charts(out: &mut String, r: &RunReport) {
         let _ = writeln!(out, "<figure>{}</figure>", c.render());
     }
     out.push_str(
-        "<p class=\"muted\">One point per second; a missing point means no data in that second. \
-         Rates are per second over each point's interval.</p>\n</section>\n",
+        "<p class=\"muted\">One point per second; a gap means no data in that second. \
+         Rates are per second over each point's interval; the final partial point is not \
+         charted when it is shorter than 0.1 s.</p>\n</section>\n",
     );
 }
 
@@ -874,6 +891,24 @@ mod tests {
         assert_eq!(chart(&html, 2).matches("<polyline").count(), 2 * 2);
         // Rates always have data: one line each.
         assert_eq!(chart(&html, 0).matches("<polyline").count(), 4);
+    }
+
+    #[test]
+    fn a_sliver_of_a_last_point_is_not_charted() {
+        let mut r = report();
+        let mut tail = r.timeseries[5].clone();
+        tail.t += 0.0003;
+        tail.target_events_per_second = 0.0;
+        tail.lost_events = 2;
+        r.timeseries.push(tail);
+        let html = render(&r);
+        let rates = chart(&html, 0);
+        let first = &rates[rates.find("points=\"").unwrap() + 8..];
+        let points = &first[..first.find('"').unwrap()];
+        assert_eq!(points.split(' ').count(), 6, "{points}");
+        // Its losses still count.
+        assert_eq!(chart(&html, 2).matches("class=\"mark\"").count(), 2);
+        assert!(html.contains(">lost events (3)</text>"));
     }
 
     #[test]

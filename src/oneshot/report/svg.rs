@@ -116,14 +116,35 @@ fn tick_label(v: f64, step: f64) -> String {
 
 /// Y ticks from 0: the step and the top of the axis.
 fn y_axis(max: f64) -> (f64, f64) {
+    // A little headroom: a line at the maximum stays off the top edge.
     let max = if max.is_finite() && max > 0.0 {
-        max
+        max * 1.03
     } else {
         1.0
     };
-    let step = nice_step(max, 5.0);
-    let top = ((max / step) - 1e-9).ceil().max(1.0) * step;
-    (step, top)
+    // Of the 1-2-5 step near a fifth of the range and the one below it, the
+    // one with 4 to 10 gridlines and the lowest top (0-700 by 100 rather
+    // than 0-800 by 200), the larger on a tie.
+    let top_of = |step: f64| ((max / step) - 1e-9).ceil().max(1.0) * step;
+    let big = nice_step(max, 5.0);
+    let small = smaller_step(big);
+    let fits = |step: f64| (4.0..=10.0).contains(&(top_of(step) / step).round());
+    let step = match (fits(big), fits(small)) {
+        (true, true) if top_of(small) < top_of(big) => small,
+        (false, true) => small,
+        _ => big,
+    };
+    (step, top_of(step))
+}
+
+/// The 1-2-5 step below `step`: 2000 → 1000 → 500 → 200.
+fn smaller_step(step: f64) -> f64 {
+    let mag = 10f64.powf(step.log10().floor());
+    match (step / mag).round() as u32 {
+        1 => mag / 2.0,
+        2 => mag,
+        _ => mag * 2.0,
+    }
 }
 
 /// X ticks: 1-2-5 seconds up to 10 minutes, then whole minutes.
@@ -485,8 +506,13 @@ mod tests {
         assert_eq!(nice_step(0.0, 5.0), 1.0);
         assert_eq!(nice_step(f64::NAN, 5.0), 1.0);
         assert_eq!(y_axis(0.0), (0.2, 1.0));
-        assert_eq!(y_axis(600.0), (200.0, 600.0));
-        assert_eq!(y_axis(601.0), (200.0, 800.0));
+        assert_eq!(y_axis(600.0), (100.0, 700.0));
+        assert_eq!(y_axis(580.0), (100.0, 600.0));
+        assert_eq!(y_axis(5000.0), (1000.0, 6000.0));
+        assert_eq!(y_axis(9.0), (2.0, 10.0));
+        assert_eq!(smaller_step(2000.0), 1000.0);
+        assert_eq!(smaller_step(1.0), 0.5);
+        assert_eq!(smaller_step(0.05), 0.02);
         assert_eq!(tick_label(0.4, 0.2), "0.4");
         assert_eq!(tick_label(400.0, 200.0), "400");
         assert_eq!(tick_label(0.05, 0.05), "0.05");
