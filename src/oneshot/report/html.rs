@@ -59,7 +59,8 @@ th.num, td.num { text-align: right; white-space: nowrap; }
 tr.fail td { background: #fef2f2; }
 tr.fail td:first-child { box-shadow: inset 3px 0 #dc2626; }
 tr.best td { font-weight: 650; }
-table.steps td:last-child { white-space: nowrap; }
+table.steps td, table.steps th { padding-left: 8px; padding-right: 8px; }
+table.steps .detail { display: block; margin: 2px 0 0; }
 .pill { display: inline-block; min-width: 52px; text-align: center; font-size: 12px; font-weight: 700;
   border-radius: 999px; padding: 1px 10px; }
 .pill.pass { background: #dcfce7; color: #166534; }
@@ -510,6 +511,7 @@ fn charts(out: &mut String, r: &RunReport) {
         lines,
         spans,
         marks: None,
+        x_max: 0.0,
     };
 
     // 2. Request latency.
@@ -547,6 +549,7 @@ fn charts(out: &mut String, r: &RunReport) {
         lines: threshold_line(lat_threshold, k),
         spans: burst_spans.clone(),
         marks: None,
+        x_max: 0.0,
     };
 
     // 3. Projection lag, with lost probe events.
@@ -587,10 +590,17 @@ fn charts(out: &mut String, r: &RunReport) {
             color: RED,
             xs: lost,
         }),
+        x_max: 0.0,
     };
 
     out.push_str("<section id=\"charts\">\n<h2>Over time</h2>\n");
-    for c in [rates, latency, lag] {
+    // One time axis for all three, so they line up.
+    let mut all = [rates, latency, lag];
+    let x_max = all.iter().map(Chart::x_extent).fold(0.0, f64::max);
+    for c in &mut all {
+        c.x_max = x_max;
+    }
+    for c in all {
         let _ = writeln!(out, "<figure>{}</figure>", c.render());
     }
     out.push_str(

@@ -74,6 +74,9 @@ pub struct Chart {
     pub lines: Vec<Line>,
     pub spans: Vec<Span>,
     pub marks: Option<Marks>,
+    /// The x axis reaches at least this far (to line up charts); the data
+    /// may take it further.
+    pub x_max: f64,
 }
 
 enum Swatch {
@@ -171,18 +174,24 @@ fn finite(v: Option<f64>) -> Option<f64> {
 }
 
 impl Chart {
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-
-        // The x range: the data and the spans, at least a second.
-        let x_max = self
-            .series
+    /// The x range the chart needs: its data, spans and marks, at least 1.
+    pub fn x_extent(&self) -> f64 {
+        self.series
             .iter()
             .flat_map(|s| s.points.iter().map(|p| p.0))
             .chain(self.spans.iter().map(|s| s.to))
             .chain(self.marks.iter().flat_map(|m| m.xs.iter().copied()))
             .filter(|x| x.is_finite())
-            .fold(1.0_f64, f64::max);
+            .fold(1.0_f64, f64::max)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+
+        let x_max = match self.x_max {
+            m if m.is_finite() => self.x_extent().max(m),
+            _ => self.x_extent(),
+        };
         let data_max = self
             .series
             .iter()
@@ -573,6 +582,7 @@ mod tests {
                     color: "#f00",
                     xs: vec![],
                 }),
+                x_max: f64::INFINITY,
             }
             .render();
             let lower = svg.to_lowercase();
