@@ -126,12 +126,12 @@ fn y_axis(max: f64) -> (f64, f64) {
         1.0
     };
     // Of the 1-2-5 step near a fifth of the range and the one below it, the
-    // one with 4 to 10 gridlines and the lowest top (0-700 by 100 rather
+    // one with 4 to 8 gridlines and the lowest top (0-700 by 100 rather
     // than 0-800 by 200), the larger on a tie.
     let top_of = |step: f64| ((max / step) - 1e-9).ceil().max(1.0) * step;
     let big = nice_step(max, 5.0);
     let small = smaller_step(big);
-    let fits = |step: f64| (4.0..=10.0).contains(&(top_of(step) / step).round());
+    let fits = |step: f64| (4.0..=8.0).contains(&(top_of(step) / step).round());
     let step = match (fits(big), fits(small)) {
         (true, true) if top_of(small) < top_of(big) => small,
         (false, true) => small,
@@ -207,12 +207,16 @@ impl Chart {
                 && l.value >= 0.0
                 && (data_max <= 0.0 || l.value <= data_max * THRESHOLD_HEADROOM)
         };
-        let y_want = self
+        let mut y_want = self
             .lines
             .iter()
             .filter(|l| shown(l))
             .map(|l| l.value)
             .fold(data_max, f64::max);
+        // Room for the span labels along the top, above the data.
+        if self.spans.iter().any(|s| s.label.is_some()) {
+            y_want *= 1.1;
+        }
         let (y_step, y_top) = y_axis(y_want);
 
         // The legend, wrapped into rows above the plot.
@@ -519,6 +523,7 @@ mod tests {
         assert_eq!(y_axis(580.0), (100.0, 600.0));
         assert_eq!(y_axis(5000.0), (1000.0, 6000.0));
         assert_eq!(y_axis(9.0), (2.0, 10.0));
+        assert_eq!(y_axis(4200.0), (1000.0, 5000.0));
         assert_eq!(smaller_step(2000.0), 1000.0);
         assert_eq!(smaller_step(1.0), 0.5);
         assert_eq!(smaller_step(0.05), 0.02);
