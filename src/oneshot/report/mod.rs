@@ -3,6 +3,7 @@
 //! rendered from the same [`RunReport`].
 
 pub mod html;
+mod svg;
 pub mod table;
 
 use serde::Serialize;
