@@ -278,6 +278,12 @@ impl Daemon {
         self.controls.resume();
     }
 
+    /// The end of a one-shot run: no more traffic or probe launches, while
+    /// probe runs in progress finish (see [`Gate::stop_for_drain`]).
+    pub fn stop_for_drain(&self) {
+        self.controls.gate.stop_for_drain();
+    }
+
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }

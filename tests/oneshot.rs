@@ -268,6 +268,8 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
         run.stdout
     );
     assert_eq!(s["capacity"]["stopped_by"], "refined", "{}", run.stdout);
+    // The canary sent its schedule; the target's 503s bounded the figure.
+    assert_eq!(s["capacity"]["limited_by"], "target", "{}", run.stdout);
     let steps = s["capacity"]["steps"].as_array().unwrap();
     assert!(steps.iter().any(|st| st["passed"] == false));
     assert!(steps.iter().any(|st| st["phase"] == "refine"));

@@ -145,7 +145,7 @@ pub async fn run(
     quiet.traffic.events_per_second = 0.0;
     quiet.traffic.burst.duration = Duration::ZERO;
     daemon.set_traffic(&quiet);
-    daemon.pause();
+    daemon.stop_for_drain();
     recorder.traffic_ended();
     let drain_until = tokio::time::Instant::now() + cfg.lag.timeout + DRAIN_MARGIN;
     while (daemon.running() > 0 || daemon.probes_running() > 0)
@@ -332,6 +332,19 @@ async fn ramp(
         let totals = recorder.with(|r| r.phase.clone());
         let verdicts = thresholds::judge(&step_thresholds, &totals, lag_enabled);
         let passed = !verdicts.iter().any(Verdict::failed);
+        let sent_rate = if totals.seconds > 0.0 {
+            totals.sent as f64 / totals.seconds
+        } else {
+            0.0
+        };
+        let canary_limited = sent_rate < step_thresholds.throughput_ratio * totals.scheduled_rate();
+        if canary_limited {
+            tracing::warn!(
+                events_per_second = step.rate,
+                sent_per_second = sent_rate,
+                "the canary could not send this step's rate: the result is bounded by the canary"
+            );
+        }
         tracing::info!(
             events_per_second = step.rate,
             passed,
@@ -344,6 +357,7 @@ async fn ramp(
             judged_from,
             ended_at: recorder.elapsed().as_secs_f64(),
             passed,
+            canary_limited,
             totals: SpanTotals::of(&totals),
             thresholds: verdicts,
         });
@@ -352,11 +366,22 @@ async fn ramp(
             None => break ramp.stopped_by.unwrap_or("refined"),
         }
     };
+    let lowest_failure = steps
+        .iter()
+        .filter(|s| !s.passed)
+        .min_by(|a, b| a.events_per_second.total_cmp(&b.events_per_second));
+    let limited_by = match (stopped_by, lowest_failure) {
+        ("ceiling", _) => Some("ceiling"),
+        (_, Some(s)) if s.canary_limited => Some("canary"),
+        (_, Some(_)) => Some("target"),
+        (_, None) => None,
+    };
     (
         ended,
         Capacity {
             events_per_second: ramp.best(),
             stopped_by,
+            limited_by,
             steps,
         },
     )

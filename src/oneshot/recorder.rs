@@ -17,6 +17,8 @@ use crate::metrics::Metrics;
 
 /// How often the scheduled rate is integrated.
 pub const TICK: Duration = Duration::from_millis(100);
+/// Shortest partial point that is charted.
+const MIN_POINT: Duration = Duration::from_millis(250);
 /// Ticks per chart point (one point per second).
 const TICKS_PER_SAMPLE: u32 = 10;
 
@@ -128,6 +130,15 @@ impl Sampler {
 
     /// Closes the current chart point and adds it to the totals.
     fn flush(&mut self, rec: &Mutex<Recording>, now: Instant) {
+        // The schedule since the last tick belongs to this point too (a
+        // flush off the tick grid, when traffic ends, would miss it).
+        let since_tick = now.duration_since(self.last_tick).as_secs_f64();
+        self.last_tick = now;
+        let (target, burst) = self.metrics.target_state();
+        if rec.lock().traffic_on {
+            self.point_scheduled += target * since_tick;
+            self.point_burst |= burst && since_tick > 0.0;
+        }
         let span = now.duration_since(self.last_sample).as_secs_f64();
         self.last_sample = now;
         self.tap.take(&mut self.data);
@@ -150,22 +161,26 @@ impl Sampler {
                 t.accepted += d_acc;
             }
             let per_s = |n: f64| n / span;
-            rec.samples.push(Sample {
-                t: now.duration_since(self.start).as_secs_f64(),
-                target_events_per_second: per_s(self.point_scheduled),
-                sent_events_per_second: per_s(d_sent as f64),
-                accepted_events_per_second: per_s(d_acc as f64),
-                requests_per_second: per_s(d.requests.count() as f64),
-                errors_per_second: per_s(d.requests.errors as f64),
-                latency_p50_seconds: d.requests.quantile(0.5),
-                latency_p95_seconds: d.requests.quantile(0.95),
-                latency_p99_seconds: d.requests.quantile(0.99),
-                lag_p50_seconds: d.lag.quantile(0.5),
-                lag_p95_seconds: d.lag.quantile(0.95),
-                lag_samples: d.lag.count(),
-                lost_events: d.lost,
-                burst: self.point_burst,
-            });
+            // A sliver of a point (traffic ending just after a tick) counts in
+            // the totals but would chart as noise.
+            if span >= MIN_POINT.as_secs_f64() {
+                rec.samples.push(Sample {
+                    t: now.duration_since(self.start).as_secs_f64(),
+                    target_events_per_second: per_s(self.point_scheduled),
+                    sent_events_per_second: per_s(d_sent as f64),
+                    accepted_events_per_second: per_s(d_acc as f64),
+                    requests_per_second: per_s(d.requests.count() as f64),
+                    errors_per_second: per_s(d.requests.errors as f64),
+                    latency_p50_seconds: d.requests.quantile(0.5),
+                    latency_p95_seconds: d.requests.quantile(0.95),
+                    latency_p99_seconds: d.requests.quantile(0.99),
+                    lag_p50_seconds: d.lag.quantile(0.5),
+                    lag_p95_seconds: d.lag.quantile(0.95),
+                    lag_samples: d.lag.count(),
+                    lost_events: d.lost,
+                    burst: self.point_burst,
+                });
+            }
         }
         self.point_scheduled = 0.0;
         self.point_burst = false;

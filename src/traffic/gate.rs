@@ -91,6 +91,15 @@ impl Gate {
         }
     }
 
+    /// Stops traffic and probe launches at the end of a one-shot run, so the
+    /// probe events already out can resolve. Not an operator's pause: the
+    /// `paused` gauge stays 0 (the final metrics are pushed as they are).
+    pub fn stop_for_drain(&self) {
+        if !self.paused.swap(true, Ordering::AcqRel) {
+            tracing::info!("run over: traffic stopped, waiting for probe events still out");
+        }
+    }
+
     pub fn resume(&self) {
         if self.paused.swap(false, Ordering::AcqRel) {
             self.metrics.ops.paused.set(0);

@@ -323,6 +323,18 @@ fn stopped_by(s: &str) -> String {
     }
 }
 
+fn limited_by(s: Option<&str>) -> Option<&'static str> {
+    match s? {
+        "target" => Some("Limited by the target: at the lowest failing rate the canary sent its full schedule."),
+        "canary" => Some(
+            "Limited by the canary: it could not send the lowest failing rate (see Sent). Give it more \
+             CPU or shard it to measure higher; the target may sustain more.",
+        ),
+        "ceiling" => Some("Limited by the rate ceiling traffic.max_events_per_second; raise it to look higher."),
+        _ => None,
+    }
+}
+
 fn capacity(out: &mut String, c: &Capacity) {
     let figure = c.events_per_second.map_or_else(|| "none".to_owned(), rate);
     let _ = write!(
@@ -338,6 +350,9 @@ fn capacity(out: &mut String, c: &Capacity) {
         escape(&figure),
         escape(&stopped_by(c.stopped_by))
     );
+    if let Some(note) = limited_by(c.limited_by) {
+        let _ = writeln!(out, "<p class=\"muted\">{}</p>", escape(note));
+    }
     out.push_str(
         "<table class=\"steps\"><thead><tr><th class=\"num\">#</th><th class=\"num\">Rate</th>\
          <th>Phase</th><th class=\"num\">Judged</th><th class=\"num\">Sent</th><th class=\"num\">Accepted</th>\
@@ -1019,6 +1034,7 @@ mod tests {
             judged_from: from + 2.0,
             ended_at: from + 3.0,
             passed,
+            canary_limited: !passed,
             totals: totals(),
             thresholds: vec![verdict(
                 id::LATENCY,
@@ -1030,6 +1046,7 @@ mod tests {
         r.capacity = Some(Capacity {
             events_per_second: Some(200.0),
             stopped_by: "refined",
+            limited_by: Some("canary"),
             steps: vec![step(200.0, 0.0, true), step(400.0, 3.0, false)],
         });
         r.thresholds = vec![Verdict {
@@ -1051,6 +1068,10 @@ mod tests {
         // The failing step says which threshold failed.
         assert!(steps.contains("<span class=\"detail\">p95 latency</span>"));
         assert!(html.contains("<div class=\"figure\">200.0/s</div>"));
+        assert!(
+            html.contains("Limited by the canary"),
+            "limited_by is shown"
+        );
         let rates = chart(&html, 0);
         assert_eq!(rates.matches("class=\"span\"").count(), 2);
         assert!(rates.contains(">judged step: pass</text>"));

@@ -113,6 +113,9 @@ pub struct CapacityStep {
     pub judged_from: f64,
     pub ended_at: f64,
     pub passed: bool,
+    /// The canary itself sent under the throughput objective's share of the
+    /// schedule (it saturated, not necessarily the target).
+    pub canary_limited: bool,
     pub totals: SpanTotals,
     pub thresholds: Vec<Verdict>,
 }
@@ -125,6 +128,12 @@ pub struct Capacity {
     /// `traffic.max_events_per_second`), `budget` (ran out of `--for`),
     /// `interrupted`.
     pub stopped_by: &'static str,
+    /// What bounded the figure: `target` (the lowest failing step failed
+    /// while the canary sent its schedule), `canary` (the canary could not
+    /// send the lowest failing rate: give it CPU or shard to look higher),
+    /// `ceiling` (`traffic.max_events_per_second`), or `null` (no step
+    /// failed and the ramp ran out of budget or was interrupted).
+    pub limited_by: Option<&'static str>,
     pub steps: Vec<CapacityStep>,
 }
 

@@ -87,10 +87,15 @@ pub fn render(r: &RunReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:>10}  {:<7} {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  RESULT",
-            "RATE", "PHASE", "ACCEPTED", "LATENCY", "ERRORS", "LAG", "LOST"
+            "{:>10}  {:<7} {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  RESULT",
+            "RATE", "PHASE", "SENT", "ACCEPTED", "LATENCY", "ERRORS", "LAG", "LOST"
         );
         for s in &c.steps {
+            let sent = if s.totals.seconds > 0.0 {
+                s.totals.events_sent as f64 / s.totals.seconds
+            } else {
+                0.0
+            };
             let q = |v: Option<f64>| {
                 v.map_or_else(|| "-".to_owned(), |x| format_value(x, Unit::Seconds))
             };
@@ -101,9 +106,10 @@ pub fn render(r: &RunReport) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:>10}  {:<7} {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  {}",
+                "{:>10}  {:<7} {:>10}  {:>10}  {:>10}  {:>9}  {:>10}  {:>5}  {}",
                 format_value(s.events_per_second, Unit::EventsPerSecond),
                 s.phase,
+                format_value(sent, Unit::EventsPerSecond),
                 format_value(s.totals.achieved_events_per_second, Unit::EventsPerSecond),
                 q(s.totals.latency_seconds.p95),
                 format_value(err, Unit::Ratio),
@@ -114,13 +120,21 @@ pub fn render(r: &RunReport) -> String {
         }
         let _ = writeln!(
             out,
-            "capacity: {} (ramp stopped by {})",
+            "capacity: {} (ramp stopped by {}; limited by {})",
             c.events_per_second.map_or_else(
                 || "none".to_owned(),
                 |v| format_value(v, Unit::EventsPerSecond)
             ),
-            c.stopped_by
+            c.stopped_by,
+            c.limited_by.unwrap_or("nothing yet"),
         );
+        if c.limited_by == Some("canary") {
+            let _ = writeln!(
+                out,
+                "note: the canary itself could not send the failing rate (SENT below the schedule); \
+                 give it more CPU or shard it to measure higher"
+            );
+        }
     }
     let _ = writeln!(out);
     out.push_str(&threshold_rows(&r.thresholds));
