@@ -98,6 +98,16 @@ quiet('a healthy target or another job never fires', 'RehabCanaryDown',
 health('fires when the job has no target', 'RehabCanaryAbsent',
        [{'series': 'up{job="other",instance="x"}', 'values': '1x10'}], '6m', [jl], ['3m'])
 quiet('a present target never fires', 'RehabCanaryAbsent', [{'series': f'up{{{base}}}', 'values': '0x10'}], ['6m', '10m'])
+# Shard i of tot reports for the first n of 30 minutes, then vanishes.
+def shard(i, tot, n, job=J):
+    gone = f' _x{30 - n}' if n < 30 else ''
+    at = f'job="{job}",instance="canary-{i}:8742"'
+    return [{'series': f'rehab_canary_shard_info{{{at},index="{i}",total="{tot}"}}', 'values': f'1x{n}{gone}'},
+            {'series': f'rehab_canary_shards_configured{{{at}}}', 'values': f'{tot}x{n}{gone}'}]
+health('fires when a shard stops reporting for 10m', 'RehabCanaryShardMissing',
+       shard(0, 3, 30) + shard(1, 3, 30) + shard(2, 3, 5), '25m', [jl], ['12m'])
+quiet('all shards, or an unsharded canary of another job, never fire', 'RehabCanaryShardMissing',
+      shard(0, 3, 30) + shard(1, 3, 30) + shard(2, 3, 30) + shard(0, 1, 30, job='other'), ['20m'])
 health('fires after 10m under half the target', 'RehabCanaryUnderTargetRate',
        [s('rehab_canary_events_sent_total', 'kind="session_started"', '0+1200x30'),
         s('rehab_canary_target_events_per_second', '', '50x30'), s('rehab_canary_paused', '', '0x30')],

@@ -75,6 +75,8 @@ async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
         let info = [("index", index.to_string()), ("total", "3".to_owned())];
         let labels: Vec<(&str, &str)> = info.iter().map(|(k, v)| (*k, v.as_str())).collect();
         assert_eq!(s.value("rehab_canary_shard_info", &labels), 1.0);
+        // What RehabCanaryShardMissing compares the reporting shards with.
+        assert_eq!(s.value("rehab_canary_shards_configured", &[]), 3.0);
         let stream = client
             .get(format!(
                 "{}/api/v1/patients/canary-s{index}-p000000/stream",

@@ -80,6 +80,7 @@ pub struct OpsMetrics {
     rate_limit_wait: [Counter<f64, AtomicU64>; 3],
     invalid: [Counter; Endpoint::ALL.len()],
     shard_info: Family<ShardLabels, Gauge>,
+    shards_configured: Gauge,
     /// Logged once per endpoint, so a broken target does not flood the log.
     invalid_logged: [AtomicBool; Endpoint::ALL.len()],
 }
@@ -176,6 +177,13 @@ impl OpsMetrics {
             "This instance's shard; the value is always 1",
             shard_info.clone(),
         );
+        let shards_configured = Gauge::default();
+        registry.register(
+            "rehab_canary_shards_configured",
+            "shard.total: how many shards the deployment should have; an alert compares it with \
+             the number of shards that report",
+            shards_configured.clone(),
+        );
         let class = |i: usize| ClassLabel {
             class: TRAFFIC_CLASSES[i],
         };
@@ -190,6 +198,7 @@ impl OpsMetrics {
             paused,
             rate_limited: std::array::from_fn(|i| limited_family.get_or_create_owned(&class(i))),
             rate_limit_wait: std::array::from_fn(|i| wait_family.get_or_create_owned(&class(i))),
+            shards_configured,
             invalid,
             invalid_logged: Default::default(),
             shard_info,
@@ -223,6 +232,7 @@ impl OpsMetrics {
                 total: total.to_string(),
             })
             .set(1);
+        self.shards_configured.set(i64::from(total));
     }
 
     /// A 2xx answer of `endpoint` had a body that is not JSON.

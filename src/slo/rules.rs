@@ -437,6 +437,16 @@ fn health_alerts(cfg: &SloConfig) -> Vec<Rule> {
             "Prometheus has had no target of the canary's job for 5 minutes: service discovery or the scrape config lost it, so every other canary alert is silent.",
         ),
         alert(
+            "RehabCanaryShardMissing",
+            format!(
+                "count by (job) (rehab_canary_shard_info{{job=\"{job}\"}})\n<\nmax by (job) (rehab_canary_shards_configured{{job=\"{job}\"}})"
+            ),
+            Some("10m"),
+            "ticket",
+            "Fewer canary shards report in {{ $labels.job }} than configured",
+            "Fewer shards of {{ $labels.job }} have reported for 10 minutes than shard.total says (rehab_canary_shards_configured), e.g. a pod stuck Pending or failing its scrapes. The missing shards' share of the rate is not offered and their lag probes do not run, so throughput and lag data under-represent the plan.",
+        ),
+        alert(
             "RehabCanaryUnderTargetRate",
             "(\n  sum by (job, instance) (rate(rehab_canary_events_sent_total[5m]))\n  <\n  0.5 * sum by (job, instance) (rehab_canary_target_events_per_second)\n)\nand on (job, instance)\nmax by (job, instance) (rehab_canary_paused) == 0".to_owned(),
             Some("10m"),
