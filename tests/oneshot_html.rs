@@ -59,6 +59,8 @@ fn chromium() -> Command {
     cmd.args([
         "--headless",
         "--no-sandbox",
+        // CI containers often have a tiny /dev/shm.
+        "--disable-dev-shm-usage",
         "--disable-gpu",
         "--hide-scrollbars",
         "--no-first-run",
