@@ -447,9 +447,44 @@ fn time_scale(max_seconds: f64) -> (f64, &'static str) {
 /// second (the partial point closed when traffic stops) is noise.
 const MIN_POINT_SECONDS: f64 = 0.1;
 
+/// Most points per series: a long run is folded into buckets so the page
+/// stays small (a 24 h run would otherwise carry 86 400 points per line).
+const MAX_POINTS: usize = 720;
+
+/// Folds consecutive samples into buckets of `n`: rates are averaged,
+/// quantiles keep the bucket's worst (so a spike stays visible), counts add
+/// up, and a bucket is a burst if any of its seconds was.
+fn downsample(ts: &[&Sample], n: usize) -> Vec<Sample> {
+    ts.chunks(n.max(1))
+        .filter_map(|c| {
+            let last = c.last()?;
+            let len = c.len() as f64;
+            let mean = |f: fn(&Sample) -> f64| c.iter().map(|s| f(s)).sum::<f64>() / len;
+            let worst =
+                |f: fn(&Sample) -> Option<f64>| c.iter().filter_map(|s| f(s)).reduce(f64::max);
+            Some(Sample {
+                t: last.t,
+                target_events_per_second: mean(|s| s.target_events_per_second),
+                sent_events_per_second: mean(|s| s.sent_events_per_second),
+                accepted_events_per_second: mean(|s| s.accepted_events_per_second),
+                requests_per_second: mean(|s| s.requests_per_second),
+                errors_per_second: mean(|s| s.errors_per_second),
+                latency_p50_seconds: worst(|s| s.latency_p50_seconds),
+                latency_p95_seconds: worst(|s| s.latency_p95_seconds),
+                latency_p99_seconds: worst(|s| s.latency_p99_seconds),
+                lag_p50_seconds: worst(|s| s.lag_p50_seconds),
+                lag_p95_seconds: worst(|s| s.lag_p95_seconds),
+                lag_samples: c.iter().map(|s| s.lag_samples).sum(),
+                lost_events: c.iter().map(|s| s.lost_events).sum(),
+                burst: c.iter().any(|s| s.burst),
+            })
+        })
+        .collect()
+}
+
 fn charts(out: &mut String, r: &RunReport) {
     let mut prev = 0.0;
-    let ts: Vec<&Sample> = r
+    let kept: Vec<&Sample> = r
         .timeseries
         .iter()
         .filter(|s| {
@@ -458,6 +493,8 @@ fn charts(out: &mut String, r: &RunReport) {
             keep
         })
         .collect();
+    let per_point = kept.len().div_ceil(MAX_POINTS).max(1);
+    let ts = downsample(&kept, per_point);
     let burst_spans: Vec<Span> = r
         .bursts
         .iter()
@@ -618,10 +655,18 @@ fn charts(out: &mut String, r: &RunReport) {
     for c in all {
         let _ = writeln!(out, "<figure>{}</figure>", c.render());
     }
-    out.push_str(
-        "<p class=\"muted\">One point per second; a gap means no data in that second. \
-         Rates are per second over each point's interval; the final partial point is not \
-         charted when it is shorter than 0.1 s.</p>\n</section>\n",
+    let resolution = if per_point == 1 {
+        "One point per second; a gap means no data in that second.".to_owned()
+    } else {
+        format!(
+            "One point per {per_point} seconds (the run is long): rates are averaged over the \
+             point, latency and lag show the worst second of it; a gap means no data."
+        )
+    };
+    let _ = write!(
+        out,
+        "<p class=\"muted\">{resolution} Rates are per second over each point's interval; the \
+         final partial point is not charted when it is shorter than 0.1 s.</p>\n</section>\n"
     );
 }
 
@@ -1009,6 +1054,44 @@ mod tests {
         let html = render(&one);
         assert_eq!(html.matches("<svg").count(), 3);
         no_bad_numbers(&html);
+    }
+
+    #[test]
+    fn a_long_run_is_folded_into_few_points_and_keeps_its_spikes() {
+        let mut r = report();
+        let one = r.timeseries[0].clone();
+        // Three hours, one second each, with a single latency spike.
+        r.timeseries = (1..=10_800)
+            .map(|i| Sample {
+                t: f64::from(i),
+                latency_p99_seconds: Some(if i == 5_000 { 3.0 } else { 0.25 }),
+                ..one.clone()
+            })
+            .collect();
+        let html = render(&r);
+        no_bad_numbers(&html);
+        let latency = chart(&html, 1);
+        // Every series is one polyline of at most MAX_POINTS points.
+        for line in latency.split("<polyline").skip(1) {
+            let pts = line
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            assert!(
+                pts.split(' ').count() <= MAX_POINTS,
+                "{} points",
+                pts.split(' ').count()
+            );
+        }
+        assert_eq!(latency.matches("<polyline").count(), 3, "p50, p95, p99");
+        // The one-second spike survives the folding and sets the scale.
+        // (A 15-second mean would have drawn it at 0.43 s.)
+        assert!(latency.contains(">3000 ms<"), "the axis reaches the spike");
+        assert!(html.len() < 400_000, "{} bytes", html.len());
+        assert!(html.contains("One point per 15 seconds"));
     }
 
     #[test]
