@@ -353,11 +353,19 @@ fn capacity(out: &mut String, c: &Capacity) {
     if let Some(note) = limited_by(c.limited_by) {
         let _ = writeln!(out, "<p class=\"muted\">{}</p>", escape(note));
     }
-    out.push_str(
+    // Headers name the percentile the thresholds judge (p95 unless configured).
+    let lat_head = c.threshold_name(id::LATENCY).unwrap_or("latency");
+    let lag_head = c
+        .threshold_name(id::PROJECTION_LAG)
+        .map_or("lag".to_owned(), |n| n.replace("projection lag", "lag"));
+    let _ = write!(
+        out,
         "<table class=\"steps\"><thead><tr><th class=\"num\">#</th><th class=\"num\">Rate</th>\
          <th>Phase</th><th class=\"num\">Judged</th><th class=\"num\">Sent</th><th class=\"num\">Accepted</th>\
-         <th class=\"num\">p95 latency</th><th class=\"num\">Errors</th><th class=\"num\">Lag p95</th>\
+         <th class=\"num\">{}</th><th class=\"num\">Errors</th><th class=\"num\">{}</th>\
          <th class=\"num\">Lost</th><th>Result</th></tr></thead>\n<tbody>\n",
+        escape(lat_head),
+        escape(&lag_head),
     );
     let q = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |x| format_value(x, Unit::Seconds));
     for (i, s) in c.steps.iter().enumerate() {
@@ -404,9 +412,9 @@ fn capacity(out: &mut String, c: &Capacity) {
                 0.0
             })),
             acc = escape(&rate(t.achieved_events_per_second)),
-            lat = escape(&q(t.latency_seconds.p95)),
+            lat = escape(&q(s.judged_value(id::LATENCY))),
             err = escape(&format_value(err, Unit::Ratio)),
-            lag = escape(&q(t.projection_lag_seconds.p95)),
+            lag = escape(&q(s.judged_value(id::PROJECTION_LAG))),
             lost = t.lost_events,
         );
     }
@@ -1121,7 +1129,7 @@ mod tests {
             totals: totals(),
             thresholds: vec![verdict(
                 id::LATENCY,
-                "p95 latency",
+                "p99 latency",
                 if passed { Status::Pass } else { Status::Fail },
                 Some(if passed { 0.1 } else { 0.3 }),
             )],
@@ -1149,7 +1157,10 @@ mod tests {
         assert!(steps.contains("<tr class=\"fail\">"));
         assert!(steps.contains(">400.0/s<") && steps.contains("5–6 s"));
         // The failing step says which threshold failed.
-        assert!(steps.contains("<span class=\"detail\">p95 latency</span>"));
+        assert!(steps.contains("<span class=\"detail\">p99 latency</span>"));
+        // The column shows the judged percentile, named as configured.
+        assert!(steps.contains(">p99 latency</th>"), "{steps}");
+        assert!(steps.contains(">300.0 ms<"), "{steps}");
         assert!(html.contains("<div class=\"figure\">200.0/s</div>"));
         assert!(
             html.contains("Limited by the canary"),

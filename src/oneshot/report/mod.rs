@@ -120,6 +120,14 @@ pub struct CapacityStep {
     pub thresholds: Vec<Verdict>,
 }
 
+impl CapacityStep {
+    /// The value a threshold row judged in this step: the configured
+    /// percentile, not a fixed p95.
+    pub fn judged_value(&self, id: &str) -> Option<f64> {
+        self.thresholds.iter().find(|v| v.id == id)?.value
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capacity {
     /// The highest rate that passed every threshold; `null` if none did.
@@ -135,6 +143,14 @@ pub struct Capacity {
     /// failed and the ramp ran out of budget or was interrupted).
     pub limited_by: Option<&'static str>,
     pub steps: Vec<CapacityStep>,
+}
+
+impl Capacity {
+    /// The row name of a threshold in the steps (e.g. "p99 latency").
+    pub fn threshold_name(&self, id: &str) -> Option<&str> {
+        let step = self.steps.first()?;
+        Some(step.thresholds.iter().find(|v| v.id == id)?.name.as_str())
+    }
 }
 
 /// `summary.json`.

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::{Outcome, RunReport};
-use crate::oneshot::thresholds::{Comparison, Status, Unit, Verdict};
+use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
 
 /// A value in the unit people read it in: ms, %, events/s, a count.
 pub fn format_value(v: f64, unit: Unit) -> String {
@@ -111,9 +111,9 @@ pub fn render(r: &RunReport) -> String {
                 s.phase,
                 format_value(sent, Unit::EventsPerSecond),
                 format_value(s.totals.achieved_events_per_second, Unit::EventsPerSecond),
-                q(s.totals.latency_seconds.p95),
+                q(s.judged_value(id::LATENCY)),
                 format_value(err, Unit::Ratio),
-                q(s.totals.projection_lag_seconds.p95),
+                q(s.judged_value(id::PROJECTION_LAG)),
                 s.totals.lost_events,
                 if s.passed { "PASS" } else { "FAIL" },
             );
