@@ -11,7 +11,9 @@
 #
 # Usage: scripts/soak.sh [MINUTES]            (default 30; decimals allowed)
 # Bounds (exit 1 when exceeded, so CI can run a short version):
-#   SOAK_MAX_MB_PER_HOUR   RSS growth after warm-up, MB/h   (unset: report only)
+#   SOAK_MAX_MB_PER_HOUR   RSS growth after warm-up, MB/h, judged on the smaller
+#                          of the two halves' slopes (a leak grows in both; a
+#                          one-off step shows in one) (unset: report only)
 #   SOAK_MAX_FD_GROWTH     fd growth from the first half of the samples after
 #                          warm-up to the second (unset: report only): the
 #                          smaller of the peak growth and the floor growth.
@@ -147,14 +149,24 @@ done
 # Least-squares slope of RSS over the samples after the warm-up, in MB/h
 # (1 MB = 1e6 bytes), plus the fd range over the same samples.
 awk -F'\t' -v warmup="$WARMUP" -v max_mb="${SOAK_MAX_MB_PER_HOUR:-}" -v max_fd="${SOAK_MAX_FD_GROWTH:-}" '
+  # Least-squares RSS slope over samples a..b, in MB/h.
+  function fit(a, b,   i, k, st, sr, stt, str, d) {
+    for (i = a; i <= b; i++) { k++; st += t[i]; sr += r[i]; stt += t[i] * t[i]; str += t[i] * r[i] }
+    d = k * stt - st * st
+    return d > 0 ? (k * str - st * sr) / d * 3600 / 1e6 : 0
+  }
   NR > 1 { n++; t[n] = $1; r[n] = $2 * 1024; f[n] = $3; e[n] = $4 }
   END {
     for (w = 1; w < n && t[w] < warmup; w++) {}
-    if (n - w + 1 < 3) { print "soak: too few samples after the warm-up of " warmup " s"; exit 1 }
-    for (i = w; i <= n; i++) { k++; st += t[i]; sr += r[i]; stt += t[i] * t[i]; str += t[i] * r[i] }
-    slope = (k * str - st * sr) / (k * stt - st * st)            # bytes per second
-    mbh = slope * 3600 / 1e6
-    fmin = f[w]; fmax = f[w]; half = w + int((n - w + 1) / 2); p1 = 0; p2 = 0; l1 = -1; l2 = -1
+    if (n - w + 1 < 6) { print "soak: too few samples after the warm-up of " warmup " s"; exit 1 }
+    half = w + int((n - w + 1) / 2)
+    mbh = fit(w, n)
+    # A leak grows in both halves; a one-off step (one burst overlapping
+    # more requests raises the allocator high-water mark for good) lies in
+    # one. The bound judges the smaller of the two halves slopes.
+    h1 = fit(w, half - 1); h2 = fit(half, n)
+    judged = h1 < h2 ? h1 : h2
+    fmin = f[w]; fmax = f[w]; p1 = 0; p2 = 0; l1 = -1; l2 = -1
     for (i = w; i <= n; i++) {
       if (f[i] < fmin) fmin = f[i]; if (f[i] > fmax) fmax = f[i]
       if (i < half) { if (f[i] > p1) p1 = f[i]; if (l1 < 0 || f[i] < l1) l1 = f[i] }
@@ -165,11 +177,11 @@ awk -F'\t' -v warmup="$WARMUP" -v max_mb="${SOAK_MAX_MB_PER_HOUR:-}" -v max_fd="
     rate = (e[n] - e[w]) / (t[n] - t[w])
     printf "soak: %d samples, warm-up %d s excluded\n", n, t[w]
     printf "soak: RSS %.1f MB at end of warm-up, %.1f MB at end\n", r[w] / 1e6, r[n] / 1e6
-    printf "soak: RSS growth after warm-up %.2f MB/h\n", mbh
+    printf "soak: RSS growth after warm-up %.2f MB/h (halves %.2f, %.2f)\n", mbh, h1, h2
     printf "soak: fds after warm-up min %d max %d; peak growth %d (halves %d, %d), floor growth %d (halves %d, %d)\n", fmin, fmax, pgrowth, p1, p2, lgrowth, l1, l2
     printf "soak: achieved %.0f events/s after warm-up\n", rate
     bad = 0
-    if (max_mb != "" && mbh > max_mb + 0) { printf "soak: FAIL RSS growth %.2f MB/h over the bound %s MB/h\n", mbh, max_mb; bad = 1 }
+    if (max_mb != "" && judged > max_mb + 0) { printf "soak: FAIL RSS growth %.2f MB/h in both halves, over the bound %s MB/h\n", judged, max_mb; bad = 1 }
     if (max_fd != "" && fgrowth > max_fd + 0) { printf "soak: FAIL fd growth (peaks and floors) %d over the bound %s\n", fgrowth, max_fd; bad = 1 }
     if (!bad && (max_mb != "" || max_fd != "")) print "soak: within bounds"
     exit bad
