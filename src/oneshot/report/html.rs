@@ -13,6 +13,8 @@ use std::fmt::Write;
 use super::svg::{Chart, Line, Marks, Series, Span, Stroke};
 use super::table::{format_target, format_value, status_label};
 use super::{Capacity, Outcome, Quantiles, RunReport, Sample, SpanTotals};
+// The admin page's escaping: text safe in HTML content and quoted attributes.
+use crate::admin::escape_html as escape;
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
 
 const BLUE: &str = "#2563eb";
@@ -121,22 +123,6 @@ pub fn render(r: &RunReport) -> String {
         escape(r.tool.version),
         r.schema_version
     );
-    out
-}
-
-/// Text safe in HTML content and in quoted attributes.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
     out
 }
 

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use super::html::escape;
+use crate::admin::escape_html as escape;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 70.0;
