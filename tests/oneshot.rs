@@ -86,6 +86,21 @@ async fn sim_with(faults: Faults) -> SimHandle {
     sim
 }
 
+/// `run --profile smoke --for RUN_FOR` against `sim`, results in `dir/results`.
+async fn smoke(sim: &SimHandle, dir: &tempfile::TempDir, run_for: &str, extra: &[&str]) -> Run {
+    let results = results_arg(dir);
+    let mut args = vec![
+        "--profile",
+        "smoke",
+        "--for",
+        run_for,
+        "--results-dir",
+        &results,
+    ];
+    args.extend_from_slice(extra);
+    run_once(dir.path(), &config(sim, ""), &args).await
+}
+
 fn results_arg(dir: &tempfile::TempDir) -> String {
     dir.path().join("results").display().to_string()
 }
@@ -94,20 +109,7 @@ fn results_arg(dir: &tempfile::TempDir) -> String {
 async fn serial_smoke_against_a_healthy_target_passes() {
     let sim = sim_with(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
-    let run = run_once(
-        dir.path(),
-        &config(&sim, ""),
-        &[
-            "--profile",
-            "smoke",
-            "--for",
-            "6s",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = smoke(&sim, &dir, "6s", &[]).await;
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
     let s = run.summary();
     assert_eq!(s["schema_version"], 1);
@@ -149,20 +151,7 @@ async fn serial_five_percent_errors_fail_the_error_rate_row() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
-    let run = run_once(
-        dir.path(),
-        &config(&sim, ""),
-        &[
-            "--profile",
-            "smoke",
-            "--for",
-            "6s",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = smoke(&sim, &dir, "6s", &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     let s = run.summary();
     assert_eq!(s["outcome"], "fail");
@@ -334,23 +323,8 @@ async fn serial_the_pushgateway_receives_the_final_metrics_and_verdict() {
     let sim = sim_with(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(dir.path()).await;
-    let results = results_arg(&dir);
     let url = format!("http://127.0.0.1:{}", gw.1);
-    let run = run_once(
-        dir.path(),
-        &config(&sim, ""),
-        &[
-            "--profile",
-            "smoke",
-            "--for",
-            "3s",
-            "--results-dir",
-            &results,
-            "--push-gateway",
-            &url,
-        ],
-    )
-    .await;
+    let run = smoke(&sim, &dir, "3s", &["--push-gateway", &url]).await;
     assert!(run.code.is_some(), "{}", run.stderr);
     let body = reqwest::get(format!("{url}/metrics"))
         .await
@@ -410,22 +384,8 @@ async fn serial_keep_removes_old_run_folders_only() {
     let not_a_run = make(&folder(30 * day, "notes"), false);
     let foreign = make("keep-me", true);
     std::fs::write(root.join("README.txt"), "mine").unwrap();
-    let results = root.display().to_string();
-    let run = run_once(
-        dir.path(),
-        &config(&sim, ""),
-        &[
-            "--profile",
-            "smoke",
-            "--for",
-            "2s",
-            "--results-dir",
-            &results,
-            "--keep",
-            "7d",
-        ],
-    )
-    .await;
+    // `smoke` writes to dir/results, which is `root`.
+    let run = smoke(&sim, &dir, "2s", &["--keep", "7d"]).await;
     assert!(run.code.is_some(), "{}", run.stderr);
     assert!(
         !old.exists() && !older.exists(),
