@@ -514,10 +514,6 @@ impl Metrics {
         (self.target_rate.get(), self.burst_active.get() != 0)
     }
 
-    /// Iterations dropped since start, every reason.
-    pub fn dropped_total(&self) -> u64 {
-        sum(&self.dropped)
-    }
 
     /// How late a request left compared with its intended send time.
     pub fn record_schedule_delay(&self, d: Duration) {
