@@ -514,7 +514,6 @@ impl Metrics {
         (self.target_rate.get(), self.burst_active.get() != 0)
     }
 
-
     /// How late a request left compared with its intended send time.
     pub fn record_schedule_delay(&self, d: Duration) {
         self.schedule_delay.observe(d.as_secs_f64());
