@@ -5,11 +5,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::clock;
 use crate::api::EventKind;
 
 /// Why an event was refused; maps to 400, 413 or 422.
@@ -48,6 +49,8 @@ pub struct Domain {
 /// A validated, normalized event ready for the queue.
 #[derive(Clone, Debug)]
 pub struct Event {
+    /// The stored `event_id`: the ground truth's key.
+    pub id: Arc<str>,
     pub patient_id: Arc<str>,
     pub kind: EventKind,
     /// The stored JSON object (what reads return), shared by duplicates.
@@ -154,15 +157,53 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// When an event was received: wall milliseconds for the domain fields, and
+/// the acceptance instant, published as `committed_at` on the service clock
+/// and used as the start of the true projection lag.
+#[derive(Clone, Copy, Debug)]
+pub struct Received {
+    pub ms: i64,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn now() -> Self {
+        Received {
+            ms: now_ms(),
+            at: Instant::now(),
+        }
+    }
+}
+
+/// Tests and fuzzers give a wall time only; the instant is now.
+impl From<i64> for Received {
+    fn from(ms: i64) -> Self {
+        Received {
+            ms,
+            at: Instant::now(),
+        }
+    }
+}
+
 /// Parses one event from raw JSON bytes.
-pub fn parse_event(raw: &[u8], max_bytes: usize, now_ms: i64) -> Result<Event, EnvelopeError> {
+pub fn parse_event(
+    raw: &[u8],
+    max_bytes: usize,
+    received: impl Into<Received>,
+) -> Result<Event, EnvelopeError> {
     let value: Value =
         serde_json::from_slice(raw).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
-    from_value(value, max_bytes, now_ms)
+    from_value(value, max_bytes, received)
 }
 
 /// Normalizes one already-parsed event (batch items come this way).
-pub fn from_value(value: Value, max_bytes: usize, now_ms: i64) -> Result<Event, EnvelopeError> {
+pub fn from_value(
+    value: Value,
+    max_bytes: usize,
+    received: impl Into<Received>,
+) -> Result<Event, EnvelopeError> {
+    let received = received.into();
+    let now_ms = received.ms;
     let Value::Object(mut top) = value else {
         return Err(EnvelopeError::Invalid(
             "an event must be a JSON object".into(),
@@ -218,6 +259,7 @@ pub fn from_value(value: Value, max_bytes: usize, now_ms: i64) -> Result<Event, 
         "event_type": kind_str,
         "timestamp": format_ts_ms(domain.ts_ms),
         "received_at": format_ts_ms(now_ms),
+        "committed_at": clock::rfc3339_us(received.at),
         "body": body,
         "meta": meta,
     });
@@ -226,6 +268,7 @@ pub fn from_value(value: Value, max_bytes: usize, now_ms: i64) -> Result<Event, 
         return Err(EnvelopeError::TooLarge(json.len()));
     }
     Ok(Event {
+        id: Arc::from(&*event_id),
         patient_id: Arc::from(&*patient),
         kind,
         json: Bytes::from(json),

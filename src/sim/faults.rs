@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::error::SimError;
 
-/// Upper bound for `latency_ms`, `jitter_ms` and `projection_delay_ms`: ten
+/// Upper bound for every `*_ms` delay (latency, jitter, response delay and
+/// jitter, projection delay): ten
 /// minutes is already far past any useful staging scenario, and a bound keeps
 /// the delayed-visibility queue finite.
 pub const MAX_DELAY_MS: u64 = 600_000;
@@ -25,6 +26,15 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Uniform extra latency in `0..=jitter_ms` on top of `latency_ms`.
     pub jitter_ms: u64,
+    /// Added to every API answer *after* the handler has committed the event
+    /// or taken the read's snapshot: the response path of a slow service or
+    /// network. Unlike `latency_ms` it moves the 201 and every read's answer
+    /// away from the instant they describe, which is what strains a
+    /// client-side lag estimate. The ground truth is unaffected.
+    pub response_delay_ms: u64,
+    /// Uniform extra response-path delay in `0..=response_jitter_ms` on top
+    /// of `response_delay_ms`, drawn per answer (so answers reorder).
+    pub response_jitter_ms: u64,
     /// Fraction of API requests answered 500.
     pub error_rate: f64,
     /// Fraction of API requests answered 429 with `Retry-After: retry_after_s`.
@@ -53,6 +63,8 @@ pub struct Faults {
 pub struct FaultsPatch {
     pub latency_ms: Option<u64>,
     pub jitter_ms: Option<u64>,
+    pub response_delay_ms: Option<u64>,
+    pub response_jitter_ms: Option<u64>,
     pub error_rate: Option<f64>,
     pub rate_limit_rate: Option<f64>,
     pub retry_after_s: Option<u64>,
@@ -71,6 +83,8 @@ impl FaultsPatch {
         Faults {
             latency_ms: self.latency_ms.unwrap_or(base.latency_ms),
             jitter_ms: self.jitter_ms.unwrap_or(base.jitter_ms),
+            response_delay_ms: self.response_delay_ms.unwrap_or(base.response_delay_ms),
+            response_jitter_ms: self.response_jitter_ms.unwrap_or(base.response_jitter_ms),
             error_rate: self.error_rate.unwrap_or(base.error_rate),
             rate_limit_rate: self.rate_limit_rate.unwrap_or(base.rate_limit_rate),
             retry_after_s: self.retry_after_s.unwrap_or(base.retry_after_s),
@@ -110,6 +124,8 @@ impl Faults {
         let delays = [
             ("latency_ms", self.latency_ms),
             ("jitter_ms", self.jitter_ms),
+            ("response_delay_ms", self.response_delay_ms),
+            ("response_jitter_ms", self.response_jitter_ms),
             ("projection_delay_ms", self.projection_delay_ms),
         ];
         for (name, v) in delays {
@@ -191,18 +207,31 @@ impl FaultState {
         self.bucket.lock().take(limit, n, Instant::now())
     }
 
-    /// Extra latency to inject for one request (`None` when healthy).
+    /// Extra latency to inject before one request's handler (`None` when
+    /// healthy).
     pub fn latency(f: &Faults) -> Option<Duration> {
-        if f.latency_ms == 0 && f.jitter_ms == 0 {
-            return None;
-        }
-        let jitter = if f.jitter_ms > 0 {
-            rand::random_range(0..=f.jitter_ms)
-        } else {
-            0
-        };
-        Some(Duration::from_millis(f.latency_ms + jitter))
+        delay(f.latency_ms, f.jitter_ms)
     }
+
+    /// Extra delay to inject after one request's handler (`None` when
+    /// healthy).
+    pub fn response_delay(f: &Faults) -> Option<Duration> {
+        delay(f.response_delay_ms, f.response_jitter_ms)
+    }
+}
+
+/// `base` plus a uniform draw in `0..=jitter` milliseconds.
+fn delay(base: u64, jitter: u64) -> Option<Duration> {
+    if base == 0 && jitter == 0 {
+        return None;
+    }
+    let extra = if jitter > 0 {
+        rand::random_range(0..=jitter)
+    } else {
+        0
+    };
+    // Each is at most MAX_DELAY_MS (validated), so the sum cannot overflow.
+    Some(Duration::from_millis(base + extra))
 }
 
 /// A token bucket holding at most one second of capacity, so a burst can

@@ -1,5 +1,6 @@
 //! The layer in front of every handler: names the route for metrics, injects
-//! the HTTP faults (reset, latency, 429, 500, garbage), enforces bearer auth
+//! the HTTP faults (reset, latency, 429, 500, garbage, response delay),
+//! enforces bearer auth
 //! and counts `rehab_sim_requests_total{route,status}`.
 
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::faults::{roll, FaultState};
+use super::faults::{roll, FaultState, Faults};
 use super::routes::{error_response, AppState};
 use super::truth::FaultKind;
 use crate::api::Endpoint;
@@ -92,8 +93,22 @@ pub async fn front(State(s): State<Arc<AppState>>, req: Request, next: Next) -> 
     resp
 }
 
+/// Every faultable answer, the reset aside, leaves through the response-path
+/// delay: after the handler committed the event or rendered the read, so
+/// the answer arrives later than the state it describes.
 async fn faulted(s: &AppState, route: RouteInfo, req: Request, next: Next) -> Response {
     let f = s.faults.get();
+    let resp = answer(s, &f, route, req, next).await;
+    if resp.extensions().get::<ResetConnection>().is_none() {
+        if let Some(d) = FaultState::response_delay(&f) {
+            s.truth.fault(FaultKind::response_delay);
+            tokio::time::sleep(d).await;
+        }
+    }
+    resp
+}
+
+async fn answer(s: &AppState, f: &Faults, route: RouteInfo, req: Request, next: Next) -> Response {
     if roll(f.reset_rate) {
         s.truth.fault(FaultKind::reset);
         let mut r = Response::new(Body::empty());
@@ -103,7 +118,7 @@ async fn faulted(s: &AppState, route: RouteInfo, req: Request, next: Next) -> Re
     // Latency goes before the handler so the 201 of an event is produced
     // right after it is queued: injected latency never inflates the lag
     // ground truth.
-    if let Some(d) = FaultState::latency(&f) {
+    if let Some(d) = FaultState::latency(f) {
         s.truth.fault(FaultKind::latency);
         tokio::time::sleep(d).await;
     }

@@ -9,6 +9,7 @@
 //! - `store`: sharded patient streams with retention and eviction;
 //! - `projections`: adherence, quality and alert rules per patient;
 //! - `auth`: static and issued bearer tokens;
+//! - `clock`: the service clock behind the published timestamps;
 //! - `faults`: the fault set and its dice;
 //! - `middleware`: route naming, HTTP faults, auth, request counting;
 //! - `routes`: the handlers; `server`: the connection driver;
@@ -21,6 +22,7 @@
 //! issued tokens (≤ 100 000 × ~150 B ≈ 15 MiB). See `store` for the details.
 
 mod auth;
+mod clock;
 mod config;
 mod envelope;
 mod error;
@@ -89,6 +91,16 @@ impl SimHandle {
     /// `rehab_sim_projection_lag_seconds` counts, without bucket rounding.
     pub fn recent_lags(&self) -> Vec<f64> {
         self.truth.recent_lags()
+    }
+
+    /// The most recent true lags keyed by the events' `event_id` (what the
+    /// 201 answered): a canary's per-sample error is its sample minus this.
+    pub fn recent_lags_by_id(&self) -> std::collections::HashMap<String, f64> {
+        self.truth
+            .recent_lags_by_id()
+            .into_iter()
+            .map(|(id, lag)| (id.to_string(), lag))
+            .collect()
     }
 
     /// The current fault set.

@@ -88,7 +88,7 @@ struct Ctx {
     store: Arc<Store>,
     faults: Arc<FaultState>,
     truth: Arc<Truth>,
-    visibility: mpsc::UnboundedSender<(Instant, f64)>,
+    visibility: mpsc::UnboundedSender<(Instant, f64, Arc<str>)>,
 }
 
 /// Starts the processors and the visibility timer; they stop when
@@ -202,9 +202,9 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
             .as_secs_f64();
         if visible_at <= now {
             // Visible the moment it was applied.
-            ctx.truth.observe_lag(lag);
-        } else if ctx.visibility.send((visible_at, lag)).is_err() {
-            ctx.truth.observe_lag(lag);
+            ctx.truth.observe_lag(&q.event.id, lag);
+        } else if let Err(e) = ctx.visibility.send((visible_at, lag, q.event.id.clone())) {
+            ctx.truth.observe_lag(&e.0 .2, lag);
         }
     }
 }
@@ -212,14 +212,15 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
 /// Observes each delayed event's lag when it becomes visible, so a scrape
 /// never counts an event a reader could not yet see.
 async fn visibility_timer(
-    mut rx: mpsc::UnboundedReceiver<(Instant, f64)>,
+    mut rx: mpsc::UnboundedReceiver<(Instant, f64, Arc<str>)>,
     truth: Arc<Truth>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    // (visible_at, lag in nanoseconds): f64 is not `Ord`, nanoseconds are.
-    let mut pending: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    // (visible_at, lag in nanoseconds, event id): f64 is not `Ord`,
+    // nanoseconds are.
+    let mut pending: BinaryHeap<Reverse<(Instant, u64, Arc<str>)>> = BinaryHeap::new();
     loop {
-        let next = pending.peek().map(|Reverse((at, _))| *at);
+        let next = pending.peek().map(|Reverse((at, _, _))| *at);
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -229,21 +230,19 @@ async fn visibility_timer(
         tokio::select! {
             _ = shutdown.changed() => return,
             msg = rx.recv() => {
-                let Some((at, lag)) = msg else { return };
+                let Some((at, lag, id)) = msg else { return };
                 if pending.len() >= MAX_PENDING_VISIBILITY {
-                    truth.observe_lag(lag);
+                    truth.observe_lag(&id, lag);
                     continue;
                 }
-                pending.push(Reverse((at, (lag * 1e9) as u64)));
+                pending.push(Reverse((at, (lag * 1e9) as u64, id)));
             }
             () = sleep => {
                 let now = Instant::now();
-                while let Some(Reverse((at, lag_ns))) = pending.peek().copied() {
-                    if at > now {
-                        break;
+                while pending.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
+                    if let Some(Reverse((_, lag_ns, id))) = pending.pop() {
+                        truth.observe_lag(&id, lag_ns as f64 / 1e9);
                     }
-                    pending.pop();
-                    truth.observe_lag(lag_ns as f64 / 1e9);
                 }
             }
         }

@@ -5,9 +5,11 @@
 //! patient costs a few KiB however long the run.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
+use super::clock;
 use super::config::RulesConfig;
 use super::envelope::{format_ts_ms, Domain};
 use crate::api::EventKind;
@@ -30,6 +32,8 @@ struct SessionRec {
     quality: Option<f64>,
     started_ms: Option<i64>,
     completed_ms: Option<i64>,
+    /// When the newest event of the session became visible here.
+    projected: Option<Instant>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -48,6 +52,8 @@ pub struct Alert {
     pub alert_type: Box<str>,
     pub priority: Box<str>,
     pub created_ms: i64,
+    /// When the event that raised it became visible.
+    pub projected: Option<Instant>,
     pub details: Value,
 }
 
@@ -61,6 +67,7 @@ impl Alert {
             "patient_id": patient_id,
             "therapist_id": therapist_id,
             "created_at": format_ts_ms(self.created_ms),
+            "projected_at": self.projected.map(clock::rfc3339_us),
             "details": self.details,
         })
     }
@@ -94,9 +101,17 @@ pub struct Aggregates {
     alert_seq: u64,
     /// A quality sample arrived since the quality rule last ran.
     quality_dirty: bool,
+    /// When the event being folded (then the last one folded) became
+    /// visible: the read models' `projected_at`, on the service clock.
+    projected: Option<Instant>,
 }
 
 impl Aggregates {
+    /// Sets the visibility instant of the event about to be folded.
+    pub fn projecting(&mut self, visible_at: Instant) {
+        self.projected = Some(visible_at);
+    }
+
     /// Folds one visible event in.
     pub fn fold(&mut self, patient_id: &str, kind: EventKind, d: &Domain, rules: &RulesConfig) {
         self.by_kind[kind.index()] += 1;
@@ -158,6 +173,7 @@ impl Aggregates {
                     quality: None,
                     started_ms: None,
                     completed_ms: None,
+                    projected: None,
                 });
                 self.sessions.len() - 1
             }
@@ -165,6 +181,7 @@ impl Aggregates {
         let Some(rec) = self.sessions.get_mut(idx) else {
             return;
         };
+        rec.projected = self.projected;
         if let Some(p) = d.prescribed_reps {
             if rec.prescribed_reps.is_none() {
                 self.prescribed_reps_total += u64::from(p);
@@ -249,6 +266,7 @@ impl Aggregates {
             alert_type: t.into(),
             priority: priority.into(),
             created_ms: at_ms,
+            projected: self.projected,
             details,
         });
     }
@@ -348,6 +366,7 @@ impl Aggregates {
                     "rep_adherence": ratio(s.completed_reps.map(u64::from), s.prescribed_reps.map(u64::from)),
                     "started_at": s.started_ms.map(format_ts_ms),
                     "completed_at": s.completed_ms.map(format_ts_ms),
+                    "projected_at": s.projected.map(clock::rfc3339_us),
                 })
             })
             .collect();
@@ -377,6 +396,7 @@ impl Aggregates {
             "trend": w.trend,
             "window_start": w.start_ms.map(format_ts_ms),
             "window_end": w.end_ms.map(format_ts_ms),
+            "projected_at": self.projected.map(clock::rfc3339_us),
         })
     }
 

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::auth::Auth;
 use super::config::{SimConfig, MAX_BODY_BYTES};
-use super::envelope::{self, now_ms, valid_id, EnvelopeError, Event};
+use super::envelope::{self, now_ms, valid_id, EnvelopeError, Event, Received};
 use super::faults::{roll, FaultState, Faults, FaultsPatch};
 use super::middleware::front;
 use super::pipeline::{Pipeline, Queued};
@@ -189,13 +189,13 @@ fn reject(truth: &Truth, e: &EnvelopeError, index: Option<usize>) -> Response {
 
 /// Applies the drop/duplicate dice; `None` means "dropped" (counted by the
 /// caller once the event is really accepted).
-fn roll_queued(f: &Faults, event: Event) -> Option<Queued> {
+fn roll_queued(f: &Faults, event: Event, accepted_at: Instant) -> Option<Queued> {
     if roll(f.drop_rate) {
         return None;
     }
     Some(Queued {
         event,
-        accepted_at: Instant::now(),
+        accepted_at,
         duplicate: roll(f.duplicate_rate),
     })
 }
@@ -214,8 +214,9 @@ async fn create_event(State(s): S, body: Result<Bytes, BytesRejection>) -> Respo
         s.truth.reject(RejectReason::capacity);
         return unavailable("over_capacity", "ingestion capacity exceeded");
     }
-    let now = now_ms();
-    let event = match envelope::parse_event(&body, s.cfg.retention.max_event_bytes, now) {
+    let received = Received::now();
+    let now = received.ms;
+    let event = match envelope::parse_event(&body, s.cfg.retention.max_event_bytes, received) {
         Ok(e) => e,
         Err(e) => return reject(&s.truth, &e, None),
     };
@@ -224,7 +225,7 @@ async fn create_event(State(s): S, body: Result<Bytes, BytesRejection>) -> Respo
     let patient = event.patient_id.clone();
     let consent = event.consent_id.clone();
     let therapist = event.therapist_id.clone();
-    match roll_queued(&f, event) {
+    match roll_queued(&f, event, received.at) {
         Some(q) => {
             if s.pipeline.try_enqueue(q).is_err() {
                 s.truth.reject(RejectReason::queue_full);
@@ -276,10 +277,11 @@ async fn create_batch(State(s): S, body: Result<Bytes, BytesRejection>) -> Respo
             &format!("at most {MAX_BATCH_EVENTS} events per batch"),
         );
     }
-    let now = now_ms();
+    let received = Received::now();
+    let now = received.ms;
     let mut events = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        match envelope::from_value(item, s.cfg.retention.max_event_bytes, now) {
+        match envelope::from_value(item, s.cfg.retention.max_event_bytes, received) {
             Ok(e) => events.push(e),
             Err(e) => return reject(&s.truth, &e, Some(i)),
         }
@@ -319,7 +321,7 @@ async fn create_batch(State(s): S, body: Result<Bytes, BytesRejection>) -> Respo
             out.push(b',');
         }
         out.extend_from_slice(&e.json);
-        if let Some(q) = roll_queued(&f, e) {
+        if let Some(q) = roll_queued(&f, e, received.at) {
             queued.push(q);
         }
     }

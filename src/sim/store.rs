@@ -26,6 +26,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 
+use super::clock;
 use super::config::{RetentionConfig, RulesConfig};
 use super::envelope::{format_ts_ms, Domain, Event};
 use super::projections::{priority_rank, Aggregates};
@@ -122,6 +123,7 @@ impl Patient {
             if e.visible_at > now {
                 break;
             }
+            self.agg.projecting(e.visible_at);
             self.agg.fold(id, e.kind, &e.domain, rules);
             self.folded_upto = e.version;
             folded = true;
@@ -350,6 +352,7 @@ impl Store {
             };
             p.bytes -= e.cost();
             if e.version > p.folded_upto {
+                p.agg.projecting(e.visible_at);
                 p.agg.fold(id, e.kind, &e.domain, &self.rules);
                 p.agg.evaluate_rules(id, &self.rules);
                 p.folded_upto = e.version;
@@ -408,8 +411,16 @@ impl Store {
             if i > 0 {
                 out.put_u8(b',');
             }
-            // Stored JSON is an object `{...}`; splice the version in front.
-            out.put_slice(format!("{{\"version\":{},", e.version).as_bytes());
+            // Stored JSON is an object `{...}`; splice the version and the
+            // instant this read model could first show it in front.
+            out.put_slice(
+                format!(
+                    "{{\"version\":{},\"projected_at\":\"{}\",",
+                    e.version,
+                    clock::rfc3339_us(e.visible_at)
+                )
+                .as_bytes(),
+            );
             out.put_slice(e.json.get(1..).unwrap_or_default());
         }
         out.put_slice(b"]}");

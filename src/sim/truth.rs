@@ -3,6 +3,7 @@
 //! the numbers a canary's own measurements are checked against.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -20,9 +21,10 @@ pub const LAG_BUCKETS: [f64; 38] = [
     0.500, 0.750, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0,
 ];
 
-/// True lags kept verbatim (the most recent ones), so tests can compare a
-/// canary's quantiles with exact ones: the histogram's buckets are too coarse
-/// for that (0.25 s, 0.3 s, 0.4 s). 80 KiB at most.
+/// True lags kept verbatim (the most recent ones, with their event ids), so
+/// tests can compare a canary's samples with the exact truth of the same
+/// events: the histogram's buckets are too coarse for that (0.25 s, 0.3 s,
+/// 0.4 s). About 500 KiB at most.
 pub const RECENT_LAGS: usize = 10_000;
 
 /// Buckets of `rehab_sim_batch_duration_seconds` (Broadway batch latency
@@ -48,6 +50,7 @@ pub struct FaultLabels {
 #[allow(non_camel_case_types)]
 pub enum FaultKind {
     latency,
+    response_delay,
     error,
     rate_limit,
     reset,
@@ -90,7 +93,7 @@ pub struct Truth {
     pub retained_events: Gauge,
     pub trimmed_events: Counter,
     pub evicted_patients: Counter,
-    recent_lags: Mutex<VecDeque<f64>>,
+    recent_lags: Mutex<VecDeque<(Arc<str>, f64)>>,
 }
 
 impl Default for Truth {
@@ -195,18 +198,23 @@ impl Truth {
 
     /// Observes one event's true projection lag (seconds), in the histogram
     /// and in the bounded record of recent lags.
-    pub fn observe_lag(&self, lag: f64) {
+    pub fn observe_lag(&self, event_id: &Arc<str>, lag: f64) {
         self.lag.observe(lag);
         let mut recent = self.recent_lags.lock();
         if recent.len() == RECENT_LAGS {
             recent.pop_front();
         }
-        recent.push_back(lag);
+        recent.push_back((event_id.clone(), lag));
     }
 
     /// The most recent true lags, oldest first (at most [`RECENT_LAGS`]).
     pub fn recent_lags(&self) -> Vec<f64> {
-        self.recent_lags.lock().iter().copied().collect()
+        self.recent_lags.lock().iter().map(|(_, l)| *l).collect()
+    }
+
+    /// The most recent true lags by event id, oldest first.
+    pub fn recent_lags_by_id(&self) -> Vec<(Arc<str>, f64)> {
+        self.recent_lags.lock().iter().cloned().collect()
     }
 
     pub fn fault(&self, fault: FaultKind) {
