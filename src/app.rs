@@ -308,6 +308,16 @@ impl Daemon {
     }
 
     /// Lag probe runs currently watching for their event.
+    /// The newest lag samples of one projection (`stream`, ...), oldest
+    /// first: for comparing with a ground truth sample by sample.
+    pub fn lag_samples(&self, projection: &str) -> Vec<lag::LagSample> {
+        lag::probe::Projection::ALL
+            .into_iter()
+            .find(|p| p.as_str() == projection)
+            .map(|p| self.lag_metrics.recent_samples(p))
+            .unwrap_or_default()
+    }
+
     pub fn probes_running(&self) -> i64 {
         self.lag_metrics.in_flight_now()
     }

@@ -22,13 +22,23 @@ pub struct LagConfig {
     /// flight at once; a tick that finds the bound full is skipped and
     /// counted, never queued.
     pub max_in_flight: usize,
-    /// First poll this long after the 201; each later gap is the previous
-    /// one times `poll_backoff`, up to `poll_max`.
+    /// First poll this long after the POST is sent; each later gap is the
+    /// previous one times `poll_backoff`, up to `poll_max`. Polls run on
+    /// this schedule whatever the round trip: they overlap rather than wait
+    /// for each other.
     #[serde(with = "humantime_serde")]
     pub poll_initial: Duration,
     pub poll_backoff: f64,
     #[serde(with = "humantime_serde")]
     pub poll_max: Duration,
+    /// Polls of one probe event in flight at once; a poll due while the
+    /// bound is full waits for a free slot (the bracket widens and the
+    /// sample's uncertainty says so).
+    pub poll_max_in_flight: usize,
+    /// A lag sample whose uncertainty exceeds this share of its value is
+    /// still recorded, and also counted in
+    /// `rehab_canary_projection_lag_weak_samples_total`.
+    pub weak_share: f64,
     /// Lost markers are still looked for this long after their timeout (at
     /// `late_poll_interval`), so an event that shows up late counts as late.
     /// "0s" disables late watching.
@@ -48,6 +58,8 @@ impl Default for LagConfig {
             poll_initial: Duration::from_millis(5),
             poll_backoff: 1.1,
             poll_max: Duration::from_secs(1),
+            poll_max_in_flight: 32,
+            weak_share: 0.25,
             late_window: Duration::from_secs(300),
             late_poll_interval: Duration::from_secs(1),
             probes: ProbesConfig::default(),
@@ -112,6 +124,8 @@ pub struct ProbeConfig {
     pub pointer: Option<String>,
     /// The expected value of the `value` rule.
     pub expect: Option<String>,
+    /// Server-clock lag, where the service says when things happened.
+    pub server_clock: ServerClockConfig,
 }
 
 impl Default for ProbeConfig {
@@ -123,8 +137,23 @@ impl Default for ProbeConfig {
             rule: None,
             pointer: None,
             expect: None,
+            server_clock: ServerClockConfig::default(),
         }
     }
+}
+
+/// JSON pointers to the service's own timestamps, both on its clock. Off
+/// unless both are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerClockConfig {
+    /// Into the probe POST's 201 body: when the event was committed (for
+    /// the reference API, `/committed_at`).
+    pub committed: Option<String>,
+    /// When the read model applied the event: into the element holding the
+    /// marker for the `marker` rule (reference API: `/projected_at`), into
+    /// the whole read for the others.
+    pub applied: Option<String>,
 }
 
 /// The placeholders a route may use.
@@ -186,6 +215,16 @@ impl LagConfig {
         );
         check(self.poll_max <= hour, "lag.poll_max", "must be at most 1h");
         check(
+            (1..=256).contains(&self.poll_max_in_flight),
+            "lag.poll_max_in_flight",
+            "must be between 1 and 256",
+        );
+        check(
+            self.weak_share.is_finite() && self.weak_share > 0.0 && self.weak_share <= 10.0,
+            "lag.weak_share",
+            "must be a number above 0 and at most 10",
+        );
+        check(
             self.late_window <= Duration::from_secs(24 * 3600),
             "lag.late_window",
             "must be at most 24h",
@@ -214,6 +253,26 @@ impl LagConfig {
                         "must be empty or a JSON pointer starting with '/'",
                     ));
                 }
+            }
+            let sc = &p.server_clock;
+            for (field, ptr) in [("committed", &sc.committed), ("applied", &sc.applied)] {
+                if ptr.as_deref().is_some_and(|v| !v.starts_with('/')) {
+                    errs.push(invalid(
+                        key(&format!("server_clock.{field}")),
+                        "must be a JSON pointer starting with '/'",
+                    ));
+                }
+            }
+            match (&sc.committed, &sc.applied) {
+                (Some(_), None) => errs.push(invalid(
+                    key("server_clock.applied"),
+                    "is required with server_clock.committed",
+                )),
+                (None, Some(_)) => errs.push(invalid(
+                    key("server_clock.committed"),
+                    "is required with server_clock.applied",
+                )),
+                _ => {}
             }
             match p.rule {
                 Some(RuleKind::Value) if p.expect.as_deref().is_none_or(str::is_empty) => {
@@ -311,6 +370,26 @@ mod tests {
             (
                 |c| c.probes.adherence.rule = Some(RuleKind::Value),
                 "lag.probes.adherence.expect",
+            ),
+            (|c| c.poll_max_in_flight = 0, "lag.poll_max_in_flight"),
+            (|c| c.weak_share = 0.0, "lag.weak_share"),
+            (|c| c.weak_share = f64::INFINITY, "lag.weak_share"),
+            (
+                |c| c.probes.stream.server_clock.committed = Some("/c".into()),
+                "lag.probes.stream.server_clock.applied",
+            ),
+            (
+                |c| c.probes.quality.server_clock.applied = Some("/a".into()),
+                "lag.probes.quality.server_clock.committed",
+            ),
+            (
+                |c| {
+                    c.probes.stream.server_clock = ServerClockConfig {
+                        committed: Some("committed_at".into()),
+                        applied: Some("/a".into()),
+                    }
+                },
+                "lag.probes.stream.server_clock.committed",
             ),
         ];
         for (tweak, key) in cases {

@@ -7,6 +7,7 @@
 //! into handles indexed by projection: no label hashing or formatting, except
 //! the exemplar's event id (one short string per observed probe event).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,9 +18,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use super::estimate::Estimate;
 use super::probe::Projection;
 use crate::metrics::tap::RunTap;
 use crate::metrics::window::{LatencyWindows, QuantileCollector, SLOTS, SLOT_PERIOD};
@@ -34,6 +37,28 @@ pub const LAG_BUCKETS: [f64; 16] = [
 /// Longest exemplar label value kept: OpenMetrics caps an exemplar's label
 /// set at 128 characters.
 const MAX_EXEMPLAR_ID: usize = 100;
+
+/// Recent samples kept per projection for `/status` and for comparing with a
+/// ground truth sample by sample (about 30 KiB in all).
+pub const RECENT_SAMPLES: usize = 256;
+
+/// Recent samples shown per projection in `/status`.
+const STATUS_SAMPLES: usize = 5;
+
+/// One recorded lag sample.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LagSample {
+    pub event_id: Box<str>,
+    /// The client-side estimate, from acceptance.
+    pub lag_seconds: f64,
+    pub end_to_end_seconds: f64,
+    /// The true lag lies within `lag_seconds ± uncertainty_seconds`.
+    pub uncertainty_seconds: f64,
+    /// From the service's own timestamps, when configured and readable.
+    pub server_clock_seconds: Option<f64>,
+    /// Seen only after `lag.timeout` (by the late watch).
+    pub late: bool,
+}
 
 /// Why a probe event did not yield an in-time lag sample.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +132,11 @@ struct LostRing {
 struct Inner {
     lag: [LagHistogram; N],
     end_to_end: [LagHistogram; N],
+    uncertainty: [Histogram; N],
+    server_clock: [LagHistogram; N],
+    server_clock_errors: [Counter; N],
+    weak: [Counter; N],
+    reads: [Counter; N],
     probes: [Counter; N],
     failures: [[Counter; Failure::ALL.len()]; N],
     duplicated: [Counter; N],
@@ -114,6 +144,9 @@ struct Inner {
     skipped: [Counter; N],
     in_flight: Gauge,
     windows: Arc<LatencyWindows>,
+    uncertainty_windows: LatencyWindows,
+    server_windows: Arc<LatencyWindows>,
+    recent: Mutex<[VecDeque<LagSample>; N]>,
     lost: Mutex<LostRing>,
     /// Last lag per projection, as `f64` bits; NaN until the first sample.
     last: [AtomicU64; N],
@@ -141,6 +174,12 @@ pub struct ProjectionSnapshot {
     /// Over the last minute; `null` without a sample in it.
     pub p50_seconds: Option<f64>,
     pub p95_seconds: Option<f64>,
+    /// The 95th percentile of the samples' uncertainty over the last
+    /// minute: the `±` shown beside p95.
+    pub p95_uncertainty_seconds: Option<f64>,
+    /// Server-clock lag over the last minute, where configured.
+    pub server_clock_p50_seconds: Option<f64>,
+    pub server_clock_p95_seconds: Option<f64>,
     pub samples_last_minute: u64,
     pub lost_last_minute: u64,
     pub probes_total: u64,
@@ -150,6 +189,11 @@ pub struct ProjectionSnapshot {
     pub rejected_total: u64,
     pub duplicated_total: u64,
     pub out_of_order_total: u64,
+    pub weak_total: u64,
+    pub reads_total: u64,
+    pub server_clock_errors_total: u64,
+    /// The newest few samples, newest first.
+    pub recent: Vec<LagSample>,
 }
 
 impl LagMetrics {
@@ -178,6 +222,28 @@ impl LagMetrics {
             "Like rehab_canary_projection_lag_seconds, but from the moment the probe's POST was \
              sent (ingest latency included)",
             e2e_family.clone(),
+        );
+        let unc_family =
+            Family::<ProjectionLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
+                Histogram::new(LAG_BUCKETS)
+            });
+        registry.register(
+            "rehab_canary_projection_lag_uncertainty_seconds",
+            "Per-sample error bar of rehab_canary_projection_lag_seconds: the true lag lies within \
+             the sample plus or minus this (half the poll bracket, plus the round trips' excess \
+             over their recent minimum, plus half the POST-read cost difference)",
+            unc_family.clone(),
+        );
+        let server_family =
+            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
+                lag_histogram,
+            );
+        registry.register(
+            "rehab_canary_projection_lag_server_clock_seconds",
+            "Projection lag from the service's own timestamps (applied minus committed, both on \
+             its clock), for probes with server_clock pointers configured. Exemplar: the probe \
+             event's id",
+            server_family.clone(),
         );
         let counter_family = |registry: &mut Registry, name: &str, help: &str| {
             let f = Family::<ProjectionLabels, Counter>::default();
@@ -222,6 +288,23 @@ impl LagMetrics {
             "Probe ticks not run, by projection: lag.max_in_flight was full, or an increment \
              probe's previous event was still pending",
         );
+        let weak = counter_family(
+            registry,
+            "rehab_canary_projection_lag_weak_samples",
+            "Lag samples whose uncertainty exceeds lag.weak_share of their value (recorded all \
+             the same), by projection",
+        );
+        let reads = counter_family(
+            registry,
+            "rehab_canary_lag_probe_reads",
+            "Reads sent by the probes (polls, baseline and late-watch reads), by projection",
+        );
+        let server_clock_errors = counter_family(
+            registry,
+            "rehab_canary_lag_server_clock_errors",
+            "Probe events seen whose server-clock lag could not be read (timestamp missing, \
+             unparseable, or applied before committed), by projection",
+        );
         let in_flight = Gauge::default();
         registry.register(
             "rehab_canary_lag_probes_in_flight",
@@ -238,10 +321,24 @@ impl LagMetrics {
             values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
             windows: windows.clone(),
         }));
+        let server_windows = Arc::new(LatencyWindows::new(N));
+        registry.register_collector(Box::new(QuantileCollector {
+            name: "rehab_canary_projection_lag_server_clock_window_seconds",
+            help: "Server-clock projection lag quantiles per projection over the last minute. \
+                   Absent without a server-clock sample in the window.",
+            label: "projection",
+            values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
+            windows: server_windows.clone(),
+        }));
         LagMetrics {
             inner: Arc::new(Inner {
                 lag: Projection::ALL.map(|p| lag_family.get_or_create_owned(&label(p))),
                 end_to_end: Projection::ALL.map(|p| e2e_family.get_or_create_owned(&label(p))),
+                uncertainty: Projection::ALL.map(|p| unc_family.get_or_create_owned(&label(p))),
+                server_clock: Projection::ALL.map(|p| server_family.get_or_create_owned(&label(p))),
+                server_clock_errors,
+                weak,
+                reads,
                 probes,
                 failures,
                 duplicated,
@@ -249,6 +346,9 @@ impl LagMetrics {
                 skipped,
                 in_flight,
                 windows,
+                uncertainty_windows: LatencyWindows::new(N),
+                server_windows,
+                recent: Mutex::new(std::array::from_fn(|_| VecDeque::new())),
                 lost: Mutex::new(LostRing {
                     slots: [[0; SLOTS]; N],
                     current: 0,
@@ -268,22 +368,68 @@ impl LagMetrics {
         self.inner.probes[p.index()].inc();
     }
 
-    /// One lag sample (in time or late), with the event id as exemplar.
-    pub fn record_lag(&self, p: Projection, lag: Duration, end_to_end: Duration, event_id: &str) {
+    /// One lag sample (in time or late) with its error bar and, where the
+    /// service says when things happened, its server-clock lag; the event id
+    /// is the exemplar. `weak` is the caller's verdict on the error bar.
+    pub fn record_lag(&self, p: Projection, s: LagRecord<'_>) {
         let i = p.index();
-        let id = |s: &str| {
+        let id = || {
             Some(EventIdLabels {
-                event_id: s.chars().take(MAX_EXEMPLAR_ID).collect(),
+                event_id: s.event_id.chars().take(MAX_EXEMPLAR_ID).collect(),
             })
         };
-        let secs = lag.as_secs_f64();
-        self.inner.lag[i].observe(secs, id(event_id), None);
-        self.inner.end_to_end[i].observe(end_to_end.as_secs_f64(), id(event_id), None);
-        self.inner.windows.record(i, lag, false);
-        self.inner.last[i].store(secs.to_bits(), Ordering::Relaxed);
-        if let Some(tap) = self.inner.tap.get() {
-            tap.record_lag(lag);
+        let e = s.estimate;
+        let secs = e.lag.as_secs_f64();
+        let inner = &self.inner;
+        inner.lag[i].observe(secs, id(), None);
+        inner.end_to_end[i].observe(e.end_to_end.as_secs_f64(), id(), None);
+        inner.uncertainty[i].observe(e.uncertainty.as_secs_f64());
+        inner.windows.record(i, e.lag, false);
+        inner.uncertainty_windows.record(i, e.uncertainty, false);
+        if let Some(server) = s.server_clock {
+            inner.server_clock[i].observe(server.as_secs_f64(), id(), None);
+            inner.server_windows.record(i, server, false);
         }
+        if s.weak {
+            inner.weak[i].inc();
+        }
+        inner.last[i].store(secs.to_bits(), Ordering::Relaxed);
+        {
+            let mut recent = inner.recent.lock();
+            let ring = &mut recent[i];
+            if ring.len() == RECENT_SAMPLES {
+                ring.pop_front();
+            }
+            ring.push_back(LagSample {
+                event_id: s.event_id.into(),
+                lag_seconds: secs,
+                end_to_end_seconds: e.end_to_end.as_secs_f64(),
+                uncertainty_seconds: e.uncertainty.as_secs_f64(),
+                server_clock_seconds: s.server_clock.map(|d| d.as_secs_f64()),
+                late: s.late,
+            });
+        }
+        if let Some(tap) = inner.tap.get() {
+            tap.record_lag(e.lag);
+        }
+    }
+
+    /// A probe event was seen but its server-clock lag could not be read.
+    pub fn server_clock_error(&self, p: Projection) {
+        self.inner.server_clock_errors[p.index()].inc();
+    }
+
+    /// A probe sent one read.
+    pub fn read_sent(&self, p: Projection) {
+        self.inner.reads[p.index()].inc();
+    }
+
+    /// The newest samples of `p`, oldest first (at most [`RECENT_SAMPLES`]).
+    pub fn recent_samples(&self, p: Projection) -> Vec<LagSample> {
+        self.inner.recent.lock()[p.index()]
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Feeds a one-shot run's tap from now on.
@@ -334,6 +480,8 @@ impl LagMetrics {
     /// Advances the one-minute windows; call every [`SLOT_PERIOD`].
     pub fn rotate(&self) {
         self.inner.windows.rotate();
+        self.inner.uncertainty_windows.rotate();
+        self.inner.server_windows.rotate();
         let mut ring = self.inner.lost.lock();
         let next = (ring.current + 1) % SLOTS;
         for p in ring.slots.iter_mut() {
@@ -353,6 +501,14 @@ impl LagMetrics {
                 let i = p.index();
                 let s = self.inner.windows.summary(i);
                 let q = |k: usize| s.quantiles.map(|qs| qs[k]);
+                let u = self.inner.uncertainty_windows.summary(i).quantiles;
+                let sc = self.inner.server_windows.summary(i).quantiles;
+                let recent: Vec<LagSample> = self.inner.recent.lock()[i]
+                    .iter()
+                    .rev()
+                    .take(STATUS_SAMPLES)
+                    .cloned()
+                    .collect();
                 let last = f64::from_bits(self.inner.last[i].load(Ordering::Relaxed));
                 let fail = |f: Failure| self.inner.failures[i][f.index()].get();
                 ProjectionSnapshot {
@@ -361,6 +517,9 @@ impl LagMetrics {
                     last_seconds: (!last.is_nan()).then_some(last),
                     p50_seconds: q(0),
                     p95_seconds: q(1),
+                    p95_uncertainty_seconds: u.map(|qs| qs[1]),
+                    server_clock_p50_seconds: sc.map(|qs| qs[0]),
+                    server_clock_p95_seconds: sc.map(|qs| qs[1]),
                     samples_last_minute: s.requests,
                     lost_last_minute: lost_minute[i],
                     probes_total: self.inner.probes[i].get(),
@@ -370,10 +529,24 @@ impl LagMetrics {
                     rejected_total: fail(Failure::Rejected),
                     duplicated_total: self.inner.duplicated[i].get(),
                     out_of_order_total: self.inner.out_of_order[i].get(),
+                    weak_total: self.inner.weak[i].get(),
+                    reads_total: self.inner.reads[i].get(),
+                    server_clock_errors_total: self.inner.server_clock_errors[i].get(),
+                    recent,
                 }
             })
             .collect()
     }
+}
+
+/// What [`LagMetrics::record_lag`] records.
+#[derive(Clone, Copy, Debug)]
+pub struct LagRecord<'a> {
+    pub estimate: Estimate,
+    pub server_clock: Option<Duration>,
+    pub event_id: &'a str,
+    pub weak: bool,
+    pub late: bool,
 }
 
 /// The window span, for display.
@@ -382,7 +555,7 @@ pub fn window_seconds() -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn encode(r: &Registry) -> String {
@@ -428,33 +601,73 @@ mod tests {
         assert!(!text.contains("rehab_canary_projection_lag_window_seconds{"));
     }
 
+    /// A sample of `lag_ms ± unc_ms`, with an optional server-clock lag.
+    pub(crate) fn record(
+        m: &LagMetrics,
+        p: Projection,
+        lag_ms: u64,
+        unc_ms: u64,
+        server: Option<u64>,
+    ) {
+        let ms = Duration::from_millis;
+        m.record_lag(
+            p,
+            LagRecord {
+                estimate: Estimate {
+                    lag: ms(lag_ms),
+                    end_to_end: ms(lag_ms + 2),
+                    uncertainty: ms(unc_ms),
+                },
+                server_clock: server.map(ms),
+                event_id: "evt_1",
+                weak: unc_ms * 4 > lag_ms,
+                late: false,
+            },
+        );
+    }
+
     #[test]
     fn samples_show_with_exemplar_window_and_status() {
         let mut r = Registry::default();
         let m = LagMetrics::register(&mut r);
         m.set_enabled(Projection::Stream, true);
-        m.record_lag(
-            Projection::Stream,
-            Duration::from_millis(90),
-            Duration::from_millis(92),
-            "evt_1",
-        );
+        record(&m, Projection::Stream, 90, 3, Some(88));
+        record(&m, Projection::Stream, 90, 30, None);
         m.failure(Projection::Stream, Failure::Lost);
         let text = encode(&r);
         assert!(
             text.contains(
-                "rehab_canary_projection_lag_seconds_bucket{le=\"0.1\",projection=\"stream\"} 1 # {event_id=\"evt_1\"} 0.09"
+                "rehab_canary_projection_lag_seconds_bucket{le=\"0.1\",projection=\"stream\"} 2 # {event_id=\"evt_1\"} 0.09"
             ),
             "{text}"
         );
         assert!(text.contains(
             "rehab_canary_projection_lag_window_seconds{projection=\"stream\",quantile=\"0.5\"}"
         ));
+        for s in [
+            "rehab_canary_projection_lag_uncertainty_seconds_bucket{le=\"0.005\",projection=\"stream\"} 1",
+            "rehab_canary_projection_lag_uncertainty_seconds_count{projection=\"stream\"} 2",
+            "rehab_canary_projection_lag_server_clock_seconds_count{projection=\"stream\"} 1",
+            "rehab_canary_projection_lag_weak_samples_total{projection=\"stream\"} 1",
+            "rehab_canary_projection_lag_server_clock_window_seconds{projection=\"stream\",quantile=\"0.5\"}",
+        ] {
+            assert!(text.contains(s), "missing {s} in {text}");
+        }
         let s = &m.snapshot()[0];
         assert_eq!(s.projection, "stream");
         assert!(s.enabled);
         assert_eq!(s.last_seconds, Some(0.09));
         assert!((s.p50_seconds.unwrap() - 0.09).abs() < 0.001);
+        assert!((s.p95_uncertainty_seconds.unwrap() - 0.03).abs() < 0.001);
+        assert!((s.server_clock_p50_seconds.unwrap() - 0.088).abs() < 0.001);
+        assert_eq!(s.weak_total, 1);
+        assert_eq!(s.recent.len(), 2);
+        assert_eq!(
+            s.recent[1].server_clock_seconds,
+            Some(0.088),
+            "newest first"
+        );
+        assert_eq!(m.recent_samples(Projection::Stream).len(), 2);
         assert_eq!((s.lost_last_minute, s.lost_total), (1, 1));
         // The lost count leaves the window with the lag samples.
         for _ in 0..SLOTS {

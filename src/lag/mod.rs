@@ -10,40 +10,19 @@
 //! from the traffic engine's own scheduling thread, so polling can never delay
 //! the traffic schedule, and they run whatever `traffic.events_per_second`.
 //!
-//! # The measurement and its error
-//!
-//! Lag is the time from the 201 to the instant the event became visible;
-//! `_end_to_end` is the same from the moment the POST was sent. Visibility is
-//! only ever observed by polls, so it is bracketed: after the last poll that
-//! missed the event and no later than the first poll that saw it. Each poll's
-//! observation instant is the midpoint of its send and its response (where
-//! the server evaluated it is unknown within that span; on a LAN that is well
-//! under a millisecond).
-//!
-//! Polls are spaced geometrically from the 201: the first after
-//! `poll_initial`, each gap `poll_backoff` times the previous one, capped at
-//! `poll_max`. With gap `g` the true instant lies in a bracket of width `g`.
-//! Two estimators are possible:
-//! - *first hit* (the first poll that saw it) is biased late by `g/2` on
-//!   average and by up to `g`;
-//! - the *midpoint* of the bracket is unbiased with error at most `g/2`.
-//!
-//! We record the **midpoint** (before the first poll, the bracket starts at
-//! the 201 itself). With geometric spacing the gap at elapsed time `t` is
-//! `poll_initial + (poll_backoff − 1)·t`, so the error of one sample is at
-//! most `poll_initial/2 + (poll_backoff − 1)/2 · lag` (plus half a poll's round
-//! trip): with the defaults (5 ms, 1.1) that is 2.5 ms + 5 %, inside
-//! max(5 ms, 10 %) for every lag, and the `poll_max` cap (1 s) only matters
-//! past ten seconds. The cost is polls per event: about
-//! `ln(1 + (backoff − 1)·lag/initial) / ln(backoff)`, i.e. 12 for 100 ms and
-//! 32 for 1 s. Late events (seen after the timeout by the slower late watch)
-//! are recorded at the observing read, so their error is up to
-//! `late_poll_interval`.
+//! Each probe event is one run (`run.rs`): it posts the event and polls on
+//! a schedule that does not wait for the round trip; `estimate.rs` turns
+//! the polls into a lag sample and its error bar, and `server_clock.rs`
+//! reads the service's own timestamps where it has them. The README's
+//! "Projection lag and event loss" explains the measurement for operators.
 
 mod config;
+pub mod estimate;
 pub mod marker;
 mod metrics;
 pub mod probe;
+mod run;
+pub mod server_clock;
 mod status;
 mod tracker;
 pub mod visibility;
@@ -52,23 +31,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use reqwest::Url;
-use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::admin::StatusExtra;
 use crate::client::TargetClient;
-use crate::metrics::{Outcome, WINDOW_ROTATE_EVERY};
+use crate::metrics::WINDOW_ROTATE_EVERY;
 use crate::traffic::gate::Gate;
-pub use config::{LagConfig, ProbeConfig, ProbesConfig, RuleKind};
-pub use metrics::{Failure, LagMetrics, ProjectionSnapshot, LAG_BUCKETS};
+pub use config::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
+pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
 use probe::{Probe, Projection, Setup};
 use status::LagStatus;
-use tracker::{Observed, Tracker};
-use visibility::{Check, ReadFailure};
+use tracker::Tracker;
+use visibility::ReadFailure;
 
 /// Reads tried at the deadline before a run whose reads keep failing is
 /// counted `error` rather than `lost` (a lost verdict needs a good read).
@@ -97,10 +73,11 @@ enum Once {
     PostTransport,
     PostRejected,
     Cleanup,
+    ServerClock,
 }
 
 impl Once {
-    const COUNT: usize = ReadFailure::ALL.len() + 3;
+    const COUNT: usize = ReadFailure::ALL.len() + 4;
 
     fn index(self) -> usize {
         match self {
@@ -108,6 +85,7 @@ impl Once {
             Once::PostTransport => ReadFailure::ALL.len(),
             Once::PostRejected => ReadFailure::ALL.len() + 1,
             Once::Cleanup => ReadFailure::ALL.len() + 2,
+            Once::ServerClock => ReadFailure::ALL.len() + 3,
         }
     }
 }
@@ -119,6 +97,8 @@ struct Timing {
     poll_initial: Duration,
     poll_backoff: f64,
     poll_max: Duration,
+    poll_max_in_flight: usize,
+    weak_share: f64,
     late_window: Duration,
     late_poll_interval: Duration,
 }
@@ -147,10 +127,18 @@ impl Shared {
     }
 }
 
+/// Recent round-trip floors of a probe's POSTs and reads.
+#[derive(Debug, Default)]
+struct RttFloors {
+    post: estimate::Floor,
+    read: estimate::Floor,
+}
+
 #[derive(Debug)]
 struct ProbeState {
     probe: Probe,
     tracker: Tracker,
+    floors: parking_lot::Mutex<RttFloors>,
     /// An `increment` probe runs one event at a time: a second event in
     /// flight would move the same number.
     busy: AtomicBool,
@@ -192,6 +180,7 @@ impl LagProbes {
             })?;
             probes.push(Arc::new(ProbeState {
                 tracker: Tracker::new(probe.ordered()),
+                floors: parking_lot::Mutex::new(RttFloors::default()),
                 probe,
                 busy: AtomicBool::new(false),
             }));
@@ -206,6 +195,8 @@ impl LagProbes {
                 poll_initial: cfg.poll_initial,
                 poll_backoff: cfg.poll_backoff,
                 poll_max: cfg.poll_max,
+                poll_max_in_flight: cfg.poll_max_in_flight,
+                weak_share: cfg.weak_share,
                 late_window: cfg.late_window,
                 late_poll_interval: cfg.late_poll_interval,
             },
@@ -290,7 +281,12 @@ async fn schedule(
                 shared.metrics.skipped(p.probe.projection);
                 continue;
             }
-            if !launch(&mut runs, &permits, &shared, run(shared.clone(), p.clone())) {
+            if !launch(
+                &mut runs,
+                &permits,
+                &shared,
+                run::run(shared.clone(), p.clone()),
+            ) {
                 p.busy.store(false, Ordering::Release);
                 shared.metrics.skipped(p.probe.projection);
             }
@@ -307,7 +303,7 @@ async fn schedule(
                             &mut runs,
                             &permits,
                             &shared,
-                            late_watch(shared.clone(), p.clone()),
+                            run::late_watch(shared.clone(), p.clone()),
                         );
                     }
                 }
@@ -328,7 +324,7 @@ async fn schedule(
                         &mut runs,
                         &permits,
                         &shared,
-                        cleanup(shared.clone(), p.clone(), marker),
+                        run::cleanup(shared.clone(), p.clone(), marker),
                     );
                 }
             }
@@ -372,219 +368,6 @@ fn launch(
     true
 }
 
-/// Clears an increment probe's busy flag however its run ends.
-struct Busy<'a>(&'a ProbeState);
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
-    }
-}
-
-/// GET and parse one read.
-async fn read(client: &TargetClient, url: &Url) -> Result<Value, ReadFailure> {
-    let resp = client.get(url.clone()).await;
-    match resp.outcome {
-        Outcome::Status(200..=299) => visibility::parse(&resp.body),
-        Outcome::Status(code) => Err(ReadFailure::Status(code)),
-        Outcome::Timeout | Outcome::ConnectError | Outcome::IoError => Err(ReadFailure::Transport),
-    }
-}
-
-/// The service's id of the created event, when its 201 body says it.
-fn event_id(body: &Bytes) -> Option<Box<str>> {
-    #[derive(serde::Deserialize)]
-    struct Created<'a> {
-        #[serde(borrow)]
-        event_id: Option<std::borrow::Cow<'a, str>>,
-    }
-    let c: Created<'_> = serde_json::from_slice(body).ok()?;
-    c.event_id.map(|id| id.into())
-}
-
-/// One probe event: (pre-read,) post, poll until visible or timed out.
-async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
-    let _busy = p.serial().then(|| Busy(&p));
-    let proj = p.probe.projection;
-    let m = &shared.metrics;
-    let t = &shared.timing;
-    let seq = p.tracker.next_seq();
-    let ev = match p.probe.event(seq) {
-        Ok(ev) => ev,
-        Err(e) => {
-            shared.log_once(Once::Read(ReadFailure::Shape), proj, &e);
-            m.failure(proj, Failure::Error);
-            return;
-        }
-    };
-    // The increment rule compares with the number just before the POST. A
-    // 404 there is a probe patient the service has not seen yet: zero.
-    let baseline = if p.serial() {
-        let number = read(&shared.client, &ev.read_url)
-            .await
-            .and_then(|doc| p.probe.rule.number(&doc));
-        match number {
-            Ok(v) => v,
-            Err(ReadFailure::Status(404)) => 0.0,
-            Err(f) => {
-                shared.log_once(Once::Read(f), proj, &f);
-                m.probe_sent(proj);
-                m.failure(proj, Failure::Error);
-                return;
-            }
-        }
-    } else {
-        0.0
-    };
-
-    m.probe_sent(proj);
-    let sent = Instant::now();
-    let resp = shared
-        .client
-        .post_json(p.probe.events_url.clone(), ev.body)
-        .await;
-    let acked = Instant::now();
-    match resp.outcome {
-        Outcome::Status(200..=299) => {}
-        Outcome::Status(code) => {
-            shared.log_once(Once::PostRejected, proj, &code);
-            m.failure(proj, Failure::Rejected);
-            return;
-        }
-        other => {
-            shared.log_once(Once::PostTransport, proj, &format_args!("{other:?}"));
-            m.failure(proj, Failure::Error);
-            return;
-        }
-    }
-    let id = event_id(&resp.body).unwrap_or_else(|| ev.marker.as_str().into());
-    p.tracker.posted(seq, sent, acked, id.clone());
-
-    let expected = match p.probe.rule.kind {
-        RuleKind::Value => p.probe.rule.expected(&ev.marker),
-        RuleKind::Marker | RuleKind::Increment => String::new(),
-    };
-    let check = Check {
-        prefix: &p.probe.prefix,
-        seq,
-        expected: &expected,
-        baseline,
-    };
-    let deadline = acked + t.timeout;
-    let mut gap = t.poll_initial;
-    let mut next = acked + gap;
-    // The bracket's lower end: the last instant the event was known not to
-    // be visible (the 201 itself until a poll misses).
-    let mut last_miss = acked;
-    let mut final_attempts = 0;
-    let mut seqs = Vec::new();
-    loop {
-        let at = if final_attempts == 0 {
-            next.min(deadline)
-        } else {
-            next
-        };
-        tokio::time::sleep_until(at).await;
-        let s = Instant::now();
-        let result = read(&shared.client, &ev.read_url).await;
-        let r = Instant::now();
-        let obs = s + (r - s) / 2;
-        let last_look = at >= deadline;
-        match result.and_then(|doc| p.probe.rule.check(&doc, &check, &mut seqs)) {
-            Ok(hit) => {
-                if p.probe.rule.kind == RuleKind::Marker {
-                    let observed = p.tracker.observe(&mut seqs, obs);
-                    account(&shared, &p, observed).await;
-                }
-                if hit {
-                    let visible = last_miss + (obs - last_miss) / 2;
-                    if p.tracker.seen(seq, obs) {
-                        m.out_of_order(proj, 1);
-                    }
-                    m.record_lag(
-                        proj,
-                        visible.saturating_duration_since(acked),
-                        visible.saturating_duration_since(sent),
-                        &id,
-                    );
-                    cleanup(shared.clone(), p.clone(), ev.marker).await;
-                    return;
-                }
-                last_miss = obs;
-                if last_look {
-                    p.tracker.lost(seq, obs);
-                    m.failure(proj, Failure::Lost);
-                    return;
-                }
-            }
-            Err(f) => {
-                shared.log_once(Once::Read(f), proj, &f);
-                if last_look {
-                    final_attempts += 1;
-                    if final_attempts >= FINAL_ATTEMPTS {
-                        p.tracker.gave_up(seq, r);
-                        m.failure(proj, Failure::Error);
-                        return;
-                    }
-                    next = r + t.poll_initial;
-                    continue;
-                }
-            }
-        }
-        gap = gap.mul_f64(t.poll_backoff).min(t.poll_max);
-        next += gap;
-    }
-}
-
-/// Records what a read revealed beyond the probe's own event; late events
-/// get their lag recorded and, for the work queue, their cleanup.
-async fn account(shared: &Arc<Shared>, p: &Arc<ProbeState>, o: Observed) {
-    let proj = p.probe.projection;
-    let m = &shared.metrics;
-    m.duplicated(proj, o.duplicated);
-    m.out_of_order(proj, o.out_of_order);
-    for late in o.late {
-        m.failure(proj, Failure::Late);
-        m.record_lag(proj, late.lag, late.end_to_end, &late.event_id);
-        cleanup(shared.clone(), p.clone(), p.probe.prefix.marker(late.seq)).await;
-    }
-}
-
-/// One low-rate read looking for lost events.
-async fn late_watch(shared: Arc<Shared>, p: Arc<ProbeState>) {
-    let Some(url) = p.probe.fixed_read() else {
-        return;
-    };
-    let s = Instant::now();
-    let result = read(&shared.client, url).await;
-    let obs = s + s.elapsed() / 2;
-    let mut seqs = Vec::new();
-    match result.and_then(|doc| p.probe.rule.markers(&doc, &p.probe.prefix, &mut seqs)) {
-        Ok(()) => {
-            let observed = p.tracker.observe(&mut seqs, obs);
-            account(&shared, &p, observed).await;
-        }
-        Err(f) => shared.log_once(Once::Read(f), p.probe.projection, &f),
-    }
-}
-
-/// Posts the probe's cleanup events for `marker` (none for most probes).
-async fn cleanup(shared: Arc<Shared>, p: Arc<ProbeState>, marker: String) {
-    for body in p.probe.cleanup(&marker) {
-        let resp = shared
-            .client
-            .post_json(p.probe.events_url.clone(), body)
-            .await;
-        if resp.outcome.is_error() {
-            shared.log_once(
-                Once::Cleanup,
-                p.probe.projection,
-                &format_args!("{:?}", resp.outcome),
-            );
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -596,15 +379,5 @@ mod tests {
         assert_eq!(advance(t0, s, t0), t0 + s);
         assert_eq!(advance(t0, s, t0 + Duration::from_millis(3500)), t0 + 4 * s);
         assert_eq!(advance(t0, s, t0 + 2 * s), t0 + 3 * s);
-    }
-
-    #[test]
-    fn event_ids_come_from_the_201_body() {
-        assert_eq!(
-            event_id(&Bytes::from_static(br#"{"event_id":"evt_1","x":[1]}"#)).as_deref(),
-            Some("evt_1")
-        );
-        assert_eq!(event_id(&Bytes::from_static(b"<html>")), None);
-        assert_eq!(event_id(&Bytes::from_static(b"{}")), None);
     }
 }

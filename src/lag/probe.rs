@@ -25,6 +25,7 @@ use reqwest::Url;
 
 use super::config::{LagConfig, ProbeConfig, RuleKind};
 use super::marker::{MarkerPrefix, RunEpoch};
+use super::server_clock::{self, ServerClock, StampError};
 use super::visibility::Visibility;
 use crate::api::EventKind;
 use crate::config::PayloadConfig;
@@ -130,6 +131,8 @@ pub struct Probe {
     pub rule: Visibility,
     pub interval: Duration,
     pub events_url: Url,
+    /// Where the service's own timestamps are, if it has them.
+    pub server_clock: Option<ServerClock>,
     base: Url,
     route: String,
     /// The read URL when it does not depend on the event.
@@ -171,6 +174,16 @@ impl Probe {
             },
             interval: cfg.interval.unwrap_or(lag.interval),
             events_url: setup.base.join("api/v1/events")?,
+            server_clock: match &cfg.server_clock {
+                super::config::ServerClockConfig {
+                    committed: Some(committed),
+                    applied: Some(applied),
+                } => Some(ServerClock {
+                    committed: committed.clone(),
+                    applied: applied.clone(),
+                }),
+                _ => None,
+            },
             base: setup.base.clone(),
             route,
             fixed_read: None,
@@ -237,6 +250,24 @@ impl Probe {
             body,
             read_url,
         })
+    }
+
+    /// The service's applied time of event `seq` in a read that shows it:
+    /// from the marked element for the `marker` rule, from the whole read
+    /// for the others.
+    pub fn applied(
+        &self,
+        doc: &serde_json::Value,
+        seq: u64,
+        pointer: &str,
+    ) -> Result<SystemTime, StampError> {
+        match self.rule.kind {
+            RuleKind::Marker => {
+                let root = self.rule.at(doc).ok_or(StampError::Missing)?;
+                server_clock::applied(root, Some((&self.prefix, seq)), pointer)
+            }
+            RuleKind::Value | RuleKind::Increment => server_clock::applied(doc, None, pointer),
+        }
     }
 
     /// Whether [`Probe::cleanup`] ever has something to post.

@@ -1,6 +1,7 @@
 //! The lag section of `/status` and the landing page: per projection the last
-//! lag, p50 and p95 over the last minute, and events lost in the last minute,
-//! plus the running totals.
+//! lag, p50 and p95 ± the error bar over the last minute, the server-clock
+//! lag where configured, and events lost in the last minute, plus the
+//! running totals.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,6 +20,15 @@ pub struct LagStatus {
 
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "–".to_owned(), |s| format!("{:.1} ms", s * 1e3))
+}
+
+/// `p95 ± error`: the error is the window's 95th percentile of the samples'
+/// uncertainty.
+fn pm(v: Option<f64>, err: Option<f64>) -> String {
+    match (v, err) {
+        (Some(v), Some(e)) => format!("{:.1} ± {:.1} ms", v * 1e3, e * 1e3),
+        (v, _) => ms(v),
+    }
 }
 
 impl StatusExtra for LagStatus {
@@ -41,9 +51,12 @@ impl StatusExtra for LagStatus {
         let _ = write!(
             h,
             "<p>Probe interval {:.1} s, timeout {:.0} s; {} in flight. Quantiles and losses over \
-             the last {:.0} s.</p>\n<table><tr><th>Projection</th><th>Last</th><th>p50</th>\
-             <th>p95</th><th>Lost (1 min)</th><th>Probes</th><th>Lost</th><th>Late</th>\
-             <th>Errors</th><th>Rejected</th><th>Duplicated</th><th>Out of order</th></tr>\n",
+             the last {:.0} s; ± is the 95th percentile of the samples' error bars. Server \
+             clock: the service's own timestamps, where configured.</p>\n<table><tr>\
+             <th>Projection</th><th>Last</th><th>p50</th><th>p95 ± error</th>\
+             <th>Server clock p95</th><th>Weak</th><th>Lost (1 min)</th><th>Probes</th>\
+             <th>Lost</th><th>Late</th><th>Errors</th><th>Rejected</th><th>Duplicated</th>\
+             <th>Out of order</th></tr>\n",
             self.interval.as_secs_f64(),
             self.timeout.as_secs_f64(),
             self.metrics.in_flight_now(),
@@ -61,7 +74,7 @@ fn row(h: &mut String, p: &ProjectionSnapshot) {
     if !p.enabled {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td colspan=\"11\">disabled</td></tr>",
+            "<tr><td>{}</td><td colspan=\"13\">disabled</td></tr>",
             escape_html(p.projection)
         );
         return;
@@ -69,12 +82,15 @@ fn row(h: &mut String, p: &ProjectionSnapshot) {
     let bad = |n: u64| if n > 0 { " class=\"err\"" } else { "" };
     let _ = writeln!(
         h,
-        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td><td>{}</td><td{}>{}</td>\
-         <td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td></tr>",
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td>\
+         <td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>\
+         <td{}>{}</td></tr>",
         escape_html(p.projection),
         ms(p.last_seconds),
         ms(p.p50_seconds),
-        ms(p.p95_seconds),
+        pm(p.p95_seconds, p.p95_uncertainty_seconds),
+        ms(p.server_clock_p95_seconds),
+        p.weak_total,
         bad(p.lost_last_minute),
         p.lost_last_minute,
         p.probes_total,
@@ -104,12 +120,7 @@ mod tests {
         let mut r = prometheus_client::registry::Registry::default();
         let m = LagMetrics::register(&mut r);
         m.set_enabled(Projection::Stream, true);
-        m.record_lag(
-            Projection::Stream,
-            Duration::from_millis(90),
-            Duration::from_millis(91),
-            "e",
-        );
+        crate::lag::metrics::tests::record(&m, Projection::Stream, 90, 4, None);
         m.failure(Projection::Stream, Failure::Lost);
         let s = LagStatus {
             metrics: m,
@@ -124,7 +135,14 @@ mod tests {
         assert!(stream["p95_seconds"].as_f64().is_some());
         assert_eq!(v["projections"][3]["enabled"], false);
         let html = s.html().unwrap();
-        assert!(html.contains("<td>stream</td><td>90.0 ms</td>"), "{html}");
-        assert!(html.contains("<td>work_queue</td><td colspan=\"11\">disabled</td>"));
+        // HDR windows hold two significant digits: 90 ms reads 90.1.
+        assert!(
+            html.contains("<td>stream</td><td>90.0 ms</td><td>90.1 ms</td><td>90.1 ± 4.0 ms</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>work_queue</td><td colspan=\"13\">disabled</td>"));
+        let u95 = stream["p95_uncertainty_seconds"].as_f64().unwrap();
+        assert!((u95 - 0.004).abs() < 0.0001, "{u95}");
+        assert_eq!(stream["recent"][0]["uncertainty_seconds"], 0.004);
     }
 }

@@ -200,9 +200,12 @@ impl Tracker {
                 e.state = State::Late(at);
                 let ooo = self.ordered && e.overtaken;
                 out.out_of_order += u64::from(ooo);
+                // Lag from acceptance: the POST's midpoint, as for every
+                // sample (see `estimate.rs`).
+                let anchor = e.sent + e.acked.saturating_duration_since(e.sent) / 2;
                 out.late.push(Late {
                     seq,
-                    lag: at.saturating_duration_since(e.acked),
+                    lag: at.saturating_duration_since(anchor),
                     end_to_end: at.saturating_duration_since(e.sent),
                     event_id: e.event_id.clone(),
                     out_of_order: ooo,
@@ -306,9 +309,10 @@ mod tests {
         let o = t.observe(&mut [1, 2], t0 + ms(2005));
         assert_eq!(o.late.len(), 1);
         let late = &o.late[0];
+        // Sent at 0, acknowledged at 5 ms: accepted at 2.5 ms.
         assert_eq!(
             (late.seq, late.lag, late.end_to_end),
-            (1, ms(2000), ms(2005))
+            (1, Duration::from_micros(2_002_500), ms(2005))
         );
         assert_eq!(&*late.event_id, "e1");
         assert_eq!(t.lost_open(), 0);

@@ -68,7 +68,8 @@ pub fn parse(body: &[u8]) -> Result<Value, ReadFailure> {
 }
 
 impl Visibility {
-    fn at<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
+    /// What the rule's pointer selects in a read.
+    pub fn at<'v>(&self, doc: &'v Value) -> Option<&'v Value> {
         if self.pointer.is_empty() {
             Some(doc)
         } else {
