@@ -142,7 +142,13 @@ fn daemon_config(base_url: String, token: PathBuf) -> Config {
         lag.insert("interval".into(), "250ms".into());
         lag.insert("timeout".into(), "2s".into());
     }
-    serde_json::from_value(v).unwrap()
+    let mut cfg: Config = serde_json::from_value(v).unwrap();
+    // The reference API's own timestamps: the dashboard draws server-clock lag.
+    for p in [&mut cfg.lag.probes.stream, &mut cfg.lag.probes.adherence] {
+        p.server_clock.committed = Some("/committed_at".into());
+        p.server_clock.applied = Some("/projected_at".into());
+    }
+    cfg
 }
 
 async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {

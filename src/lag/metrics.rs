@@ -145,7 +145,7 @@ struct Inner {
     in_flight: Gauge,
     windows: Arc<LatencyWindows>,
     uncertainty_windows: LatencyWindows,
-    server_windows: Arc<LatencyWindows>,
+    server_windows: LatencyWindows,
     recent: Mutex<[VecDeque<LagSample>; N]>,
     lost: Mutex<LostRing>,
     /// Last lag per projection, as `f64` bits; NaN until the first sample.
@@ -208,9 +208,10 @@ impl LagMetrics {
             );
         registry.register(
             "rehab_canary_projection_lag_seconds",
-            "Time from a probe event's 201 to its first visibility in the projection's read \
-             (midpoint of the last poll that missed it and the first that saw it); late events \
-             included. Exemplar: the probe event's id",
+            "Time from a probe event's acceptance (its POST's midpoint) to its first visibility \
+             in the projection's read (middle of the bracket of the last poll that missed it and \
+             the first that saw it, each at its own midpoint); late events included. Error bar: \
+             rehab_canary_projection_lag_uncertainty_seconds. Exemplar: the probe event's id",
             lag_family.clone(),
         );
         let e2e_family =
@@ -321,15 +322,6 @@ impl LagMetrics {
             values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
             windows: windows.clone(),
         }));
-        let server_windows = Arc::new(LatencyWindows::new(N));
-        registry.register_collector(Box::new(QuantileCollector {
-            name: "rehab_canary_projection_lag_server_clock_window_seconds",
-            help: "Server-clock projection lag quantiles per projection over the last minute. \
-                   Absent without a server-clock sample in the window.",
-            label: "projection",
-            values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
-            windows: server_windows.clone(),
-        }));
         LagMetrics {
             inner: Arc::new(Inner {
                 lag: Projection::ALL.map(|p| lag_family.get_or_create_owned(&label(p))),
@@ -347,7 +339,8 @@ impl LagMetrics {
                 in_flight,
                 windows,
                 uncertainty_windows: LatencyWindows::new(N),
-                server_windows,
+                // For `/status` only: Prometheus has the histogram.
+                server_windows: LatencyWindows::new(N),
                 recent: Mutex::new(std::array::from_fn(|_| VecDeque::new())),
                 lost: Mutex::new(LostRing {
                     slots: [[0; SLOTS]; N],
@@ -649,7 +642,6 @@ pub(crate) mod tests {
             "rehab_canary_projection_lag_uncertainty_seconds_count{projection=\"stream\"} 2",
             "rehab_canary_projection_lag_server_clock_seconds_count{projection=\"stream\"} 1",
             "rehab_canary_projection_lag_weak_samples_total{projection=\"stream\"} 1",
-            "rehab_canary_projection_lag_server_clock_window_seconds{projection=\"stream\",quantile=\"0.5\"}",
         ] {
             assert!(text.contains(s), "missing {s} in {text}");
         }
