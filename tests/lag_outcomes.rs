@@ -298,3 +298,39 @@ async fn serial_garbage_reads_count_as_errors_not_losses() {
     daemon.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_a_hanging_target_holds_at_most_the_poll_bound_open_per_probe() {
+    // Every answer takes 3 s: polls start at each POST's send and nothing
+    // comes back for the first 3 s, while a new probe event starts every
+    // 50 ms. The probe's reads in flight never pass its bound.
+    let sim = start_sim(
+        Faults {
+            response_delay_ms: 3000,
+            ..Faults::default()
+        },
+        |_| {},
+    )
+    .await;
+    let daemon = start_daemon(config(&sim, &["stream"], |c| {
+        c.lag.interval = Duration::from_millis(50);
+        c.lag.timeout = Duration::from_secs(10);
+        c.lag.poll_max_in_flight = 8;
+    }))
+    .await;
+    let addr = daemon.admin_addr();
+    let s = eventually("the bound filled", Duration::from_secs(2), || async {
+        let s = scrape(addr).await;
+        (per(&s, "rehab_canary_lag_probe_reads_total", "stream") >= 8.0).then_some(s)
+    })
+    .await;
+    assert!(per(&s, "rehab_canary_lag_probes_total", "stream") >= 2.0);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // Still within the first answer's 3 s: not one read has come back.
+    let s = scrape(addr).await;
+    assert_eq!(per(&s, "rehab_canary_lag_probe_reads_total", "stream"), 8.0);
+    // Many events started meanwhile, each wanting polls of its own.
+    assert!(per(&s, "rehab_canary_lag_probes_total", "stream") >= 10.0);
+    daemon.shutdown().await;
+    sim.shutdown().await;
+}

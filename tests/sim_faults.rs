@@ -48,6 +48,69 @@ async fn latency_and_jitter_delay_every_api_response() {
 }
 
 #[tokio::test]
+async fn the_response_path_delay_comes_after_the_state_it_reports() {
+    let sim = start(fast_config()).await;
+    let c = client();
+    let base = sim.base_url();
+    put_faults(
+        &c,
+        &base,
+        json!({"response_delay_ms": 120, "response_jitter_ms": 30}),
+    )
+    .await;
+    let parse = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
+    // The 201 arrives at least 120 ms after the send, but the commit it
+    // reports was taken at once.
+    let sent = std::time::SystemTime::now();
+    let t = Instant::now();
+    let r = post_event(&c, &base, &feedback("prd", "x")).await;
+    let el = t.elapsed();
+    assert_eq!(r.status(), 201);
+    assert!(el >= Duration::from_millis(120), "{el:?}");
+    assert!(el <= Duration::from_millis(1000), "{el:?}");
+    let created: Value = r.json().await.unwrap();
+    let committed = parse(&created["committed_at"]);
+    let after_send = committed.duration_since(sent).unwrap_or(Duration::ZERO);
+    assert!(after_send < Duration::from_millis(60), "{after_send:?}");
+    // Reads and health too; the read shows when the event became visible,
+    // on the same clock as the commit.
+    let t = Instant::now();
+    let r = c
+        .get(format!("{base}/api/v1/patients/prd/stream"))
+        .bearer_auth("dev-token")
+        .send()
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(120));
+    let stream: Value = r.json().await.unwrap();
+    let ev = &stream["events"][0];
+    assert_eq!(ev["event_id"], created["event_id"]);
+    assert!(parse(&ev["projected_at"]) >= committed);
+    let t = Instant::now();
+    c.get(format!("{base}/health")).send().await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(120));
+    let text = metrics_text(&c, &base).await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_faults_injected_total{fault="response_delay"}"#
+        ),
+        3.0
+    );
+    // Healed: fast again.
+    put_faults(
+        &c,
+        &base,
+        json!({"response_delay_ms": 0, "response_jitter_ms": 0}),
+    )
+    .await;
+    let t = Instant::now();
+    c.get(format!("{base}/health")).send().await.unwrap();
+    assert!(t.elapsed() < Duration::from_millis(100));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn error_rate_answers_500_and_accepts_nothing() {
     let sim = start(fast_config()).await;
     let c = client();

@@ -31,9 +31,9 @@ pub struct LagConfig {
     pub poll_backoff: f64,
     #[serde(with = "humantime_serde")]
     pub poll_max: Duration,
-    /// Polls of one probe event in flight at once; a poll due while the
-    /// bound is full waits for a free slot (the bracket widens and the
-    /// sample's uncertainty says so).
+    /// Polls of one probe in flight at once, all its events together; a
+    /// poll due while the bound is full waits for a free slot (the bracket
+    /// widens and the sample's uncertainty says so).
     pub poll_max_in_flight: usize,
     /// A lag sample whose uncertainty exceeds this share of its value is
     /// still recorded, and also counted in

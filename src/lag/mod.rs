@@ -97,7 +97,6 @@ struct Timing {
     poll_initial: Duration,
     poll_backoff: f64,
     poll_max: Duration,
-    poll_max_in_flight: usize,
     weak_share: f64,
     late_window: Duration,
     late_poll_interval: Duration,
@@ -139,6 +138,10 @@ struct ProbeState {
     probe: Probe,
     tracker: Tracker,
     floors: parking_lot::Mutex<RttFloors>,
+    /// The probe's bound on polls in flight, all its events together
+    /// (`lag.poll_max_in_flight`): a hanging target holds at most this many
+    /// reads open per probe, however many runs are waiting on it.
+    poll_slots: Arc<Semaphore>,
     /// An `increment` probe runs one event at a time: a second event in
     /// flight would move the same number.
     busy: AtomicBool,
@@ -181,6 +184,7 @@ impl LagProbes {
             probes.push(Arc::new(ProbeState {
                 tracker: Tracker::new(probe.ordered()),
                 floors: parking_lot::Mutex::new(RttFloors::default()),
+                poll_slots: Arc::new(Semaphore::new(cfg.poll_max_in_flight)),
                 probe,
                 busy: AtomicBool::new(false),
             }));
@@ -195,7 +199,6 @@ impl LagProbes {
                 poll_initial: cfg.poll_initial,
                 poll_backoff: cfg.poll_backoff,
                 poll_max: cfg.poll_max,
-                poll_max_in_flight: cfg.poll_max_in_flight,
                 weak_share: cfg.weak_share,
                 late_window: cfg.late_window,
                 late_poll_interval: cfg.late_poll_interval,

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use reqwest::Url;
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::estimate::{self, Estimate, Poll, Span};
@@ -63,12 +64,15 @@ struct PollDone {
     result: Result<Value, ReadFailure>,
 }
 
-/// One read, timed from its launch to its answer.
+/// One read, timed from its launch to its answer. It holds its slot of the
+/// probe's in-flight bound (if it took one) until the answer is in, also
+/// when it finishes in the background after its run is over.
 fn poll(
     shared: &Arc<Shared>,
     proj: Projection,
     url: &Url,
     k: u32,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> impl std::future::Future<Output = PollDone> + Send + 'static {
     shared.metrics.read_sent(proj);
     let client = shared.client.clone();
@@ -76,6 +80,7 @@ fn poll(
     let sent = Instant::now();
     async move {
         let result = read(&client, &url).await;
+        drop(slot);
         PollDone {
             k,
             span: Span {
@@ -129,12 +134,13 @@ impl Polls {
     fn launch<F: std::future::Future<Output = PollDone>>(
         &mut self,
         running: &mut FuturesUnordered<F>,
-        f: impl FnOnce(u32) -> F,
+        f: impl FnOnce(u32, Option<OwnedSemaphorePermit>) -> F,
+        slot: Option<OwnedSemaphorePermit>,
     ) -> u32 {
         let k = self.launched;
         self.launched += 1;
         self.in_flight.push((k, Instant::now()));
-        running.push(f(k));
+        running.push(f(k, slot));
         k
     }
 }
@@ -147,7 +153,7 @@ enum Unseen {
 
 /// One probe event: (pre-read,) post, and poll from the moment of sending
 /// on the geometric schedule, polls overlapping each other and the POST
-/// (bounded by `lag.poll_max_in_flight`), until a poll sees the event or
+/// (bounded per probe by `lag.poll_max_in_flight`), until a poll sees the event or
 /// the timeout passes; then the sample and its error bar (`estimate.rs`).
 pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
     let _busy = p.serial().then(|| Busy(&p));
@@ -206,7 +212,7 @@ pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
     let mut polls = Polls::default();
     let mut running = FuturesUnordered::new();
     let mut seqs = Vec::new();
-    let new_poll = |k| poll(&shared, proj, &ev.read_url, k);
+    let new_poll = |k, slot| poll(&shared, proj, &ev.read_url, k, slot);
 
     let outcome = loop {
         if let Some(post) = &posted {
@@ -223,7 +229,12 @@ pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
             }
         }
         let seeing = polls.first_hit.is_none();
-        let may_poll = seeing && !polls.last_phase && polls.in_flight.len() < t.poll_max_in_flight;
+        let may_poll = seeing && !polls.last_phase;
+        // Due, and a slot of the probe's in-flight bound is free.
+        let slot = async {
+            tokio::time::sleep_until(next).await;
+            p.poll_slots.clone().acquire_owned().await
+        };
         let last_look_due = match polls.last_look_due {
             Some(due) if seeing => due,
             _ => far_future(),
@@ -308,9 +319,10 @@ pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
                     }
                 }
             }
-            () = tokio::time::sleep_until(next), if may_poll => {
+            slot = slot, if may_poll => {
                 let now = Instant::now();
-                polls.launch(&mut running, new_poll);
+                // The semaphore is never closed, so a slot always comes.
+                polls.launch(&mut running, new_poll, slot.ok());
                 gap = gap.mul_f64(t.poll_backoff).min(t.poll_max);
                 // A poll held back by the in-flight bound does not make the
                 // ones after it catch up in a burst.
@@ -323,7 +335,8 @@ pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
             () = tokio::time::sleep_until(last_look_due), if last_look_due != far_future() => {
                 polls.last_look_due = None;
                 // The last look goes out whatever the in-flight bound.
-                polls.last_look = Some(polls.launch(&mut running, new_poll));
+                let slot = p.poll_slots.clone().try_acquire_owned().ok();
+                polls.last_look = Some(polls.launch(&mut running, new_poll, slot));
             }
         }
     };
@@ -453,7 +466,8 @@ pub(super) async fn late_watch(shared: Arc<Shared>, p: Arc<ProbeState>) {
     let Some(url) = p.probe.fixed_read() else {
         return;
     };
-    let done = poll(&shared, p.probe.projection, url, 0).await;
+    let slot = p.poll_slots.clone().try_acquire_owned().ok();
+    let done = poll(&shared, p.probe.projection, url, 0, slot).await;
     let mut seqs = Vec::new();
     match done
         .result
