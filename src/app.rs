@@ -13,16 +13,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::control::{self, Control, ReloadReport};
-use crate::admin::{self, AdminState, RuntimeInfo, StatusExtra};
+use crate::admin::control::{self, Control};
+use crate::admin::{self, AdminState, RuntimeInfo};
 use crate::auth::{self, AuthError, AuthTask, TokenSource};
+use crate::client::Outcome;
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
-use crate::metrics::{BuildInfo, Metrics, Outcome, WINDOW_ROTATE_EVERY};
+use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
+use crate::reload::ReloadReport;
 use crate::reload::Reloader;
 use crate::sim::{self, SimConfig, SimError, SimHandle};
+use crate::status::StatusSection;
 use crate::traffic::engine::Engine;
 use crate::traffic::gate::Gate;
 use crate::traffic::journeys::{Journeys, Naming};
@@ -199,7 +202,7 @@ impl Daemon {
             }
         };
         let probes = make_probes(&cfg.shard_lag())?;
-        info.add_status_extra(probes.status());
+        info.add_status_section(probes.status());
         let lag = Arc::new(LagSupervisor {
             running: parking_lot::Mutex::new(Some(probes)),
             current: parking_lot::Mutex::new(cfg.shard_lag()),
@@ -216,7 +219,7 @@ impl Daemon {
             reloader: reloader.clone(),
             gate: gate.clone(),
         });
-        info.add_status_extra(controls.clone());
+        info.add_status_section(controls.clone());
         let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
             .merge(control::router(controls.clone()));
         let web_now = web.current();
@@ -464,7 +467,7 @@ impl Control for Controls {
     }
 }
 
-impl StatusExtra for Controls {
+impl StatusSection for Controls {
     fn key(&self) -> &'static str {
         "control"
     }

@@ -15,9 +15,10 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::client::Outcome;
 use crate::client::{bearer, ClientError, TargetClient};
 use crate::config::AuthConfig;
-use crate::metrics::{AuthFailure, Metrics, Outcome};
+use crate::metrics::{AuthFailure, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

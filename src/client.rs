@@ -15,7 +15,6 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 
 use crate::config::TargetConfig;
-use crate::metrics::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,6 +32,26 @@ pub fn bearer(token: &str, origin: &str) -> Result<HeaderValue, ClientError> {
         })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+/// Outcome of one HTTP request, as the `status` label sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target answered with this HTTP status code.
+    Status(u16),
+    /// No complete answer within the request timeout.
+    Timeout,
+    /// The connection could not be established (refused, DNS, TLS handshake).
+    ConnectError,
+    /// Any other transport failure (reset mid-response, body read error, ...).
+    IoError,
+}
+
+impl Outcome {
+    /// An outcome counts as an error when it is not a 2xx/3xx answer.
+    pub const fn is_error(self) -> bool {
+        !matches!(self, Outcome::Status(200..=399))
+    }
 }
 
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 //! swap it in. An invalid config keeps the running one and logs every error;
 //! sections that need a restart are named and left as they were.
 
+use serde::Serialize;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -10,9 +11,31 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::admin::control::{ReloadOutcome, ReloadReport};
 use crate::config::{Config, ENV_PREFIX};
 use crate::metrics::Metrics;
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The new config is in force.
+    Applied,
+    /// Same checksum as the running config: nothing to do.
+    Unchanged,
+    /// The new config is invalid; the running one was kept.
+    Failed,
+    /// The daemon was started without a config file.
+    NoConfigFile,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadReport {
+    pub outcome: ReloadOutcome,
+    /// Every problem of a failed reload, each naming its key.
+    pub errors: Vec<String>,
+    /// Changed sections that only take effect after a restart.
+    pub restart_required: Vec<&'static str>,
+}
 
 /// Something that takes the reloadable parts of a new config.
 pub trait Apply: Send + Sync {

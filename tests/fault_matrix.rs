@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rehab_canary::admin::control::ReloadOutcome;
 use rehab_canary::app::{Daemon, RunOptions};
 use rehab_canary::config::Config;
+use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 use support::{eventually, scrape, scrape_url, Scrape};
 use tokio::time::Instant;

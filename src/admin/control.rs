@@ -11,28 +11,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 
-/// What a reload did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ReloadOutcome {
-    /// The new config is in force.
-    Applied,
-    /// Same checksum as the running config: nothing to do.
-    Unchanged,
-    /// The new config is invalid; the running one was kept.
-    Failed,
-    /// The daemon was started without a config file.
-    NoConfigFile,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ReloadReport {
-    pub outcome: ReloadOutcome,
-    /// Every problem of a failed reload, each naming its key.
-    pub errors: Vec<String>,
-    /// Changed sections that only take effect after a restart.
-    pub restart_required: Vec<&'static str>,
-}
+use crate::reload::{ReloadOutcome, ReloadReport};
 
 pub trait Control: Send + Sync + 'static {
     fn reload(&self) -> ReloadReport;

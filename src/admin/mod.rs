@@ -33,6 +33,7 @@ use axum::Router;
 use parking_lot::RwLock;
 
 use crate::metrics::Metrics;
+use crate::status::StatusSection;
 
 pub use server::{serve_with, WebState};
 pub use status::Status;
@@ -42,25 +43,6 @@ pub use web_config::{WebConfig, WebConfigError, WebConfigErrors};
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// A part of the daemon that adds its own section to `/status` and the landing
-/// page (the lag probes, for instance), without the admin module knowing it.
-pub trait StatusExtra: Send + Sync + 'static {
-    /// The key of the section in the `/status` JSON `extras` object.
-    fn key(&self) -> &'static str;
-    /// The section's current value. Must not contain secrets.
-    fn value(&self) -> serde_json::Value;
-    /// The section as an HTML fragment for the landing page, every inserted
-    /// value escaped (see [`escape_html`]); `None` shows the JSON value.
-    fn html(&self) -> Option<String> {
-        None
-    }
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape_html(s: &str) -> String {
-    page::escape(s)
-}
-
 /// Process facts the admin routes report besides the metrics.
 pub struct RuntimeInfo {
     pub version: &'static str,
@@ -69,7 +51,7 @@ pub struct RuntimeInfo {
     /// Config loaded and scheduler running; `/-/ready` answers 503 until set.
     pub ready: AtomicBool,
     started: Instant,
-    extras: RwLock<Vec<Arc<dyn StatusExtra>>>,
+    extras: RwLock<Vec<Arc<dyn StatusSection>>>,
 }
 
 impl std::fmt::Debug for RuntimeInfo {
@@ -110,7 +92,7 @@ impl RuntimeInfo {
     }
 
     /// Adds a section to `/status` and the landing page.
-    pub fn add_status_extra(&self, extra: Arc<dyn StatusExtra>) {
+    pub fn add_status_section(&self, extra: Arc<dyn StatusSection>) {
         self.extras.write().push(extra);
     }
 

@@ -2,6 +2,7 @@
 //! when Grafana is not at hand. No external assets (the canary may run where
 //! nothing else is reachable); every inserted value is HTML-escaped.
 
+use crate::html::escape;
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -21,22 +22,6 @@ pub(super) async fn landing(State(state): State<AdminState>) -> impl IntoRespons
         ],
         render(&status, &fragments),
     )
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-pub(super) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn ms(v: Option<f64>) -> String {

@@ -1,5 +1,5 @@
 //! `GET /status`: the daemon's current state as JSON (version, target,
-//! readiness, the metrics snapshot, and sections added through `StatusExtra`).
+//! readiness, the metrics snapshot, and sections added through `StatusSection`).
 
 use axum::extract::State;
 use axum::Json;

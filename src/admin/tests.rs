@@ -9,7 +9,8 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::api::Endpoint;
-use crate::metrics::{BuildInfo, Metrics, Outcome};
+use crate::client::Outcome;
+use crate::metrics::{BuildInfo, Metrics};
 
 fn state(target: &str) -> AdminState {
     let metrics = Metrics::new(BuildInfo {
@@ -129,7 +130,7 @@ async fn status_is_json_with_snapshot_and_no_secrets() {
 
 struct LagExtra;
 
-impl StatusExtra for LagExtra {
+impl StatusSection for LagExtra {
     fn key(&self) -> &'static str {
         "lag"
     }
@@ -141,7 +142,7 @@ impl StatusExtra for LagExtra {
 #[tokio::test]
 async fn extras_appear_in_status_and_page() {
     let s = state("embedded");
-    s.info.add_status_extra(Arc::new(LagExtra));
+    s.info.add_status_section(Arc::new(LagExtra));
     let v: serde_json::Value = serde_json::from_str(&get(&s, "/status").await.2).expect("json");
     assert_eq!(v["extras"]["lag"]["stream_p99_seconds"], 1.5);
     let page = get(&s, "/").await.2;

@@ -35,9 +35,9 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::admin::StatusExtra;
 use crate::client::TargetClient;
 use crate::metrics::WINDOW_ROTATE_EVERY;
+use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
 pub use config::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
@@ -226,7 +226,7 @@ impl LagProbes {
     }
 
     /// The `/status` and landing-page section.
-    pub fn status(&self) -> Arc<dyn StatusExtra> {
+    pub fn status(&self) -> Arc<dyn StatusSection> {
         self.status.clone()
     }
 

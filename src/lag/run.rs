@@ -23,8 +23,8 @@ use super::server_clock::{self, StampError};
 use super::tracker::Observed;
 use super::visibility::{Check, ReadFailure};
 use super::{Once, ProbeState, RuleKind, Shared, Timing, FINAL_ATTEMPTS};
+use crate::client::Outcome;
 use crate::client::TargetClient;
-use crate::metrics::Outcome;
 
 /// Clears an increment probe's busy flag however its run ends.
 struct Busy<'a>(&'a ProbeState);

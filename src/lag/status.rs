@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::metrics::{window_seconds, LagMetrics, ProjectionSnapshot};
-use crate::admin::{escape_html, StatusExtra};
+use crate::html::escape;
+use crate::status::StatusSection;
 
 #[derive(Debug)]
 pub struct LagStatus {
@@ -31,7 +32,7 @@ fn pm(v: Option<f64>, err: Option<f64>) -> String {
     }
 }
 
-impl StatusExtra for LagStatus {
+impl StatusSection for LagStatus {
     fn key(&self) -> &'static str {
         "lag"
     }
@@ -75,7 +76,7 @@ fn row(h: &mut String, p: &ProjectionSnapshot) {
         let _ = writeln!(
             h,
             "<tr><td>{}</td><td colspan=\"13\">disabled</td></tr>",
-            escape_html(p.projection)
+            escape(p.projection)
         );
         return;
     }
@@ -85,7 +86,7 @@ fn row(h: &mut String, p: &ProjectionSnapshot) {
         "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td>\
          <td>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td><td{}>{}</td>\
          <td{}>{}</td></tr>",
-        escape_html(p.projection),
+        escape(p.projection),
         ms(p.last_seconds),
         ms(p.p50_seconds),
         pm(p.p95_seconds, p.p95_uncertainty_seconds),

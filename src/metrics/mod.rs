@@ -31,6 +31,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::api::{Endpoint, EventKind};
+use crate::client::Outcome;
 use process::ProcessCollector;
 use rate::RateWindow;
 use tap::RunTap;
@@ -44,26 +45,6 @@ pub use window::SLOT_PERIOD as WINDOW_ROTATE_EVERY;
 pub struct BuildInfo {
     pub version: &'static str,
     pub revision: &'static str,
-}
-
-/// Outcome of one HTTP request, as the `status` label sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The target answered with this HTTP status code.
-    Status(u16),
-    /// No complete answer within the request timeout.
-    Timeout,
-    /// The connection could not be established (refused, DNS, TLS handshake).
-    ConnectError,
-    /// Any other transport failure (reset mid-response, body read error, ...).
-    IoError,
-}
-
-impl Outcome {
-    /// An outcome counts as an error when it is not a 2xx/3xx answer.
-    pub const fn is_error(self) -> bool {
-        !matches!(self, Outcome::Status(200..=399))
-    }
 }
 
 /// Why a scheduled iteration was not sent.

@@ -14,9 +14,10 @@ use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::Endpoint;
 use crate::auth::AuthSignal;
+use crate::client::Outcome;
 use crate::client::{Response, TargetClient};
 use crate::config::TrafficConfig;
-use crate::metrics::{AuthFailure, DropReason, Metrics, Outcome};
+use crate::metrics::{AuthFailure, DropReason, Metrics};
 use crate::traffic::gate::{Admit, Gate};
 use crate::traffic::journeys::{Job, JourneyKind, Journeys};
 use crate::traffic::schedule::{secs, Burst, Pacer, RateProfile, WeightedRoundRobin};

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::client::Outcome;
 use crate::config::CircuitBreakerConfig;
-use crate::metrics::{DropReason, Metrics, Outcome};
+use crate::metrics::{DropReason, Metrics};
 
 /// When a 429 carries no usable `Retry-After`, hold the class this long.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);

@@ -14,7 +14,7 @@ use super::svg::{Chart, Line, Marks, Series, Span, Stroke};
 use super::table::{format_target, format_value, status_label};
 use super::{Capacity, Outcome, Quantiles, RunReport, Sample, SpanTotals};
 // The admin page's escaping: text safe in HTML content and quoted attributes.
-use crate::admin::escape_html as escape;
+use crate::html::escape;
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
 
 const BLUE: &str = "#2563eb";

@@ -8,7 +8,7 @@
 
 use std::fmt::Write;
 
-use crate::admin::escape_html as escape;
+use crate::html::escape;
 
 const WIDTH: f64 = 960.0;
 const LEFT: f64 = 70.0;
