@@ -113,6 +113,12 @@ impl EventKind {
 /// The development token the reference API accepts when no token is configured.
 pub const DEV_TOKEN: &str = "dev-token";
 
+/// Buckets of `rehab_canary_request_duration_seconds`. They contain every SLO
+/// threshold (0.1, 0.2, 0.5, 1, ...) exactly, so SLO rules need no interpolation.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

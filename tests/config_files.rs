@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use rehab_canary::config::profile::ProfileConfig;
 use rehab_canary::config::Config;
-use rehab_canary::oneshot::profile::ProfileConfig;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -16,7 +16,6 @@
 //! reads the service's own timestamps where it has them. The README's
 //! "Projection lag and event loss" explains the measurement for operators.
 
-mod config;
 pub mod estimate;
 pub mod marker;
 mod metrics;
@@ -36,10 +35,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::client::TargetClient;
+pub use crate::config::lag::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
 use crate::metrics::WINDOW_ROTATE_EVERY;
 use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
-pub use config::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
 use probe::{Probe, Projection, Setup};
 use status::LagStatus;

@@ -23,11 +23,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::Url;
 
-use super::config::{LagConfig, ProbeConfig, RuleKind};
 use super::marker::{MarkerPrefix, RunEpoch};
 use super::server_clock::{self, ServerClock, StampError};
 use super::visibility::Visibility;
 use crate::api::EventKind;
+use crate::config::lag::{LagConfig, ProbeConfig, RuleKind};
 use crate::config::PayloadConfig;
 use crate::traffic::journeys::{Meta, ObjWriter, PayloadWriter};
 
@@ -175,7 +175,7 @@ impl Probe {
             interval: cfg.interval.unwrap_or(lag.interval),
             events_url: setup.base.join("api/v1/events")?,
             server_clock: match &cfg.server_clock {
-                super::config::ServerClockConfig {
+                crate::config::lag::ServerClockConfig {
                     committed: Some(committed),
                     applied: Some(applied),
                 } => Some(ServerClock {

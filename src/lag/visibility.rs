@@ -15,8 +15,8 @@
 
 use serde_json::Value;
 
-use super::config::RuleKind;
 use super::marker::MarkerPrefix;
+use crate::config::lag::RuleKind;
 
 /// Why a read could not be judged. Each kind is logged once, not per poll.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

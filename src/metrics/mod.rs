@@ -83,11 +83,7 @@ impl DropReason {
     }
 }
 
-/// Buckets of `rehab_canary_request_duration_seconds`. They contain every SLO
-/// threshold (0.1, 0.2, 0.5, 1, ...) exactly, so SLO rules need no interpolation.
-pub const DURATION_BUCKETS: [f64; 12] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0,
-];
+pub use crate::api::DURATION_BUCKETS;
 
 /// Buckets of `rehab_canary_schedule_delay_seconds`: fine at the low end, where
 /// a healthy scheduler lives (the benchmark goal is p99 < 1 ms).

@@ -1,91 +1,25 @@
-//! Profiles of one-shot runs (`run --profile NAME --for DURATION`): the
-//! seed's `smoke | load | stress | broadway` plus `capacity`, built in, and
-//! any number defined or adjusted under `[profiles.NAME]` in the config.
-//!
-//! A config entry only overrides: `[profiles.load] duration = "2m"` keeps the
-//! built-in load profile's rate. Thresholds default to the `[slo]` section, so
-//! the release gate and the always-on SLOs judge by the same numbers.
+//! Resolving a one-shot profile (`run --profile NAME --for DURATION`) into
+//! a run: the rate and bursts it sends, its mode (steady or a capacity ramp)
+//! and the thresholds it is judged by, which default to the `[slo]` section
+//! so the release gate and the always-on SLOs judge by the same numbers. The
+//! profiles as configured (built-ins, `[profiles.NAME]`, their checks) are
+//! `config::profile`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use crate::config::profile::{layered, problems, rate, secs, ModeKind, ProfileConfig, BUILTIN};
+use crate::config::{Config, ConfigErrors, TrafficConfig};
 
-use crate::config::{Config, ConfigError, TrafficConfig};
-
-/// The built-in profile names, in the order `--help` and errors list them.
-pub const BUILTIN: [&str; 5] = ["smoke", "load", "stress", "broadway", "capacity"];
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ModeKind {
-    /// One rate (plus bursts) for the whole run, judged at the end.
-    Steady,
-    /// Stepwise ramp until an SLO breaks, then refine.
-    Capacity,
-}
-
-/// `[profiles.NAME]`: every key optional; unset keys come from the built-in
-/// profile of that name, else from `[traffic]` and `[slo]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProfileConfig {
-    pub mode: Option<ModeKind>,
-    /// Run length (`--for` wins); for `capacity`, the budget of the whole ramp.
-    #[serde(with = "humantime_serde")]
-    pub duration: Option<Duration>,
-    pub events_per_second: Option<f64>,
-    #[serde(with = "humantime_serde")]
-    pub ramp_up: Option<Duration>,
-    #[serde(with = "humantime_serde")]
-    pub burst_every: Option<Duration>,
-    /// `0s` turns bursts off.
-    #[serde(with = "humantime_serde")]
-    pub burst_duration: Option<Duration>,
-    pub burst_multiplier: Option<f64>,
-    /// End the run as soon as a threshold can no longer pass.
-    pub abort_on_fail: Option<bool>,
-    pub thresholds: ThresholdsConfig,
-    pub capacity: CapacityConfig,
-}
-
-/// k6-style thresholds; unset ones come from `[slo]`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ThresholdsConfig {
-    /// Which latency percentile is judged (default `slo.latency.objective`).
-    pub latency_percentile: Option<f64>,
-    /// Its ceiling (default `slo.latency.threshold`).
-    #[serde(with = "humantime_serde")]
-    pub latency: Option<Duration>,
-    /// Percent of requests that may fail (default 100 − `slo.availability.objective`).
-    pub max_error_percent: Option<f64>,
-    /// Absolute floor of accepted events/s; by default
-    /// `slo.throughput.objective` % of the rate the run scheduled.
-    pub min_events_per_second: Option<f64>,
-    /// Which projection-lag percentile is judged (default `slo.projection_lag.objective`).
-    pub lag_percentile: Option<f64>,
-    /// Its ceiling (default `slo.projection_lag.threshold`).
-    #[serde(with = "humantime_serde")]
-    pub lag: Option<Duration>,
-    /// Probe events that may be lost (default 0).
-    pub max_lost_events: Option<u64>,
-}
-
-/// The capacity ramp.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CapacityConfig {
-    pub start_events_per_second: Option<f64>,
-    pub step_events_per_second: Option<f64>,
-    /// How long each rate is held and judged.
-    #[serde(with = "humantime_serde")]
-    pub step_duration: Option<Duration>,
-    /// The start of each step that is not judged (queues settle after a change).
-    #[serde(with = "humantime_serde")]
-    pub settle: Option<Duration>,
-    /// Bisections between the last passing and the first failing rate.
-    pub refine_steps: Option<u32>,
+/// Every profile name a run can use: the built-ins, then the config's own.
+pub fn names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = BUILTIN.iter().map(|s| (*s).to_owned()).collect();
+    names.extend(
+        cfg.profiles
+            .keys()
+            .filter(|k| !BUILTIN.contains(&k.as_str()))
+            .cloned(),
+    );
+    names
 }
 
 /// Thresholds ready to judge with.
@@ -133,120 +67,12 @@ pub struct Profile {
     pub abort_on_fail: bool,
 }
 
-fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-/// The built-in settings of `name`, as if written in the config.
-fn builtin(name: &str) -> Option<ProfileConfig> {
-    let steady = |duration: u64, rate: f64| ProfileConfig {
-        mode: Some(ModeKind::Steady),
-        duration: Some(secs(duration)),
-        events_per_second: Some(rate),
-        ramp_up: Some(Duration::ZERO),
-        burst_duration: Some(Duration::ZERO),
-        abort_on_fail: Some(false),
-        ..ProfileConfig::default()
-    };
-    Some(match name {
-        // Quick validation: light traffic, every journey and probe exercised.
-        "smoke" => steady(30, 20.0),
-        // The seed's main performance test.
-        "load" => steady(600, 1000.0),
-        // 150 % of load; `resolve` derives the rate from the resolved load.
-        "stress" => ProfileConfig {
-            events_per_second: None,
-            ..steady(600, 1500.0)
-        },
-        // Sensor uploads: every minute a 5 s burst at twice the rate, i.e.
-        // 5000 events on top of the sustained 1000/s; the peak (2000/s) stays
-        // within the default rate ceiling.
-        "broadway" => ProfileConfig {
-            burst_every: Some(secs(60)),
-            burst_duration: Some(secs(5)),
-            burst_multiplier: Some(2.0),
-            ..steady(300, 1000.0)
-        },
-        "capacity" => ProfileConfig {
-            mode: Some(ModeKind::Capacity),
-            duration: Some(secs(900)),
-            capacity: CapacityConfig {
-                start_events_per_second: Some(200.0),
-                step_events_per_second: Some(200.0),
-                step_duration: Some(secs(30)),
-                settle: Some(secs(5)),
-                refine_steps: Some(3),
-            },
-            ..steady(900, 200.0)
-        },
-        _ => return None,
-    })
-}
-
-macro_rules! overlay {
-    ($base:expr, $top:expr, $($field:ident).+) => {
-        if $top.$($field).+.is_some() {
-            $base.$($field).+ = $top.$($field).+.clone();
-        }
-    };
-}
-
-/// `top`'s set keys over `base`.
-fn merge(mut base: ProfileConfig, top: &ProfileConfig) -> ProfileConfig {
-    overlay!(base, top, mode);
-    overlay!(base, top, duration);
-    overlay!(base, top, events_per_second);
-    overlay!(base, top, ramp_up);
-    overlay!(base, top, burst_every);
-    overlay!(base, top, burst_duration);
-    overlay!(base, top, burst_multiplier);
-    overlay!(base, top, abort_on_fail);
-    overlay!(base, top, thresholds.latency_percentile);
-    overlay!(base, top, thresholds.latency);
-    overlay!(base, top, thresholds.max_error_percent);
-    overlay!(base, top, thresholds.min_events_per_second);
-    overlay!(base, top, thresholds.lag_percentile);
-    overlay!(base, top, thresholds.lag);
-    overlay!(base, top, thresholds.max_lost_events);
-    overlay!(base, top, capacity.start_events_per_second);
-    overlay!(base, top, capacity.step_events_per_second);
-    overlay!(base, top, capacity.step_duration);
-    overlay!(base, top, capacity.settle);
-    overlay!(base, top, capacity.refine_steps);
-    base
-}
-
-/// The profile as configured: built-in (if any) under the config's entry.
-fn layered(profiles: &BTreeMap<String, ProfileConfig>, name: &str) -> Option<ProfileConfig> {
-    match (builtin(name), profiles.get(name)) {
-        (None, None) => None,
-        (Some(b), None) => Some(b),
-        (None, Some(c)) => Some(c.clone()),
-        (Some(b), Some(c)) => Some(merge(b, c)),
-    }
-}
-
-/// Every profile name a run can use: the built-ins, then the config's own.
-pub fn names(cfg: &Config) -> Vec<String> {
-    let mut names: Vec<String> = BUILTIN.iter().map(|s| (*s).to_owned()).collect();
-    names.extend(
-        cfg.profiles
-            .keys()
-            .filter(|k| !BUILTIN.contains(&k.as_str()))
-            .cloned(),
-    );
-    names
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
     #[error("unknown profile {name:?}; known profiles: {known}")]
     Unknown { name: String, known: String },
     #[error("profile {name:?} is invalid:\n{errors}")]
-    Invalid {
-        name: String,
-        errors: crate::config::ConfigErrors,
-    },
+    Invalid { name: String, errors: ConfigErrors },
 }
 
 /// Resolves `name` against `cfg`; `run_for` (`--for`) replaces the duration.
@@ -261,69 +87,33 @@ pub fn resolve(
             known: names(cfg).join(", "),
         });
     };
-    let key = |field: &str| format!("profiles.{name}.{field}");
-    let mut errors = check(&p, &key);
-
+    let errors = problems(cfg, name, &p);
+    if !errors.is_empty() {
+        return Err(ProfileError::Invalid {
+            name: name.to_owned(),
+            errors: ConfigErrors(errors),
+        });
+    }
     let mut traffic = cfg.traffic.clone();
-    traffic.events_per_second = match p.events_per_second {
-        Some(rate) => rate,
-        // Only stress leaves its rate unset: 150 % of whatever load resolves to.
-        None => {
-            let load = layered(&cfg.profiles, "load")
-                .and_then(|l| l.events_per_second)
-                .unwrap_or(traffic.events_per_second);
-            1.5 * load
-        }
-    };
+    traffic.events_per_second = rate(cfg, &p);
     overlay_traffic(&mut traffic, &p);
     let mode = match p.mode.unwrap_or(ModeKind::Steady) {
         ModeKind::Steady => Mode::Steady,
         ModeKind::Capacity => {
-            let c = &p.capacity;
+            let r = p.capacity.ramp();
             let plan = CapacityPlan {
-                start: c.start_events_per_second.unwrap_or(100.0),
-                step: c.step_events_per_second.unwrap_or(100.0),
-                step_duration: c.step_duration.unwrap_or(secs(30)),
-                settle: c.settle.unwrap_or(secs(5)),
-                refine_steps: c.refine_steps.unwrap_or(3),
+                start: r.start,
+                step: r.step,
+                step_duration: r.step_duration,
+                settle: r.settle,
+                refine_steps: r.refine_steps,
                 ceiling: traffic.max_events_per_second,
             };
-            if plan.settle >= plan.step_duration {
-                errors.push(ConfigError::invalid(
-                    &key("capacity.settle"),
-                    "must be shorter than capacity.step_duration",
-                ));
-            }
-            if plan.start > plan.ceiling {
-                errors.push(ConfigError::invalid(
-                    &key("capacity.start_events_per_second"),
-                    format!(
-                        "{} is above traffic.max_events_per_second ({})",
-                        plan.start, plan.ceiling
-                    ),
-                ));
-            }
             // The ramp's first rate is what the engine starts with.
             traffic.events_per_second = plan.start.min(plan.ceiling);
             Mode::Capacity(plan)
         }
     };
-    if matches!(mode, Mode::Steady) && traffic.events_per_second > traffic.max_events_per_second {
-        errors.push(ConfigError::invalid(
-            &key("events_per_second"),
-            format!(
-                "{} is above the rate ceiling traffic.max_events_per_second ({}); raise the \
-                 ceiling deliberately if the target can take it",
-                traffic.events_per_second, traffic.max_events_per_second
-            ),
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(ProfileError::Invalid {
-            name: name.to_owned(),
-            errors: crate::config::ConfigErrors(errors),
-        });
-    }
     let t = &p.thresholds;
     let slo = &cfg.slo;
     let thresholds = Thresholds {
@@ -365,96 +155,6 @@ fn overlay_traffic(traffic: &mut TrafficConfig, p: &ProfileConfig) {
     if let Some(m) = p.burst_multiplier {
         traffic.burst.multiplier = m;
     }
-}
-
-/// Range checks of one profile's keys, each error naming its key.
-fn check(p: &ProfileConfig, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
-    let mut errs = Vec::new();
-    let mut fail = |field: &str, msg: &str| errs.push(ConfigError::invalid(&key(field), msg));
-    let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
-    let percent = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0 && v < 100.0);
-    if p.duration.is_some_and(|d| d < Duration::from_secs(1)) {
-        fail("duration", "must be at least 1s");
-    }
-    if !positive(p.events_per_second) {
-        fail("events_per_second", "must be a number above 0");
-    }
-    if !positive(p.burst_multiplier) {
-        fail("burst_multiplier", "must be a number above 0");
-    }
-    if let (Some(every), Some(d)) = (p.burst_every, p.burst_duration) {
-        if !d.is_zero() && d >= every {
-            fail("burst_duration", "must be shorter than burst_every");
-        }
-    }
-    let t = &p.thresholds;
-    if !percent(t.latency_percentile) {
-        fail(
-            "thresholds.latency_percentile",
-            "must be a percentile in (0, 100)",
-        );
-    }
-    if !percent(t.lag_percentile) {
-        fail(
-            "thresholds.lag_percentile",
-            "must be a percentile in (0, 100)",
-        );
-    }
-    if t.latency.is_some_and(|d| d.is_zero()) {
-        fail("thresholds.latency", "must be above 0");
-    }
-    if t.lag.is_some_and(|d| d.is_zero()) {
-        fail("thresholds.lag", "must be above 0");
-    }
-    if t.max_error_percent
-        .is_some_and(|v| !(v.is_finite() && (0.0..=100.0).contains(&v)))
-    {
-        fail(
-            "thresholds.max_error_percent",
-            "must be a percentage in [0, 100]",
-        );
-    }
-    if t.min_events_per_second
-        .is_some_and(|v| !(v.is_finite() && v >= 0.0))
-    {
-        fail(
-            "thresholds.min_events_per_second",
-            "must be a number, 0 or more",
-        );
-    }
-    let c = &p.capacity;
-    if !positive(c.start_events_per_second) {
-        fail(
-            "capacity.start_events_per_second",
-            "must be a number above 0",
-        );
-    }
-    if !positive(c.step_events_per_second) {
-        fail(
-            "capacity.step_events_per_second",
-            "must be a number above 0",
-        );
-    }
-    if c.step_duration.is_some_and(|d| d < Duration::from_secs(2)) {
-        fail("capacity.step_duration", "must be at least 2s");
-    }
-    if c.refine_steps.is_some_and(|n| n > 10) {
-        fail("capacity.refine_steps", "must be at most 10");
-    }
-    errs
-}
-
-/// Config-time checks of every `[profiles.NAME]` entry (built-ins merged in),
-/// so `check-config` catches a bad profile before a CI job runs it.
-pub fn validate(cfg: &Config) -> Vec<ConfigError> {
-    cfg.profiles
-        .keys()
-        .filter_map(|name| match resolve(cfg, name, None) {
-            Err(ProfileError::Invalid { errors, .. }) => Some(errors.0),
-            _ => None,
-        })
-        .flatten()
-        .collect()
 }
 
 #[cfg(test)]

@@ -2,10 +2,9 @@
 //! rules generated from it (`rehab-canary slo-rules`). One source for the
 //! objectives, so the committed rules, the alerts and the config never drift.
 
-pub mod config;
 pub mod rules;
 
-pub use config::SloConfig;
+pub use crate::config::slo::SloConfig;
 pub use rules::{generate, render, render_prometheus_rule, RuleFile};
 
 /// Where the generated rules file is committed, relative to the repository.

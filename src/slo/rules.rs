@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::config::SloConfig;
+use crate::config::slo::SloConfig;
 
 /// Short windows of the SLIs; the compliance window (`slo.window`) is added.
 pub const SLI_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];

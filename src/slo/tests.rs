@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::config::SloConfig;
 use super::rules::{
     generate, prom_duration, render, render_prometheus_rule, Rule, BURN_PAIRS, SLI_WINDOWS,
 };
+use crate::config::slo::SloConfig;
 
 type Tweak = fn(&mut SloConfig);
 type Labels = [(String, String)];

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::DURATION_BUCKETS;
 use crate::config::ConfigError;
-use crate::metrics::DURATION_BUCKETS;
 
 /// Bounds of `rehab_canary_projection_lag_seconds` that an SLO threshold may
 /// use (the issue 4 contract). A threshold must be a bucket bound so the

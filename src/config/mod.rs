@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub mod lag;
+pub mod profile;
+pub mod slo;
+
 /// Environment prefix of overrides: `REHAB_CANARY__TRAFFIC__EVENTS_PER_SECOND=200`.
 pub const ENV_PREFIX: &str = "REHAB_CANARY";
 
@@ -69,12 +73,12 @@ pub struct Config {
     pub circuit_breaker: CircuitBreakerConfig,
     pub shard: ShardConfig,
     /// Projection lag probes (`src/lag/config.rs`).
-    pub lag: crate::lag::LagConfig,
+    pub lag: lag::LagConfig,
     /// SLO objectives and windows (`src/slo/config.rs`); the rules are generated from them.
-    pub slo: crate::slo::SloConfig,
+    pub slo: slo::SloConfig,
     /// One-shot run profiles (`src/oneshot/profile.rs`): overrides of the
     /// built-in smoke/load/stress/broadway/capacity, or new ones.
-    pub profiles: std::collections::BTreeMap<String, crate::oneshot::profile::ProfileConfig>,
+    pub profiles: std::collections::BTreeMap<String, profile::ProfileConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -772,7 +776,7 @@ impl Config {
         );
         errs.extend(self.lag.validate());
         errs.extend(self.slo.validate());
-        errs.extend(crate::oneshot::profile::validate(self));
+        errs.extend(profile::validate(self));
         errs
     }
 
@@ -788,7 +792,7 @@ impl Config {
     }
 
     /// This shard's lag probes: the ones dealt to it.
-    pub fn shard_lag(&self) -> crate::lag::LagConfig {
+    pub fn shard_lag(&self) -> lag::LagConfig {
         let mut l = self.lag.clone();
         let p = &mut l.probes;
         for (k, probe) in [
@@ -863,8 +867,7 @@ fn unknown_keys(
         };
         // Profiles are a map of free names, each with the profile's keys.
         if path == "profiles" {
-            let each = serde_json::to_value(crate::oneshot::profile::ProfileConfig::default())
-                .unwrap_or_default();
+            let each = serde_json::to_value(profile::ProfileConfig::default()).unwrap_or_default();
             for (name, profile) in v.as_object().into_iter().flatten() {
                 unknown_keys(profile, &each, &format!("profiles.{name}"), out);
             }
