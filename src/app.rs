@@ -19,6 +19,7 @@ use crate::auth::{self, AuthError, AuthTask, TokenSource};
 use crate::client::Outcome;
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
+use crate::exit::{Exit, ExitStatus};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
 use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
@@ -63,6 +64,15 @@ pub enum AppError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Lag(#[from] LagError),
+}
+
+impl ExitStatus for AppError {
+    fn exit(&self) -> Exit {
+        match self {
+            AppError::Config(_) | AppError::WebConfig(_) => Exit::Usage,
+            _ => Exit::Failure,
+        }
+    }
 }
 
 /// A running daemon.

@@ -11,6 +11,7 @@ pub mod app;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod exit;
 pub mod html;
 pub mod lag;
 pub mod lifecycle;

@@ -1,5 +1,6 @@
-//! Command-line entry point: parses arguments and hands over to the library.
-//! Exit codes: 0 ok, 1 runtime failure, 64 (EX_USAGE) bad usage or config.
+//! Command-line entry point: parses arguments and hands each subcommand to
+//! the library. Exit statuses are not decided here: every error says its own
+//! (`rehab_canary::exit`), and `main` prints it and exits with it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,14 +10,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use rehab_canary::admin::healthcheck::{HealthcheckError, Probe};
 use rehab_canary::app::{self, AppError, RunOptions};
-use rehab_canary::config::Config;
+use rehab_canary::config::{Config, ConfigErrors};
+use rehab_canary::exit::{Exit, ExitStatus};
 use rehab_canary::lifecycle::{Event, SignalEvents};
 use rehab_canary::oneshot;
-use rehab_canary::sim::SimError;
-
-const EX_USAGE: u8 = 64;
-/// EX_SOFTWARE: a one-shot run that could not be carried out (not a verdict).
-const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
 #[command(
@@ -127,8 +124,81 @@ struct OneShotArgs {
     push_gateway: Option<url::Url>,
 }
 
+/// How a subcommand ended: a status, or an error that says its own.
+type Outcome = Result<Exit, Box<dyn ExitStatus>>;
+
+/// The failures of the command line itself, outside the library's types.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{}: invalid configuration:\n{errors}", .path.display())]
+    InvalidConfig { path: PathBuf, errors: ConfigErrors },
+    #[error("cannot start the runtime: {source}")]
+    Runtime {
+        source: std::io::Error,
+        /// A one-shot run that cannot start has no verdict (70); the daemon
+        /// failed at run time (1).
+        exit: Exit,
+    },
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ExitStatus for CliError {
+    fn exit(&self) -> Exit {
+        match self {
+            CliError::InvalidConfig { .. } => Exit::Usage,
+            CliError::Runtime { exit, .. } => *exit,
+            CliError::Write { .. } => Exit::Failure,
+        }
+    }
+}
+
+fn fail(e: impl ExitStatus + 'static) -> Outcome {
+    Err(Box::new(e))
+}
+
+fn load(path: Option<&std::path::Path>) -> Result<Config, Box<dyn ExitStatus>> {
+    Config::load(path).map_err(|e| Box::new(AppError::Config(e)) as Box<dyn ExitStatus>)
+}
+
+fn runtime(exit: Exit) -> Result<tokio::runtime::Runtime, Box<dyn ExitStatus>> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rehab-canary")
+        .build()
+        .map_err(|source| Box::new(CliError::Runtime { source, exit }) as Box<dyn ExitStatus>)
+}
+
+/// `run`: the daemon, or with `--profile` a one-shot run.
+fn run(config: Option<PathBuf>, web_config_file: Option<PathBuf>, once: OneShotArgs) -> Outcome {
+    let mut cfg = load(config.as_deref())?;
+    if web_config_file.is_some() {
+        cfg.server.web_config_file = web_config_file;
+    }
+    rehab_canary::telemetry::init(&cfg.log);
+    if let Some(profile) = once.profile.clone() {
+        return run_once(cfg, once, profile);
+    }
+    let opts = RunOptions {
+        config_path: config,
+        ..Default::default()
+    };
+    match runtime(Exit::Failure)?.block_on(app::run(cfg, opts)) {
+        Ok(()) => Ok(Exit::Success),
+        Err(e) => {
+            if e.exit() == Exit::Failure {
+                tracing::error!("{e}");
+            }
+            fail(e)
+        }
+    }
+}
+
 /// `run --profile`: exit 0 pass, 1 threshold failed, 64 usage, 70 could not run.
-fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> ExitCode {
+fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Outcome {
     let opts = oneshot::Options {
         profile,
         run_for: args.run_for,
@@ -136,14 +206,7 @@ fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> ExitCode {
         keep: args.keep,
         push_gateway: args.push_gateway,
     };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rehab-canary: cannot start the runtime: {e}");
-            return ExitCode::from(EX_SOFTWARE);
-        }
-    };
-    let result = rt.block_on(async {
+    let result = runtime(Exit::Software)?.block_on(async {
         let mut signals = match SignalEvents::register() {
             Ok(s) => s,
             Err(e) => return Err(oneshot::OneShotError::App(AppError::Signals(e))),
@@ -161,183 +224,58 @@ fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> ExitCode {
         });
         oneshot::run(cfg, opts, interrupt).await
     });
-    match result {
-        Ok(done) => {
-            print!("{}", oneshot::report::table::render(&done.report));
-            println!("results: {}", done.dir.display());
-            match done.report.outcome {
-                oneshot::report::Outcome::Pass => ExitCode::SUCCESS,
-                oneshot::report::Outcome::Fail => ExitCode::FAILURE,
-            }
-        }
-        Err(e) => {
-            eprintln!("rehab-canary: {e}");
-            ExitCode::from(if e.is_usage() { EX_USAGE } else { EX_SOFTWARE })
-        }
-    }
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => return fail(e),
+    };
+    print!("{}", oneshot::report::table::render(&done.report));
+    println!("results: {}", done.dir.display());
+    Ok(match done.report.outcome {
+        oneshot::report::Outcome::Pass => Exit::Success,
+        oneshot::report::Outcome::Fail => Exit::Failure,
+    })
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RulesFormat {
-    Rules,
-    #[value(name = "prometheusrule")]
-    PrometheusRule,
-}
-
-fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() { EX_USAGE } else { 0 };
-            let _ = e.print();
-            return ExitCode::from(code);
+/// `check-config`: the config and the web config it names, every error.
+fn check_config(config: PathBuf, web_config_file: Option<PathBuf>) -> Outcome {
+    let cfg = match Config::load(Some(&config)) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            return fail(CliError::InvalidConfig {
+                path: config,
+                errors,
+            })
         }
     };
-    match cli.command {
-        Command::CheckConfig {
-            config,
-            web_config_file,
-        } => match Config::load(Some(&config)) {
-            Ok(cfg) => {
-                let web = web_config_file.or(cfg.server.web_config_file);
-                if let Some(web) = web {
-                    if let Err(e) = rehab_canary::admin::WebConfig::load(&web) {
-                        eprintln!("{}: invalid web config", web.display());
-                        for e in &e.errors {
-                            eprintln!("  {e}");
-                        }
-                        return ExitCode::from(EX_USAGE);
-                    }
-                    println!("{}: ok", web.display());
-                }
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{}: invalid configuration", config.display());
-                for e in &errors.0 {
-                    eprintln!("  {e}");
-                }
-                ExitCode::from(EX_USAGE)
-            }
-        },
-        Command::SloRules {
-            config,
-            output,
-            format,
-        } => match Config::load(config.as_deref()) {
-            Ok(cfg) => {
-                let yaml = match format {
-                    RulesFormat::Rules => rehab_canary::slo::rules_yaml(&cfg.slo),
-                    RulesFormat::PrometheusRule => {
-                        rehab_canary::slo::prometheus_rule_yaml(&cfg.slo)
-                    }
-                };
-                match output {
-                    None => {
-                        print!("{yaml}");
-                        ExitCode::SUCCESS
-                    }
-                    Some(path) => match std::fs::write(&path, yaml) {
-                        Ok(()) => ExitCode::SUCCESS,
-                        Err(e) => {
-                            eprintln!("rehab-canary: cannot write {}: {e}", path.display());
-                            ExitCode::FAILURE
-                        }
-                    },
-                }
-            }
-            Err(errors) => {
-                eprintln!("invalid configuration:");
-                for e in &errors.0 {
-                    eprintln!("  {e}");
-                }
-                ExitCode::from(EX_USAGE)
-            }
-        },
-        Command::Run {
-            config,
-            web_config_file,
-            once,
-        } => {
-            let mut cfg = match Config::load(config.as_deref()) {
-                Ok(cfg) => cfg,
-                Err(errors) => {
-                    eprintln!("invalid configuration:");
-                    for e in &errors.0 {
-                        eprintln!("  {e}");
-                    }
-                    return ExitCode::from(EX_USAGE);
-                }
-            };
-            if web_config_file.is_some() {
-                cfg.server.web_config_file = web_config_file;
-            }
-            rehab_canary::telemetry::init(&cfg.log);
-            if let Some(profile) = once.profile.clone() {
-                return run_once(cfg, once, profile);
-            }
-            let opts = RunOptions {
-                config_path: config,
-                ..Default::default()
-            };
-            match runtime().map(|rt| rt.block_on(app::run(cfg, opts))) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e @ (AppError::Config(_) | AppError::WebConfig(_)))) => {
-                    eprintln!("{e}");
-                    ExitCode::from(EX_USAGE)
-                }
-                Ok(Err(e)) => {
-                    tracing::error!("{e}");
-                    eprintln!("rehab-canary: {e}");
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("rehab-canary: cannot start the runtime: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    if let Some(web) = web_config_file.or(cfg.server.web_config_file) {
+        if let Err(e) = rehab_canary::admin::WebConfig::load(&web) {
+            return fail(e);
         }
-        Command::Healthcheck {
-            url,
-            config,
-            web_config_file,
-            timeout,
-            cacert,
-            insecure,
-        } => healthcheck(
-            url.as_deref(),
-            config.as_deref(),
-            web_config_file.as_deref(),
-            timeout,
-            cacert,
-            insecure,
-        ),
-        Command::Sim { listen, config } => {
-            rehab_canary::telemetry::init(&Default::default());
-            match runtime()
-                .map(|rt| rt.block_on(rehab_canary::sim::run_standalone(listen, config.as_deref())))
-            {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => {
-                    eprintln!("rehab-canary sim: {e}");
-                    match e {
-                        SimError::Config { .. } | SimError::ConfigLoad { .. } => {
-                            ExitCode::from(EX_USAGE)
-                        }
-                        _ => ExitCode::FAILURE,
-                    }
-                }
-                Err(e) => {
-                    eprintln!("rehab-canary sim: cannot start the runtime: {e}");
-                    ExitCode::FAILURE
-                }
+        println!("{}: ok", web.display());
+    }
+    println!("{}: ok", config.display());
+    Ok(Exit::Success)
+}
+
+/// `slo-rules`: the generated Prometheus rules, to stdout or a file.
+fn slo_rules(config: Option<PathBuf>, output: Option<PathBuf>, format: RulesFormat) -> Outcome {
+    let cfg = load(config.as_deref())?;
+    let yaml = match format {
+        RulesFormat::Rules => rehab_canary::slo::rules_yaml(&cfg.slo),
+        RulesFormat::PrometheusRule => rehab_canary::slo::prometheus_rule_yaml(&cfg.slo),
+    };
+    match output {
+        None => print!("{yaml}"),
+        Some(path) => {
+            if let Err(source) = std::fs::write(&path, yaml) {
+                return fail(CliError::Write { path, source });
             }
         }
     }
+    Ok(Exit::Success)
 }
 
-/// `rehab-canary healthcheck`: one line on stderr when not healthy.
+/// `healthcheck`: one line on stderr when not healthy.
 fn healthcheck(
     url: Option<&str>,
     config: Option<&std::path::Path>,
@@ -345,7 +283,7 @@ fn healthcheck(
     timeout: Duration,
     cacert: Option<PathBuf>,
     insecure: bool,
-) -> ExitCode {
+) -> Outcome {
     let probe = match url {
         Some(url) => Probe::from_url(url),
         None => Config::load(config)
@@ -363,21 +301,82 @@ fn healthcheck(
         rt.block_on(probe.check())
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("rehab-canary healthcheck: {e}");
-            if e.is_usage() {
-                ExitCode::from(EX_USAGE)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Ok(()) => Ok(Exit::Success),
+        Err(e) => fail(e),
     }
 }
 
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("rehab-canary")
-        .build()
+/// `sim`: the reference API, standalone.
+fn sim(listen: SocketAddr, config: Option<PathBuf>) -> Outcome {
+    rehab_canary::telemetry::init(&Default::default());
+    match runtime(Exit::Failure)?
+        .block_on(rehab_canary::sim::run_standalone(listen, config.as_deref()))
+    {
+        Ok(()) => Ok(Exit::Success),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RulesFormat {
+    Rules,
+    #[value(name = "prometheusrule")]
+    PrometheusRule,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let exit = if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Success
+            };
+            return exit.into();
+        }
+    };
+    let (command, outcome) = match cli.command {
+        Command::Run {
+            config,
+            web_config_file,
+            once,
+        } => ("rehab-canary", run(config, web_config_file, once)),
+        Command::CheckConfig {
+            config,
+            web_config_file,
+        } => ("rehab-canary", check_config(config, web_config_file)),
+        Command::SloRules {
+            config,
+            output,
+            format,
+        } => ("rehab-canary", slo_rules(config, output, format)),
+        Command::Healthcheck {
+            url,
+            config,
+            web_config_file,
+            timeout,
+            cacert,
+            insecure,
+        } => (
+            "rehab-canary healthcheck",
+            healthcheck(
+                url.as_deref(),
+                config.as_deref(),
+                web_config_file.as_deref(),
+                timeout,
+                cacert,
+                insecure,
+            ),
+        ),
+        Command::Sim { listen, config } => ("rehab-canary sim", sim(listen, config)),
+    };
+    match outcome {
+        Ok(exit) => exit.into(),
+        Err(e) => {
+            eprintln!("{command}: {e}");
+            e.exit().into()
+        }
+    }
 }

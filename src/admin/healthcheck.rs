@@ -21,6 +21,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use crate::config::{Config, ConfigErrors};
+use crate::exit::{Exit, ExitStatus};
 
 use super::web_config::{WebConfig, WebConfigErrors};
 
@@ -57,25 +58,29 @@ pub enum HealthcheckError {
     },
 }
 
-impl HealthcheckError {
-    /// A problem with the command line or the config (exit 64), as opposed
-    /// to an unhealthy or unreachable daemon (exit 1).
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
+/// A problem with the command line or the config exits 64; an unhealthy or
+/// unreachable daemon, 1.
+impl ExitStatus for HealthcheckError {
+    fn exit(&self) -> Exit {
+        match self {
             HealthcheckError::BadUrl { .. }
-                | HealthcheckError::Config(_)
-                | HealthcheckError::WebConfig(_)
-                | HealthcheckError::EphemeralPort(_)
-                | HealthcheckError::CaFile { .. }
-        )
+            | HealthcheckError::Config(_)
+            | HealthcheckError::WebConfig(_)
+            | HealthcheckError::EphemeralPort(_)
+            | HealthcheckError::CaFile { .. } => Exit::Usage,
+            _ => Exit::Failure,
+        }
     }
 }
 
 /// Error lists joined on one line: a probe's message is read in one glance
 /// (`docker inspect`, `systemctl status`).
 fn one_line(e: &impl std::fmt::Display) -> String {
-    e.to_string().lines().collect::<Vec<_>>().join("; ")
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What to ask and how far to trust the answer's TLS certificate.
@@ -265,7 +270,7 @@ mod tests {
     fn bad_urls_are_usage_errors() {
         for raw in ["", "127.0.0.1:8742", "ftp://h/", "unix:/run/x", "http://"] {
             let e = Probe::from_url(raw).unwrap_err();
-            assert!(e.is_usage(), "{raw}: {e}");
+            assert_eq!(e.exit(), Exit::Usage, "{raw}: {e}");
             assert!(e.to_string().starts_with("--url"), "{e}");
         }
     }
@@ -319,7 +324,7 @@ mod tests {
 
         cfg.server.web_config_file = Some(dir.path().join("missing.yml"));
         let e = Probe::from_config(&cfg, None).unwrap_err();
-        assert!(e.is_usage());
+        assert_eq!(e.exit(), Exit::Usage);
         assert!(!e.to_string().contains('\n'), "{e}");
     }
 
@@ -329,6 +334,6 @@ mod tests {
         cfg.server.listen = "127.0.0.1:0".into();
         let e = Probe::from_config(&cfg, None).unwrap_err();
         assert!(matches!(e, HealthcheckError::EphemeralPort(_)), "{e}");
-        assert!(e.is_usage());
+        assert_eq!(e.exit(), Exit::Usage);
     }
 }

@@ -66,6 +66,12 @@ pub struct WebConfigErrors {
     pub errors: Vec<WebConfigError>,
 }
 
+impl crate::exit::ExitStatus for WebConfigErrors {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Usage
+    }
+}
+
 fn render(errors: &[WebConfigError]) -> String {
     errors
         .iter()

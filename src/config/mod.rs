@@ -54,10 +54,17 @@ impl ConfigError {
 #[error("{}", render(.0))]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+impl crate::exit::ExitStatus for ConfigErrors {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Usage
+    }
+}
+
+/// One error a line, indented under the caller's heading.
 fn render(errors: &[ConfigError]) -> String {
     errors
         .iter()
-        .map(ToString::to_string)
+        .map(|e| format!("  {e}"))
         .collect::<Vec<_>>()
         .join("\n")
 }

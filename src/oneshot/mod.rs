@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::app::{AppError, Daemon, RunOptions, VERSION};
 use crate::config::Config;
+use crate::exit::{Exit, ExitStatus};
 use crate::metrics::tap::RunTap;
 use capacity::{Ramp, Step};
 use profile::{CapacityPlan, Mode, Profile, ProfileError};
@@ -58,14 +59,15 @@ pub enum OneShotError {
     Results(#[from] ResultsError),
 }
 
-impl OneShotError {
-    /// A usage or config error, as opposed to a run that could not happen.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            OneShotError::Profile(_)
-                | OneShotError::App(AppError::Config(_) | AppError::WebConfig(_))
-        )
+/// A usage or config error exits 64; a run that could not happen, 70 (a
+/// verdict is 0 or 1, never an error).
+impl ExitStatus for OneShotError {
+    fn exit(&self) -> Exit {
+        match self {
+            OneShotError::Profile(_) => Exit::Usage,
+            OneShotError::App(e) if e.exit() == Exit::Usage => Exit::Usage,
+            _ => Exit::Software,
+        }
     }
 }
 

@@ -23,6 +23,15 @@ pub enum SimError {
     Io(#[from] std::io::Error),
 }
 
+impl crate::exit::ExitStatus for SimError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            SimError::Config { .. } | SimError::ConfigLoad { .. } => crate::exit::Exit::Usage,
+            _ => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 impl SimError {
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
         SimError::Config {
