@@ -102,10 +102,7 @@ impl Daemon {
 
     /// Like [`Daemon::start`], knowing the config file for reloads.
     pub async fn start_with(cfg: Config, opts: RunOptions) -> Result<Daemon, AppError> {
-        let errors = cfg.validate();
-        if !errors.is_empty() {
-            return Err(ConfigErrors(errors).into());
-        }
+        cfg.check()?;
         let listen = cfg
             .listen_addr()
             .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;

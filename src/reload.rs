@@ -121,19 +121,14 @@ impl Reloader {
                 return self.failed(errors.0.iter().map(ToString::to_string).collect());
             }
         };
-        let restart = state.current.restart_only_changes(&new);
+        // Restart-only sections keep their running values.
+        let restart = new.keep_restart_only(&state.current);
         if !restart.is_empty() {
             tracing::warn!(
                 sections = ?restart,
                 "these changes need a restart; the running values are kept until then"
             );
         }
-        // Restart-only sections keep their running values.
-        new.server = state.current.server.clone();
-        new.log = state.current.log.clone();
-        new.target = state.current.target.clone();
-        new.auth = state.current.auth.clone();
-        new.shard = state.current.shard.clone();
         for t in &self.targets {
             t.apply(&new);
         }

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use rehab_canary::admin::WebConfig;
+use rehab_canary::config::load::Errors;
 use rehab_canary::config::{Config, ConfigError};
 
 /// Cases per property; `PROPTEST_CASES=20000` searches deeper by hand.
@@ -149,7 +150,7 @@ fn load(text: &str, env: Vec<(String, String)>) -> Result<(), TestCaseError> {
     match Config::load_with_env(Some(file.path()), env) {
         Ok(cfg) => {
             // What loads also passes validation on its own.
-            prop_assert!(cfg.validate().is_empty());
+            prop_assert!(Errors::collect(|e| cfg.validate(e)).is_empty());
             Ok(())
         }
         Err(e) => check_errors(&e.0),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use super::load::Errors;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -159,13 +159,6 @@ pub struct ServerClockConfig {
 /// The placeholders a route may use.
 pub const ROUTE_PLACEHOLDERS: [&str; 3] = ["{patient}", "{therapist}", "{marker}"];
 
-fn invalid(key: String, message: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.to_owned(),
-    }
-}
-
 impl LagConfig {
     /// The probes by name, in `Projection::ALL` order.
     pub fn probes(&self) -> [(&'static str, &ProbeConfig); 4] {
@@ -179,57 +172,51 @@ impl LagConfig {
     }
 
     /// Every violation, each naming its key.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        let mut errs = Vec::new();
-        let mut check = |ok: bool, key: &str, msg: &str| {
-            if !ok {
-                errs.push(invalid(key.to_owned(), msg));
-            }
-        };
+    pub fn validate(&self, errs: &mut Errors) {
         let ms = Duration::from_millis;
         let hour = Duration::from_secs(3600);
-        check(
+        errs.check(
             (ms(10)..=hour).contains(&self.interval),
             "lag.interval",
             "must be between 10ms and 1h",
         );
-        check(
+        errs.check(
             (ms(10)..=hour).contains(&self.timeout),
             "lag.timeout",
             "must be between 10ms and 1h",
         );
-        check(
+        errs.check(
             (1..=10_000).contains(&self.max_in_flight),
             "lag.max_in_flight",
             "must be between 1 and 10000",
         );
-        check(
+        errs.check(
             self.poll_initial >= ms(1) && self.poll_initial <= self.poll_max,
             "lag.poll_initial",
             "must be at least 1ms and at most lag.poll_max",
         );
-        check(
+        errs.check(
             self.poll_backoff.is_finite() && (1.0..=4.0).contains(&self.poll_backoff),
             "lag.poll_backoff",
             "must be a number between 1.0 and 4.0",
         );
-        check(self.poll_max <= hour, "lag.poll_max", "must be at most 1h");
-        check(
+        errs.check(self.poll_max <= hour, "lag.poll_max", "must be at most 1h");
+        errs.check(
             (1..=256).contains(&self.poll_max_in_flight),
             "lag.poll_max_in_flight",
             "must be between 1 and 256",
         );
-        check(
+        errs.check(
             self.weak_share.is_finite() && self.weak_share > 0.0 && self.weak_share <= 10.0,
             "lag.weak_share",
             "must be a number above 0 and at most 10",
         );
-        check(
+        errs.check(
             self.late_window <= Duration::from_secs(24 * 3600),
             "lag.late_window",
             "must be at most 24h",
         );
-        check(
+        errs.check(
             self.late_poll_interval >= ms(10),
             "lag.late_poll_interval",
             "must be at least 10ms",
@@ -238,56 +225,55 @@ impl LagConfig {
             let key = |field: &str| format!("lag.probes.{name}.{field}");
             if let Some(i) = p.interval {
                 if !(ms(10)..=hour).contains(&i) {
-                    errs.push(invalid(key("interval"), "must be between 10ms and 1h"));
+                    errs.invalid(key("interval"), "must be between 10ms and 1h");
                 }
             }
             if let Some(route) = &p.route {
                 if let Some(msg) = route_problem(route) {
-                    errs.push(invalid(key("route"), msg));
+                    errs.invalid(key("route"), msg);
                 }
             }
             if let Some(ptr) = &p.pointer {
                 if !ptr.is_empty() && !ptr.starts_with('/') {
-                    errs.push(invalid(
+                    errs.invalid(
                         key("pointer"),
                         "must be empty or a JSON pointer starting with '/'",
-                    ));
+                    );
                 }
             }
             let sc = &p.server_clock;
             for (field, ptr) in [("committed", &sc.committed), ("applied", &sc.applied)] {
                 if ptr.as_deref().is_some_and(|v| !v.starts_with('/')) {
-                    errs.push(invalid(
+                    errs.invalid(
                         key(&format!("server_clock.{field}")),
                         "must be a JSON pointer starting with '/'",
-                    ));
+                    );
                 }
             }
             match (&sc.committed, &sc.applied) {
-                (Some(_), None) => errs.push(invalid(
+                (Some(_), None) => errs.invalid(
                     key("server_clock.applied"),
                     "is required with server_clock.committed",
-                )),
-                (None, Some(_)) => errs.push(invalid(
+                ),
+                (None, Some(_)) => errs.invalid(
                     key("server_clock.committed"),
                     "is required with server_clock.applied",
-                )),
+                ),
                 _ => {}
             }
             match p.rule {
                 Some(RuleKind::Value) if p.expect.as_deref().is_none_or(str::is_empty) => {
-                    errs.push(invalid(key("expect"), "is required by rule = \"value\""))
+                    errs.invalid(key("expect"), "is required by rule = \"value\"")
                 }
                 Some(RuleKind::Increment) if p.pointer.as_deref().is_some_and(str::is_empty) => {
-                    errs.push(invalid(
+                    errs.invalid(
                         key("pointer"),
                         "must point at a number for rule = \"increment\"",
-                    ))
+                    )
                 }
                 _ => {}
             }
         }
-        errs
     }
 }
 
@@ -319,7 +305,7 @@ mod tests {
     use super::*;
 
     fn keys(cfg: &LagConfig) -> Vec<String> {
-        cfg.validate()
+        Errors::collect(|e| cfg.validate(e))
             .iter()
             .map(|e| e.key().unwrap_or("-").to_owned())
             .collect()
@@ -327,7 +313,7 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert!(LagConfig::default().validate().is_empty());
+        assert!(Errors::collect(|e| LagConfig::default().validate(e)).is_empty());
     }
 
     #[test]

@@ -12,8 +12,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub mod lag;
+pub mod load;
 pub mod profile;
 pub mod slo;
+
+use load::{Errors, Sources};
 
 /// Environment prefix of overrides: `REHAB_CANARY__TRAFFIC__EVENTS_PER_SECOND=200`.
 pub const ENV_PREFIX: &str = "REHAB_CANARY";
@@ -464,97 +467,37 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            if !path.exists() {
-                return Err(ConfigErrors(vec![ConfigError::Load {
-                    path: path.display().to_string(),
-                    message: "file not found".to_owned(),
-                }]));
-            }
-            builder = builder.add_source(
-                config::File::from(path.to_path_buf()).format(config::FileFormat::Toml),
-            );
-        }
-        let prefix = format!("{ENV_PREFIX}__");
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
-            .collect();
-        // A variable with no key after the prefix (`REHAB_CANARY__=1`) maps
-        // to the empty key; name the variable instead (found by fuzzing).
-        let env_errors: Vec<ConfigError> = env
-            .keys()
-            .filter(|k| k[prefix.len()..].split("__").any(str::is_empty))
-            .map(|k| ConfigError::UnknownKey { key: k.clone() })
-            .collect();
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| !k[prefix.len()..].split("__").any(str::is_empty))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("__")
-                .separator("__")
-                .source(Some(env)),
-        );
-        let load_error = |e: config::ConfigError| {
-            ConfigErrors(vec![ConfigError::Load {
-                path: path.map_or_else(|| "config".to_owned(), |p| p.display().to_string()),
-                message: e.to_string(),
-            }])
-        };
-        let raw = builder.clone().build().map_err(load_error)?;
-        let defaults = serde_json::to_value(Config::default()).unwrap_or_default();
-        let tree: serde_json::Value = raw.try_deserialize().unwrap_or_default();
-        let mut errors = env_errors;
-        unknown_keys(&tree, &defaults, "", &mut errors);
-        // A bad value stops serde at the first error; to report every one,
-        // each bad key is replaced by its default and the parse retried.
-        for _ in 0..64 {
-            let raw = builder.clone().build().map_err(load_error)?;
-            match raw.try_deserialize::<Config>() {
-                Ok(cfg) => {
-                    errors.extend(cfg.validate());
-                    return if errors.is_empty() {
-                        Ok(cfg)
-                    } else {
-                        Err(ConfigErrors(errors))
-                    };
-                }
-                Err(e) => {
-                    let err = deser_error(e);
-                    let key = err.key().unwrap_or("config").to_owned();
-                    let repeat = errors.iter().any(|e| e.key() == Some(key.as_str()));
-                    errors.push(err);
-                    let default = lookup(&defaults, &key).and_then(json_to_config);
-                    match default {
-                        Some(v) if !repeat => {
-                            builder = builder.set_override(key, v).map_err(load_error)?;
-                        }
-                        _ => break,
-                    }
-                }
-            }
-        }
-        Err(ConfigErrors(errors))
+        let mut errs = Errors::default();
+        let tree = load::layered(
+            Sources {
+                file: path,
+                env_prefix: ENV_PREFIX,
+                env: env.into_iter().collect(),
+                list_keys: &[],
+            },
+            &mut errs,
+        )?;
+        let cfg: Config = load::decode(tree, &mut errs);
+        cfg.validate(&mut errs);
+        errs.into_result(cfg)
     }
 
-    /// Cross-field checks; returns every violation.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        let mut errs = Vec::new();
-        let mut fails: Vec<(&str, &str)> = Vec::new();
-        let mut check = |ok: bool, key: &'static str, msg: &'static str| {
-            if !ok {
-                fails.push((key, msg));
-            }
-        };
-        check(
+    /// Every section's checks, for a config built in code rather than
+    /// loaded (tests, one-shot profiles).
+    pub fn check(&self) -> Result<(), ConfigErrors> {
+        let mut errs = Errors::default();
+        self.validate(&mut errs);
+        errs.into_result(())
+    }
+
+    /// Cross-field checks of every section, into `errs`.
+    pub fn validate(&self, errs: &mut Errors) {
+        errs.check(
             self.server.listen.parse::<SocketAddr>().is_ok(),
             "server.listen",
             "must be an address like 127.0.0.1:8742",
         );
-        check(
+        errs.check(
             self.log
                 .level
                 .parse::<tracing_subscriber::EnvFilter>()
@@ -565,7 +508,7 @@ impl Config {
         if !self.target.is_embedded() {
             match reqwest::Url::parse(&self.target.base_url) {
                 Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
-                    check(
+                    errs.check(
                         url.username().is_empty() && url.password().is_none(),
                         "target.base_url",
                         "must not carry credentials; use auth.token_env or auth.token_file",
@@ -579,99 +522,99 @@ impl Config {
                             .iter()
                             .any(|h| h.eq_ignore_ascii_case(host))
                     {
-                        errs.push(ConfigError::invalid(
+                        errs.invalid(
                             "target.base_url",
                             format!(
                                 "host `{host}` is not in target.allowed_hosts; list it there to allow \
                                  synthetic traffic to it"
                             ),
-                        ));
+                        );
                     }
                     if url.scheme() == "http" && !loopback && !self.target.allow_insecure_http {
-                        errs.push(ConfigError::invalid(
+                        errs.invalid(
                             "target.base_url",
                             "plain http to a non-loopback host; use https or set \
                              target.allow_insecure_http = true",
-                        ));
+                        );
                     }
                 }
-                _ => check(
+                _ => errs.check(
                     false,
                     "target.base_url",
                     "must be an http(s) URL or `embedded`",
                 ),
             }
         }
-        check(
+        errs.check(
             !self.target.timeout.is_zero(),
             "target.timeout",
             "must be greater than 0",
         );
-        check(
+        errs.check(
             !self.target.connect_timeout.is_zero(),
             "target.connect_timeout",
             "must be greater than 0",
         );
-        check(
+        errs.check(
             is_env_name(&self.auth.token_env),
             "auth.token_env",
             "must be an environment variable name (letters, digits, _)",
         );
         let t = &self.traffic;
-        check(
+        errs.check(
             t.events_per_second.is_finite() && t.events_per_second >= 0.0,
             "traffic.events_per_second",
             "must be a number >= 0",
         );
-        check(
+        errs.check(
             t.events_per_second <= 1_000_000.0,
             "traffic.events_per_second",
             "must be at most 1000000",
         );
-        check(
+        errs.check(
             t.max_in_flight > 0,
             "traffic.max_in_flight",
             "must be greater than 0",
         );
-        check(
+        errs.check(
             t.mix.patient > 0,
             "traffic.mix.patient",
             "must be greater than 0: the event rate is carried by patient sessions",
         );
-        check(
+        errs.check(
             t.mix.patient as u64 + t.mix.therapist as u64 + t.mix.admin as u64 <= 1_000_000,
             "traffic.mix",
             "weights are too large",
         );
         if !t.burst.duration.is_zero() {
-            check(
+            errs.check(
                 !t.burst.every.is_zero(),
                 "traffic.burst.every",
                 "must be greater than 0 when bursts are enabled",
             );
-            check(
+            errs.check(
                 t.burst.duration < t.burst.every,
                 "traffic.burst.duration",
                 "must be shorter than traffic.burst.every",
             );
-            check(
+            errs.check(
                 t.burst.multiplier.is_finite() && t.burst.multiplier >= 0.0,
                 "traffic.burst.multiplier",
                 "must be a number >= 0",
             );
         }
         let j = &t.journeys;
-        check(
+        errs.check(
             j.patients > 0,
             "traffic.journeys.patients",
             "must be greater than 0",
         );
-        check(
+        errs.check(
             j.therapists > 0,
             "traffic.journeys.therapists",
             "must be greater than 0",
         );
-        check(
+        errs.check(
             !j.subject_prefix.is_empty()
                 && j.subject_prefix.len() <= 32
                 && j.subject_prefix
@@ -680,19 +623,19 @@ impl Config {
             "traffic.journeys.subject_prefix",
             "must be 1-32 characters of [A-Za-z0-9-_.]",
         );
-        check(
+        errs.check(
             j.reps_min >= 1 && j.reps_min <= j.reps_max && j.reps_max <= 1000,
             "traffic.journeys.reps_min",
             "must satisfy 1 <= reps_min <= reps_max <= 1000",
         );
-        check(
+        errs.check(
             (0.0..=1.0).contains(&j.quality_min)
                 && (0.0..=1.0).contains(&j.quality_max)
                 && j.quality_min <= j.quality_max,
             "traffic.journeys.quality_min",
             "must satisfy 0 <= quality_min <= quality_max <= 1",
         );
-        check(
+        errs.check(
             matches!(j.quality_window.as_str(), "7d" | "14d" | "30d"),
             "traffic.journeys.quality_window",
             "must be 7d, 14d or 30d",
@@ -706,7 +649,7 @@ impl Config {
             ("traffic.payload.patient_field", &p.patient_field),
             ("traffic.payload.event_type_field", &p.event_type_field),
         ] {
-            check(!value.is_empty(), key, "must not be empty");
+            errs.check(!value.is_empty(), key, "must not be empty");
         }
         let t = &self.traffic;
         let c = &self.circuit_breaker;
@@ -774,17 +717,11 @@ impl Config {
             ),
         ];
         for (ok, key, msg) in more {
-            check(ok, key, msg);
+            errs.check(ok, key, msg);
         }
-        errs.extend(
-            fails
-                .into_iter()
-                .map(|(key, msg)| ConfigError::invalid(key, msg)),
-        );
-        errs.extend(self.lag.validate());
-        errs.extend(self.slo.validate());
-        errs.extend(profile::validate(self));
-        errs
+        self.lag.validate(errs);
+        self.slo.validate(errs);
+        profile::validate(self, errs);
     }
 
     /// This shard's traffic: its share of the rate and ceiling, in its own
@@ -816,25 +753,20 @@ impl Config {
         l
     }
 
-    /// Keys whose change only takes effect after a restart, for the reload log.
-    pub fn restart_only_changes(&self, new: &Config) -> Vec<&'static str> {
-        let mut keys = Vec::new();
-        if self.server != new.server {
-            keys.push("server");
+    /// The sections read once at start, declared here only: a reload keeps
+    /// their running values (from `running`) and names the ones it changed.
+    pub fn keep_restart_only(&mut self, running: &Config) -> Vec<&'static str> {
+        let mut changed = Vec::new();
+        macro_rules! keep {
+            ($($section:ident),+) => {$(
+                if self.$section != running.$section {
+                    changed.push(stringify!($section));
+                    self.$section = running.$section.clone();
+                }
+            )+};
         }
-        if self.log != new.log {
-            keys.push("log");
-        }
-        if self.target != new.target {
-            keys.push("target");
-        }
-        if self.auth != new.auth {
-            keys.push("auth");
-        }
-        if self.shard != new.shard {
-            keys.push("shard");
-        }
-        keys
+        keep!(server, log, target, auth, shard);
+        changed
     }
 
     /// The admin address; valid after [`Config::validate`].
@@ -855,89 +787,10 @@ pub fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Reports keys present in `tree` but not in the defaults' tree. Arrays are
-/// values, not sections, so they are not descended into.
-fn unknown_keys(
-    tree: &serde_json::Value,
-    known: &serde_json::Value,
-    prefix: &str,
-    out: &mut Vec<ConfigError>,
-) {
-    let (Some(tree), Some(known)) = (tree.as_object(), known.as_object()) else {
-        return;
-    };
-    for (k, v) in tree {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        // Profiles are a map of free names, each with the profile's keys.
-        if path == "profiles" {
-            let each = serde_json::to_value(profile::ProfileConfig::default()).unwrap_or_default();
-            for (name, profile) in v.as_object().into_iter().flatten() {
-                unknown_keys(profile, &each, &format!("profiles.{name}"), out);
-            }
-            continue;
-        }
-        match known.get(k) {
-            None => out.push(ConfigError::UnknownKey { key: path }),
-            Some(kv) => unknown_keys(v, kv, &path, out),
-        }
-    }
-}
-
-fn lookup<'a>(tree: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
-    key.split('.').try_fold(tree, |t, k| t.get(k))
-}
-
-fn json_to_config(v: &serde_json::Value) -> Option<config::Value> {
-    use serde_json::Value as J;
-    Some(match v {
-        J::Null => return None,
-        J::Bool(b) => config::Value::from(*b),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => config::Value::from(i),
-            None => config::Value::from(n.as_f64()?),
-        },
-        J::String(s) => config::Value::from(s.as_str()),
-        J::Array(a) => config::Value::from(a.iter().filter_map(json_to_config).collect::<Vec<_>>()),
-        J::Object(o) => {
-            let map: config::Map<String, config::Value> = o
-                .iter()
-                .filter_map(|(k, v)| Some((k.clone(), json_to_config(v)?)))
-                .collect();
-            config::Value::from(map)
-        }
-    })
-}
-
 fn is_env_name(s: &str) -> bool {
     !s.is_empty()
         && !s.starts_with(|c: char| c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// The `config` crate reports type errors as "... for key `a.b`"; keep the key
-/// in our typed error so callers (and tests) can see which one failed.
-fn deser_error(e: config::ConfigError) -> ConfigError {
-    let message = e.to_string();
-    let key = message
-        .rsplit_once("for key `")
-        .and_then(|(_, rest)| rest.split_once('`'))
-        .map(|(k, _)| k.to_owned());
-    match key {
-        Some(key) => {
-            let message = message
-                .rsplit_once(" for key `")
-                .map_or(message.clone(), |(m, _)| m.to_owned());
-            ConfigError::Invalid { key, message }
-        }
-        None => ConfigError::Invalid {
-            key: "config".to_owned(),
-            message,
-        },
-    }
 }
 
 #[cfg(test)]
@@ -962,7 +815,7 @@ mod tests {
     fn empty_file_gives_defaults() {
         let cfg = load_str("", &[]).unwrap();
         assert_eq!(cfg, Config::default());
-        assert!(Config::default().validate().is_empty());
+        assert!(Errors::collect(|e| Config::default().validate(e)).is_empty());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Config, ConfigError};
+use super::load::Errors;
+use super::Config;
 
 /// The built-in profile names, in the order `--help` and errors list them.
 pub const BUILTIN: [&str; 5] = ["smoke", "load", "stress", "broadway", "capacity"];
@@ -219,49 +220,47 @@ impl CapacityConfig {
 
 /// Every problem of profile `name` (layered as `p`) against `cfg`: its keys'
 /// ranges, and the rates it would run at against the rate ceiling.
-pub fn problems(cfg: &Config, name: &str, p: &ProfileConfig) -> Vec<ConfigError> {
+pub fn problems(cfg: &Config, name: &str, p: &ProfileConfig, errs: &mut Errors) {
     let key = |field: &str| format!("profiles.{name}.{field}");
-    let mut errors = check(p, &key);
+    check(p, &key, errs);
     let ceiling = cfg.traffic.max_events_per_second;
     match p.mode.unwrap_or(ModeKind::Steady) {
         ModeKind::Capacity => {
             let r = p.capacity.ramp();
             if r.settle >= r.step_duration {
-                errors.push(ConfigError::invalid(
-                    &key("capacity.settle"),
+                errs.invalid(
+                    key("capacity.settle"),
                     "must be shorter than capacity.step_duration",
-                ));
+                );
             }
             if r.start > ceiling {
-                errors.push(ConfigError::invalid(
-                    &key("capacity.start_events_per_second"),
+                errs.invalid(
+                    key("capacity.start_events_per_second"),
                     format!(
                         "{} is above traffic.max_events_per_second ({ceiling})",
                         r.start
                     ),
-                ));
+                );
             }
         }
         ModeKind::Steady => {
             let rate = rate(cfg, p);
             if rate > ceiling {
-                errors.push(ConfigError::invalid(
-                    &key("events_per_second"),
+                errs.invalid(
+                    key("events_per_second"),
                     format!(
                         "{rate} is above the rate ceiling traffic.max_events_per_second \
                          ({ceiling}); raise the ceiling deliberately if the target can take it"
                     ),
-                ));
+                );
             }
         }
     }
-    errors
 }
 
 /// Range checks of one profile's keys, each error naming its key.
-fn check(p: &ProfileConfig, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
-    let mut errs = Vec::new();
-    let mut fail = |field: &str, msg: &str| errs.push(ConfigError::invalid(&key(field), msg));
+fn check(p: &ProfileConfig, key: &dyn Fn(&str) -> String, errs: &mut Errors) {
+    let mut fail = |field: &str, msg: &str| errs.invalid(key(field), msg);
     let positive = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0);
     let percent = |v: Option<f64>| v.is_none_or(|v| v.is_finite() && v > 0.0 && v < 100.0);
     if p.duration.is_some_and(|d| d < Duration::from_secs(1)) {
@@ -332,15 +331,14 @@ fn check(p: &ProfileConfig, key: &dyn Fn(&str) -> String) -> Vec<ConfigError> {
     if c.refine_steps.is_some_and(|n| n > 10) {
         fail("capacity.refine_steps", "must be at most 10");
     }
-    errs
 }
 
 /// Config-time checks of every `[profiles.NAME]` entry (built-ins merged in),
 /// so `check-config` catches a bad profile before a CI job runs it.
-pub fn validate(cfg: &Config) -> Vec<ConfigError> {
-    cfg.profiles
-        .keys()
-        .filter_map(|name| layered(&cfg.profiles, name).map(|p| problems(cfg, name, &p)))
-        .flatten()
-        .collect()
+pub fn validate(cfg: &Config, errs: &mut Errors) {
+    for name in cfg.profiles.keys() {
+        if let Some(p) = layered(&cfg.profiles, name) {
+            problems(cfg, name, &p, errs);
+        }
+    }
 }

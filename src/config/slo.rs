@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::load::Errors;
 use crate::api::DURATION_BUCKETS;
-use crate::config::ConfigError;
 
 /// Bounds of `rehab_canary_projection_lag_seconds` that an SLO threshold may
 /// use (the issue 4 contract). A threshold must be a bucket bound so the
@@ -114,14 +114,8 @@ const LONGEST_ALERT_WINDOW: Duration = Duration::from_secs(3 * 86_400);
 
 impl SloConfig {
     /// Every violation, each naming its key.
-    pub fn validate(&self) -> Vec<ConfigError> {
-        let mut errs = Vec::new();
-        let mut fail = |key: &str, msg: String| {
-            errs.push(ConfigError::Invalid {
-                key: key.to_owned(),
-                message: msg,
-            })
-        };
+    pub fn validate(&self, errs: &mut Errors) {
+        let mut fail = |key: &str, msg: String| errs.invalid(key, msg);
         if self.window < LONGEST_ALERT_WINDOW || !self.window.as_secs().is_multiple_of(3600) {
             fail(
                 "slo.window",
@@ -194,7 +188,6 @@ impl SloConfig {
                 "must be a number >= 0".to_owned(),
             );
         }
-        errs
     }
 }
 

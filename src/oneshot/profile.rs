@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use crate::config::load::Errors;
 use crate::config::profile::{layered, problems, rate, secs, ModeKind, ProfileConfig, BUILTIN};
 use crate::config::{Config, ConfigErrors, TrafficConfig};
 
@@ -87,11 +88,12 @@ pub fn resolve(
             known: names(cfg).join(", "),
         });
     };
-    let errors = problems(cfg, name, &p);
+    let mut errors = Errors::default();
+    problems(cfg, name, &p, &mut errors);
     if !errors.is_empty() {
         return Err(ProfileError::Invalid {
             name: name.to_owned(),
-            errors: ConfigErrors(errors),
+            errors: ConfigErrors(errors.into_vec()),
         });
     }
     let mut traffic = cfg.traffic.clone();

@@ -8,14 +8,15 @@ use serde::Deserialize;
 
 use super::error::SimError;
 use super::faults::Faults;
+use crate::config::load::{self, Errors, Sources};
 
 /// Environment variable holding extra static bearer tokens, comma separated.
 pub const TOKENS_ENV: &str = "REHAB_SIM_TOKENS";
 
-/// The whole simulator configuration. Every key has a default, unknown keys
-/// are rejected.
+/// The whole simulator configuration. Every key has a default; unknown keys
+/// are reported by the loader (`config::load`), all at once.
 #[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SimConfig {
     pub pipeline: PipelineConfig,
     pub auth: AuthConfig,
@@ -27,7 +28,7 @@ pub struct SimConfig {
 
 /// The asynchronous apply pipeline (a bounded queue drained in batches).
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PipelineConfig {
     /// Most events a processor applies in one batch.
     pub batch_size: usize,
@@ -57,7 +58,7 @@ impl Default for PipelineConfig {
 
 /// Bearer-token authentication.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct AuthConfig {
     /// Static tokens that never expire. Empty (and `REHAB_SIM_TOKENS` unset)
     /// means the development token `dev-token` is accepted.
@@ -91,7 +92,6 @@ impl Default for AuthConfig {
 
 /// One login account.
 #[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub username: String,
     pub password: String,
@@ -108,7 +108,7 @@ impl std::fmt::Debug for UserConfig {
 
 /// Caps that bound memory for runs of days.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RetentionConfig {
     /// Events kept per patient stream; older ones are dropped (versions keep
     /// counting).
@@ -134,7 +134,7 @@ impl Default for RetentionConfig {
 
 /// Domain rules of the projections.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RulesConfig {
     /// A quality average below this over the window raises
     /// `quality_degradation` (priority high).
@@ -159,85 +159,86 @@ impl Default for RulesConfig {
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 impl SimConfig {
-    /// Cross-field and range checks; the error names the key.
-    pub fn validate(&self) -> Result<(), SimError> {
+    /// Every check, for a config built in code rather than loaded.
+    pub fn check(&self) -> Result<(), SimError> {
+        let mut errs = Errors::default();
+        self.validate(&mut errs);
+        Ok(errs.into_result(())?)
+    }
+
+    /// Range checks of every key, into `errs`.
+    pub fn validate(&self, errs: &mut Errors) {
         let p = &self.pipeline;
-        check_range("pipeline.batch_size", p.batch_size, 1, 100_000)?;
-        check_range("pipeline.processors", p.processors, 1, 256)?;
-        check_range("pipeline.queue_capacity", p.queue_capacity, 1, 10_000_000)?;
-        if p.batch_timeout < Duration::from_millis(1) || p.batch_timeout > Duration::from_secs(60) {
-            return Err(SimError::config(
-                "pipeline.batch_timeout",
-                "must be between 1ms and 60s",
-            ));
-        }
+        errs.range("pipeline.batch_size", p.batch_size, 1, 100_000);
+        errs.range("pipeline.processors", p.processors, 1, 256);
+        errs.range("pipeline.queue_capacity", p.queue_capacity, 1, 10_000_000);
+        errs.check(
+            (Duration::from_millis(1)..=Duration::from_secs(60)).contains(&p.batch_timeout),
+            "pipeline.batch_timeout",
+            "must be between 1ms and 60s",
+        );
         let a = &self.auth;
-        if a.token_ttl.is_zero() {
-            return Err(SimError::config("auth.token_ttl", "must be positive"));
-        }
-        if a.refresh_token_ttl.is_zero() {
-            return Err(SimError::config(
-                "auth.refresh_token_ttl",
-                "must be positive",
-            ));
-        }
-        check_range("auth.max_issued_tokens", a.max_issued_tokens, 1, 10_000_000)?;
+        errs.check(!a.token_ttl.is_zero(), "auth.token_ttl", "must be positive");
+        errs.check(
+            !a.refresh_token_ttl.is_zero(),
+            "auth.refresh_token_ttl",
+            "must be positive",
+        );
+        errs.range("auth.max_issued_tokens", a.max_issued_tokens, 1, 10_000_000);
         for (i, t) in a.tokens.iter().enumerate() {
             if t.trim().is_empty() || t.chars().any(|c| c.is_whitespace()) {
-                return Err(SimError::config(
+                errs.invalid(
                     format!("auth.tokens[{i}]"),
                     "must be non-empty without whitespace",
-                ));
+                );
             }
         }
         for (i, u) in a.users.iter().enumerate() {
             if u.username.is_empty() {
-                return Err(SimError::config(
-                    format!("auth.users[{i}].username"),
-                    "must not be empty",
-                ));
+                errs.invalid(format!("auth.users[{i}].username"), "must not be empty");
             }
         }
         let r = &self.retention;
-        check_range(
+        errs.range(
             "retention.max_events_per_patient",
             r.max_events_per_patient,
             1,
             10_000_000,
-        )?;
-        check_range(
+        );
+        errs.range(
             "retention.max_bytes_per_patient",
             r.max_bytes_per_patient,
             1024,
             1 << 34,
-        )?;
-        check_range("retention.max_patients", r.max_patients, 1, 10_000_000)?;
-        check_range(
+        );
+        errs.range("retention.max_patients", r.max_patients, 1, 10_000_000);
+        errs.range(
             "retention.max_event_bytes",
             r.max_event_bytes,
             256,
             MAX_BODY_BYTES,
-        )?;
+        );
         let rules = &self.rules;
-        if !(0.0..=1.0).contains(&rules.quality_threshold) {
-            return Err(SimError::config(
-                "rules.quality_threshold",
-                "must be between 0 and 1",
-            ));
-        }
-        check_range(
+        errs.check(
+            (0.0..=1.0).contains(&rules.quality_threshold),
+            "rules.quality_threshold",
+            "must be between 0 and 1",
+        );
+        errs.range(
             "rules.quality_window_days",
-            rules.quality_window_days as usize,
+            rules.quality_window_days,
             1,
             30,
-        )?;
-        check_range(
+        );
+        errs.range(
             "rules.missed_session_days",
-            rules.missed_session_days as usize,
+            rules.missed_session_days,
             1,
             365,
-        )?;
-        self.faults.validate("faults.")
+        );
+        if let Err(SimError::Config { key, message }) = self.faults.validate("faults.") {
+            errs.invalid(key, message);
+        }
     }
 
     /// Loads the optional TOML file, then `REHAB_SIM__SECTION__KEY`
@@ -253,56 +254,23 @@ impl SimConfig {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<SimConfig, SimError> {
-        let env: std::collections::HashMap<String, String> = env.into_iter().collect();
-        let mut builder = config::Config::builder();
-        if let Some(path) = path {
-            let text = std::fs::read_to_string(path).map_err(|e| SimError::ConfigLoad {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
-        }
-        let sim_env: std::collections::HashMap<String, String> = env
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let tokens = env
             .iter()
-            .filter(|(k, _)| k.starts_with("REHAB_SIM__"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("REHAB_SIM")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .list_separator(",")
-                .with_list_parse_key("auth.tokens")
-                .source(Some(sim_env)),
-        );
-        let built = builder.build().map_err(|e| SimError::ConfigLoad {
-            path: path.map_or_else(|| "(environment)".into(), |p| p.display().to_string()),
-            message: e.to_string(),
-        })?;
-        // Go through a JSON value so `serde_path_to_error` can name the key.
-        let value: serde_json::Value =
-            built
-                .try_deserialize()
-                .map_err(|e: config::ConfigError| SimError::ConfigLoad {
-                    path: path.map_or_else(|| "(environment)".into(), |p| p.display().to_string()),
-                    message: e.to_string(),
-                })?;
-        let mut cfg: SimConfig = serde_path_to_error::deserialize(value).map_err(|e| {
-            let mut key = e.path().to_string();
-            let message = e.inner().to_string();
-            // Some deserializers stop the path at the struct holding an
-            // unknown field; name the field itself either way.
-            if let Some(field) = unknown_field_name(&message) {
-                if key == "." || key.is_empty() {
-                    key = field.to_string();
-                } else if !key.ends_with(field) {
-                    key = format!("{key}.{field}");
-                }
-            }
-            SimError::config(key, message)
-        })?;
-        if let Some(extra) = env.get(TOKENS_ENV) {
+            .find(|(k, _)| k == TOKENS_ENV)
+            .map(|(_, v)| v.clone());
+        let mut errs = Errors::default();
+        let tree = load::layered(
+            Sources {
+                file: path,
+                env_prefix: "REHAB_SIM",
+                env,
+                list_keys: &["auth.tokens"],
+            },
+            &mut errs,
+        )?;
+        let mut cfg: SimConfig = load::decode(tree, &mut errs);
+        if let Some(extra) = tokens {
             cfg.auth.tokens.extend(
                 extra
                     .split(',')
@@ -311,25 +279,9 @@ impl SimConfig {
                     .map(String::from),
             );
         }
-        cfg.validate()?;
-        Ok(cfg)
+        cfg.validate(&mut errs);
+        Ok(errs.into_result(cfg)?)
     }
-}
-
-fn check_range(key: &str, v: usize, min: usize, max: usize) -> Result<(), SimError> {
-    if v < min || v > max {
-        return Err(SimError::config(
-            key,
-            format!("must be between {min} and {max}, got {v}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Pulls `foo` out of serde's "unknown field `foo`, expected ...".
-fn unknown_field_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("unknown field `")?;
-    rest.split('`').next()
 }
 
 #[cfg(test)]
@@ -343,9 +295,21 @@ mod tests {
         f
     }
 
+    fn keys(err: &SimError) -> Vec<String> {
+        match err {
+            SimError::Invalid(e) => {
+                e.0.iter()
+                    .filter_map(|e| e.key())
+                    .map(String::from)
+                    .collect()
+            }
+            other => panic!("not a config error: {other:?}"),
+        }
+    }
+
     #[test]
     fn defaults_are_valid() {
-        SimConfig::default().validate().unwrap();
+        assert!(Errors::collect(|e| SimConfig::default().validate(e)).is_empty());
     }
 
     #[test]
@@ -373,16 +337,10 @@ mod tests {
     fn unknown_keys_are_named() {
         let f = write_toml("[pipeline]\nbatch_sise = 10\n");
         let err = SimConfig::load_from(Some(f.path()), Vec::new()).unwrap_err();
-        assert!(
-            matches!(&err, SimError::Config { key, .. } if key == "pipeline.batch_sise"),
-            "{err:?}"
-        );
+        assert_eq!(keys(&err), ["pipeline.batch_sise"], "{err:?}");
         let f = write_toml("colour = 1\n");
         let err = SimConfig::load_from(Some(f.path()), Vec::new()).unwrap_err();
-        assert!(
-            matches!(&err, SimError::Config { key, .. } if key == "colour"),
-            "{err:?}"
-        );
+        assert_eq!(keys(&err), ["colour"], "{err:?}");
     }
 
     #[test]

@@ -8,6 +8,9 @@ pub enum SimError {
     /// A configuration value is missing, malformed or out of range.
     #[error("invalid config key `{key}`: {message}")]
     Config { key: String, message: String },
+    /// Every problem of a configuration, each naming its key.
+    #[error("invalid configuration:\n{0}")]
+    Invalid(#[from] crate::config::ConfigErrors),
     /// The configuration file could not be read or parsed at all.
     #[error("cannot load config {path}: {message}")]
     ConfigLoad { path: String, message: String },
@@ -26,7 +29,9 @@ pub enum SimError {
 impl crate::exit::ExitStatus for SimError {
     fn exit(&self) -> crate::exit::Exit {
         match self {
-            SimError::Config { .. } | SimError::ConfigLoad { .. } => crate::exit::Exit::Usage,
+            SimError::Config { .. } | SimError::ConfigLoad { .. } | SimError::Invalid(_) => {
+                crate::exit::Exit::Usage
+            }
             _ => crate::exit::Exit::Failure,
         }
     }

@@ -122,7 +122,7 @@ impl SimHandle {
 
 /// Validates `cfg`, binds `listen` (port 0 works) and starts serving.
 pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimError> {
-    cfg.validate()?;
+    cfg.check()?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| SimError::Bind {

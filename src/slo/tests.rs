@@ -1,6 +1,7 @@
 //! Unit tests of the SLO config and the rules generator: seed defaults,
 //! key-named validation errors, and the shape of the generated rules.
 
+use crate::config::load::Errors;
 use std::time::Duration;
 
 use super::rules::{
@@ -22,7 +23,7 @@ fn defaults_are_the_seed_targets() {
     assert_eq!(c.loss.objective, 100.0); // no lost events
     assert_eq!(c.throughput.min_events_per_second, 1000.0);
     assert_eq!(c.window, Duration::from_secs(30 * 86_400));
-    assert!(c.validate().is_empty());
+    assert!(Errors::collect(|e| c.validate(e)).is_empty());
 }
 
 #[test]
@@ -70,7 +71,7 @@ fn bad_values_name_their_key() {
     for (tweak, key) in cases {
         let mut c = SloConfig::default();
         tweak(&mut c);
-        let errs = c.validate();
+        let errs = Errors::collect(|e| c.validate(e));
         assert_eq!(errs.len(), 1, "{key}: {errs:?}");
         assert_eq!(errs[0].key(), Some(key));
         assert!(errs[0].to_string().starts_with(key), "{}", errs[0]);
