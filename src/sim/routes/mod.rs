@@ -1,0 +1,248 @@
+//! HTTP handlers of the reference API, the fault control plane and the
+//! ground-truth endpoint, and the router that ties them together.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::Auth;
+use super::config::{SimConfig, MAX_BODY_BYTES};
+use super::envelope::{self, now_ms, valid_id, EnvelopeError, Event, Received};
+use super::faults::{roll, FaultState, Faults, FaultsPatch};
+use super::middleware::front;
+use super::pipeline::{Pipeline, Queued};
+use super::store::{AlertFilter, ReadError, Store, StreamQuery};
+use super::truth::{FaultKind, RejectReason, Truth};
+use crate::api::EventKind;
+
+mod ingest;
+mod reads;
+use ingest::{consent, create_batch, create_event, register};
+use reads::{adherence, alerts, patient_summary, quality, stream, work_queue};
+
+/// Most events in one `/events/batch` request.
+pub const MAX_BATCH_EVENTS: usize = 1000;
+/// Most events one stream read returns.
+pub const MAX_STREAM_LIMIT: usize = 1000;
+/// Events a stream read returns when neither `limit` nor `count` is given.
+pub const DEFAULT_STREAM_LIMIT: usize = 100;
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub cfg: SimConfig,
+    pub store: Arc<Store>,
+    pub pipeline: Pipeline,
+    pub faults: Arc<FaultState>,
+    pub truth: Arc<Truth>,
+    pub auth: Auth,
+    pub started: Instant,
+}
+
+type S = State<Arc<AppState>>;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .route("/health/live", get(health))
+        .route("/health/ready", get(health))
+        .route("/health/detailed", get(health_detailed))
+        .route("/api/v1/events", post(create_event))
+        .route("/api/v1/events/batch", post(create_batch))
+        .route("/api/v1/patients/register", post(register))
+        .route("/api/v1/patients/{id}/stream", get(stream))
+        .route("/api/v1/patients/{id}/events", get(stream))
+        .route("/api/v1/patients/{id}/consent", get(consent))
+        .route("/api/v1/projections/adherence", get(adherence))
+        .route("/api/v1/projections/quality", get(quality))
+        .route("/api/v1/projections/work-queue", get(work_queue))
+        .route("/api/v1/projections/patient-summary", get(patient_summary))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route(
+            "/sim/faults",
+            get(get_faults).put(put_faults).delete(delete_faults),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), front))
+        .with_state(state)
+}
+
+/// `{"error": code, "message": ...}` with a status.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message})),
+    )
+        .into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+fn unavailable(code: &str, message: &str) -> Response {
+    let mut r = error_response(StatusCode::SERVICE_UNAVAILABLE, code, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn body_rejection(r: BytesRejection) -> Response {
+    let status = r.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "payload_too_large"
+    } else {
+        "invalid_body"
+    };
+    error_response(status, code, &r.body_text())
+}
+
+fn query_rejection(r: QueryRejection) -> Response {
+    bad_request(&r.body_text())
+}
+
+fn json_bytes(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut r = Response::new(Body::from(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn index() -> Response {
+    axum::response::Html(
+        "<html><head><title>rehab-canary sim</title></head><body><h1>Rehab API reference \
+         simulator</h1><p><a href=\"/metrics\">metrics</a> · <a href=\"/sim/faults\">faults</a> \
+         · <a href=\"/health/detailed\">health</a></p></body></html>",
+    )
+    .into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn health() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn health_detailed(State(s): S) -> Response {
+    let stats = s.store.stats();
+    let f = s.faults.get();
+    axum::Json(json!({
+        "status": "ok",
+        "uptime_seconds": s.started.elapsed().as_secs(),
+        "queue": {"depth": s.pipeline.depth(), "capacity": s.pipeline.capacity()},
+        "pipeline": {
+            "processors": s.cfg.pipeline.processors,
+            "batch_size": s.cfg.pipeline.batch_size,
+            "batch_timeout_ms": s.cfg.pipeline.batch_timeout.as_millis() as u64,
+            "stalled": f.stall_projector,
+        },
+        "store": {"patients": stats.patients, "events": stats.events},
+        "faults_active": *f != Faults::default(),
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+async fn login(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r),
+    };
+    let b: LoginBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) => return bad_request("expected {\"username\": ..., \"password\": ...}"),
+    };
+    match s.auth.login(&b.username, &b.password) {
+        Some(pair) => axum::Json(pair).into_response(),
+        None => error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "unknown user or wrong password",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+async fn refresh(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r),
+    };
+    let b: RefreshBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(_) => return bad_request("expected {\"refresh_token\": ...}"),
+    };
+    match s.auth.refresh(&b.refresh_token) {
+        Some(pair) => axum::Json(pair).into_response(),
+        None => error_response(
+            StatusCode::UNAUTHORIZED,
+            "invalid_refresh_token",
+            "refresh token unknown or expired",
+        ),
+    }
+}
+
+async fn get_faults(State(s): S) -> Response {
+    axum::Json(&*s.faults.get()).into_response()
+}
+
+async fn put_faults(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_rejection(r),
+    };
+    let patch: FaultsPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return bad_request(&format!("invalid fault set: {e}")),
+    };
+    let next = patch.apply_to(&s.faults.get());
+    if let Err(e) = next.validate("") {
+        return bad_request(&e.to_string());
+    }
+    tracing::info!(faults = ?next, "sim: faults changed");
+    s.faults.set(next.clone());
+    axum::Json(next).into_response()
+}
+
+async fn delete_faults(State(s): S) -> Response {
+    tracing::info!("sim: faults cleared");
+    s.faults.set(Faults::default());
+    axum::Json(Faults::default()).into_response()
+}
+
+async fn metrics(State(s): S) -> Response {
+    s.truth.queue_depth.set(s.pipeline.depth() as i64);
+    let mut r = s.truth.encode().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
