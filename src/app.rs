@@ -15,10 +15,10 @@ use tokio::task::JoinHandle;
 
 use crate::admin::control::{self, Control};
 use crate::admin::{self, AdminState, RuntimeInfo};
-use crate::auth::{self, AuthError, AuthTask, TokenSource};
 use crate::client::Outcome;
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
+use crate::credentials::{self, AuthError, AuthTask, TokenSource};
 use crate::exit::{Exit, ExitStatus};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
@@ -147,7 +147,7 @@ impl Daemon {
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
         let (admin_stop, mut admin_stop_rx) = watch::channel(false);
         let http = TargetClient::new(&cfg.target)?;
-        let auth = auth::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
+        let auth = credentials::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
         match &auth.source {
             TokenSource::None => tracing::warn!(
                 env = %cfg.auth.token_env,
@@ -158,7 +158,10 @@ impl Daemon {
         }
 
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
-        let mut background = vec![tokio::spawn(rotate_windows(metrics.clone()))];
+        let mut background = vec![tokio::spawn(rotate_windows(
+            metrics.clone(),
+            lag_metrics.clone(),
+        ))];
         background.push(tokio::spawn(poll_target_health(
             http.clone(),
             target.join(&cfg.target.health_path)?,
@@ -386,13 +389,16 @@ fn run_id() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
-async fn rotate_windows(metrics: Arc<Metrics>) {
+/// The one timer of every one-minute window (requests and lag alike), so
+/// they cover the same span and keep rotating while the probes restart.
+async fn rotate_windows(metrics: Arc<Metrics>, lag: LagMetrics) {
     let mut tick = tokio::time::interval(WINDOW_ROTATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
         metrics.rotate_windows();
+        lag.rotate();
     }
 }
 

@@ -8,9 +8,9 @@
 pub mod admin;
 pub mod api;
 pub mod app;
-pub mod auth;
 pub mod client;
 pub mod config;
+pub mod credentials;
 pub mod exit;
 pub mod html;
 pub mod lag;

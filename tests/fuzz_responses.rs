@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proptest::prelude::*;
-use rehab_canary::auth::{parse_issued, MAX_TOKEN_LIFETIME};
 use rehab_canary::client::parse_retry_after;
+use rehab_canary::credentials::{parse_issued, MAX_TOKEN_LIFETIME};
 
 /// Cases per property; `PROPTEST_CASES=20000` searches deeper by hand.
 fn cases() -> u32 {

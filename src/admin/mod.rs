@@ -12,7 +12,7 @@
 //! [`healthcheck`] is the client side of `/-/healthy` (`rehab-canary
 //! healthcheck`, the container's probe).
 
-pub mod auth;
+pub mod basic_auth;
 pub mod control;
 pub mod healthcheck;
 mod page;

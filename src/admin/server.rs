@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use super::auth::requires_auth;
+use super::basic_auth::requires_auth;
 use super::web_config::{WebConfig, WebConfigErrors};
 
 /// How long a client may take for the TLS handshake; a stalled one must not

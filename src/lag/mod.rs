@@ -36,7 +36,6 @@ use tokio::time::Instant;
 
 use crate::client::TargetClient;
 pub use crate::config::lag::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
-use crate::metrics::WINDOW_ROTATE_EVERY;
 use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
@@ -267,7 +266,6 @@ async fn schedule(
         .collect();
     let mut next_late = start + t.late_poll_interval;
     let mut next_prune = start + PRUNE_EVERY;
-    let mut next_rotate = start + WINDOW_ROTATE_EVERY;
     let memory = t.late_window.max(t.timeout).max(MIN_MEMORY);
     loop {
         let now = Instant::now();
@@ -331,17 +329,13 @@ async fn schedule(
                 }
             }
         }
-        if now >= next_rotate {
-            next_rotate = advance(next_rotate, WINDOW_ROTATE_EVERY, now);
-            shared.metrics.rotate();
-        }
         while runs.try_join_next().is_some() {}
         let wake = due
             .iter()
             .copied()
-            .chain([next_late, next_prune, next_rotate])
+            .chain([next_late, next_prune])
             .min()
-            .unwrap_or(next_rotate);
+            .unwrap_or(next_prune);
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
             _ = stop.changed() => break,

@@ -8,7 +8,7 @@
 //! - `pipeline`: bounded queue, batch processors, visibility timer;
 //! - `store`: sharded patient streams with retention and eviction;
 //! - `projections`: adherence, quality and alert rules per patient;
-//! - `auth`: static and issued bearer tokens;
+//! - `tokens`: static and issued bearer tokens;
 //! - `clock`: the service clock behind the published timestamps;
 //! - `faults`: the fault set and its dice;
 //! - `middleware`: route naming, HTTP faults, auth, request counting;
@@ -21,7 +21,6 @@
 //! real events, 320 MiB if every queued event were the 32 KiB maximum), plus
 //! issued tokens (≤ 100 000 × ~150 B ≈ 15 MiB). See `store` for the details.
 
-mod auth;
 mod clock;
 mod config;
 mod envelope;
@@ -33,6 +32,7 @@ mod projections;
 mod routes;
 mod server;
 mod store;
+mod tokens;
 mod truth;
 
 use std::net::SocketAddr;
@@ -146,7 +146,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         shutdown_rx.clone(),
     );
     let state = Arc::new(routes::AppState {
-        auth: auth::Auth::new(&cfg.auth),
+        auth: tokens::Auth::new(&cfg.auth),
         cfg,
         store,
         pipeline,

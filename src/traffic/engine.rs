@@ -13,10 +13,10 @@ use std::time::Instant;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::api::Endpoint;
-use crate::auth::AuthSignal;
 use crate::client::Outcome;
 use crate::client::{Response, TargetClient};
 use crate::config::TrafficConfig;
+use crate::credentials::AuthSignal;
 use crate::metrics::{AuthFailure, DropReason, Metrics};
 use crate::traffic::gate::{Admit, Gate};
 use crate::traffic::journeys::{Job, JourneyKind, Journeys};

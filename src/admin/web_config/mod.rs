@@ -20,7 +20,7 @@ use ring::digest;
 use rustls::ServerConfig;
 use serde::Deserialize;
 
-use super::auth::BasicAuth;
+use super::basic_auth::BasicAuth;
 
 mod tls;
 use tls::build_tls;

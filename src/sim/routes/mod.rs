@@ -14,13 +14,13 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::auth::Auth;
 use super::config::{SimConfig, MAX_BODY_BYTES};
 use super::envelope::{self, now_ms, valid_id, EnvelopeError, Event, Received};
 use super::faults::{roll, FaultState, Faults, FaultsPatch};
 use super::middleware::front;
 use super::pipeline::{Pipeline, Queued};
 use super::store::{AlertFilter, ReadError, Store, StreamQuery};
+use super::tokens::Auth;
 use super::truth::{FaultKind, RejectReason, Truth};
 use crate::api::EventKind;
 
