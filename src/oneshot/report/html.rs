@@ -12,7 +12,9 @@ use std::fmt::Write;
 
 use super::svg::{Chart, Line, Marks, Series, Span, Stroke};
 use super::table::{format_target, format_value, status_label};
-use super::{Capacity, Outcome, Quantiles, RunReport, Sample, SpanTotals};
+use super::{
+    mode_name, Capacity, LimitedBy, Outcome, Quantiles, RunReport, Sample, SpanTotals, StoppedBy,
+};
 // The admin page's escaping: text safe in HTML content and quoted attributes.
 use crate::html::escape;
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
@@ -174,7 +176,7 @@ fn header(out: &mut String, r: &RunReport) {
          <h1>Profile <code>{profile}</code></h1>\
          <p class=\"target\">against <code>{target}</code></p></div>\
          <div class=\"outcome {cls}\" title=\"overall outcome\">{o}</div></div>\n<dl class=\"meta\">",
-        mode = escape(r.mode),
+        mode = mode_name(r.mode),
         profile = escape(&r.profile),
         target = escape(&r.target),
         cls = o.to_lowercase(),
@@ -299,25 +301,23 @@ fn thresholds(out: &mut String, rows: &[Verdict]) {
     out.push_str("</tbody></table>\n</section>\n");
 }
 
-fn stopped_by(s: &str) -> String {
+fn stopped_by(s: StoppedBy) -> &'static str {
     match s {
-        "refined" => "refined between the last passing and the first failing rate".to_owned(),
-        "ceiling" => "reached the rate ceiling (traffic.max_events_per_second)".to_owned(),
-        "budget" => "ran out of time (--for)".to_owned(),
-        "interrupted" => "interrupted".to_owned(),
-        other => other.to_owned(),
+        StoppedBy::Refined => "refined between the last passing and the first failing rate",
+        StoppedBy::Ceiling => "reached the rate ceiling (traffic.max_events_per_second)",
+        StoppedBy::Budget => "ran out of time (--for)",
+        StoppedBy::Interrupted => "interrupted",
     }
 }
 
-fn limited_by(s: Option<&str>) -> Option<&'static str> {
-    match s? {
-        "target" => Some("Limited by the target: at the lowest failing rate the canary sent its full schedule."),
-        "canary" => Some(
+fn limited_by(s: LimitedBy) -> &'static str {
+    match s {
+        LimitedBy::Target => "Limited by the target: at the lowest failing rate the canary sent its full schedule.",
+        LimitedBy::Canary => {
             "Limited by the canary: it could not send the lowest failing rate (see Sent). Give it more \
-             CPU or shard it to measure higher; the target may sustain more.",
-        ),
-        "ceiling" => Some("Limited by the rate ceiling traffic.max_events_per_second; raise it to look higher."),
-        _ => None,
+             CPU or shard it to measure higher; the target may sustain more."
+        }
+        LimitedBy::Ceiling => "Limited by the rate ceiling traffic.max_events_per_second; raise it to look higher.",
     }
 }
 
@@ -334,9 +334,9 @@ fn capacity(out: &mut String, c: &Capacity) {
             " none"
         },
         escape(&figure),
-        escape(&stopped_by(c.stopped_by))
+        escape(stopped_by(c.stopped_by))
     );
-    if let Some(note) = limited_by(c.limited_by) {
+    if let Some(note) = c.limited_by.map(limited_by) {
         let _ = writeln!(out, "<p class=\"muted\">{}</p>", escape(note));
     }
     // Headers name the percentile the thresholds judge (p95 unless configured).
@@ -389,7 +389,7 @@ fn capacity(out: &mut String, c: &Capacity) {
              <td>{result}</td></tr>",
             n = i + 1,
             rate = escape(&rate(s.events_per_second)),
-            phase = escape(s.phase),
+            phase = s.phase,
             from = finite_or_zero(s.judged_from),
             to = finite_or_zero(s.ended_at),
             sent = escape(&rate(if t.seconds > 0.0 {
@@ -738,7 +738,7 @@ fn totals(out: &mut String, t: &SpanTotals) {
 mod tests {
     use super::*;
     use crate::oneshot::recorder::Sample;
-    use crate::oneshot::report::{CapacityStep, Planned, PlannedBurst, Tool};
+    use crate::oneshot::report::{CapacityStep, ModeKind, Phase, Planned, PlannedBurst, Tool};
     use crate::oneshot::thresholds::Comparison;
 
     fn verdict(id: &'static str, name: &str, status: Status, value: Option<f64>) -> Verdict {
@@ -841,7 +841,7 @@ mod tests {
                 version: "0.0.0-test",
             },
             profile: "nightly".to_owned(),
-            mode: "steady",
+            mode: ModeKind::Steady,
             target: "https://api.example.test/v1/".to_owned(),
             started_at: "2026-11-24T15:01:02Z".to_owned(),
             finished_at: "2026-11-24T15:01:08Z".to_owned(),
@@ -1102,11 +1102,15 @@ mod tests {
     #[test]
     fn a_capacity_run_has_its_steps_table_and_step_spans() {
         let mut r = report();
-        r.mode = "capacity";
+        r.mode = ModeKind::Capacity;
         r.bursts.clear();
         let step = |rate: f64, from: f64, passed: bool| CapacityStep {
             events_per_second: rate,
-            phase: if rate > 400.0 { "refine" } else { "ramp" },
+            phase: if rate > 400.0 {
+                Phase::Refine
+            } else {
+                Phase::Ramp
+            },
             started_at: from,
             judged_from: from + 2.0,
             ended_at: from + 3.0,
@@ -1122,8 +1126,8 @@ mod tests {
         };
         r.capacity = Some(Capacity {
             events_per_second: Some(200.0),
-            stopped_by: "refined",
-            limited_by: Some("canary"),
+            stopped_by: StoppedBy::Refined,
+            limited_by: Some(LimitedBy::Canary),
             steps: vec![step(200.0, 0.0, true), step(400.0, 3.0, false)],
         });
         r.thresholds = vec![Verdict {

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Outcome, RunReport};
+use super::{mode_name, LimitedBy, Outcome, RunReport};
 use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
 
 /// A value in the unit people read it in: ms, %, events/s, a count.
@@ -81,7 +81,7 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(
         out,
         "rehab-canary {} profile {:?} against {}: {:.0} s, {} requests, {} events accepted of {} sent",
-        r.mode, r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
+        mode_name(r.mode), r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
     );
     if let Some(c) = &r.capacity {
         let _ = writeln!(out);
@@ -126,9 +126,9 @@ pub fn render(r: &RunReport) -> String {
                 |v| format_value(v, Unit::EventsPerSecond)
             ),
             c.stopped_by,
-            c.limited_by.unwrap_or("nothing yet"),
+            c.limited_by.map_or("nothing yet", LimitedBy::as_str),
         );
-        if c.limited_by == Some("canary") {
+        if c.limited_by == Some(LimitedBy::Canary) {
             let _ = writeln!(
                 out,
                 "note: the canary itself could not send the failing rate (SENT below the schedule); \
