@@ -3,7 +3,6 @@
 //! rendered from the same [`RunReport`].
 
 pub mod html;
-mod svg;
 pub mod table;
 
 use std::fmt;
