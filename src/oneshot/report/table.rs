@@ -33,6 +33,13 @@ pub fn status_label(s: Status) -> &'static str {
     }
 }
 
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "PASS",
+        Outcome::Fail => "FAIL",
+    }
+}
+
 /// Renders rows as aligned columns: THRESHOLD, VALUE, TARGET, RESULT.
 pub fn threshold_rows(rows: &[Verdict]) -> String {
     let cells: Vec<[String; 4]> = rows
@@ -149,14 +156,7 @@ pub fn render(r: &RunReport) -> String {
     if r.interrupted {
         let _ = writeln!(out, "interrupted before the planned end");
     }
-    let _ = writeln!(
-        out,
-        "RESULT: {}",
-        match r.outcome {
-            Outcome::Pass => "PASS",
-            Outcome::Fail => "FAIL",
-        }
-    );
+    let _ = writeln!(out, "RESULT: {}", outcome_label(r.outcome));
     out
 }
 

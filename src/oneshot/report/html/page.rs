@@ -4,9 +4,9 @@
 use std::fmt::Write;
 
 use super::{charts, rate, trim_num, Esc};
-use crate::oneshot::report::table::{format_target, format_value, status_label};
+use crate::oneshot::report::table::{format_target, format_value, outcome_label, status_label};
 use crate::oneshot::report::{
-    mode_name, Capacity, LimitedBy, Outcome, Quantiles, RunReport, SpanTotals, StoppedBy,
+    mode_name, Capacity, LimitedBy, Quantiles, RunReport, SpanTotals, StoppedBy,
 };
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
 
@@ -50,7 +50,8 @@ enum Td<'a> {
     Html(String),
 }
 
-/// `<tr …>` (as `open`) and its cells; no line break after.
+/// `<tr …>` (as `open`) and its cells. No line break after: the totals keep
+/// a table's rows on one line, the other tables put each on its own.
 fn row(out: &mut String, open: &str, cells: &[Td]) {
     out.push_str(open);
     for cell in cells {
@@ -84,13 +85,6 @@ fn note(out: &mut String, strong: &str, text: &str) {
         "<div class=\"note\"><strong>{strong}</strong> {}</div>",
         Esc(text)
     );
-}
-
-fn outcome_label(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Pass => "PASS",
-        Outcome::Fail => "FAIL",
-    }
 }
 
 fn stopped_by(s: StoppedBy) -> &'static str {
