@@ -4,6 +4,7 @@
 //! rate that passed every threshold.
 
 use super::profile::CapacityPlan;
+use super::report::{Phase, StoppedBy};
 
 /// Rates closer than this fraction of the failing rate are not split further.
 const MIN_GAP: f64 = 0.02;
@@ -16,14 +17,14 @@ pub struct Ramp {
     first_fail: Option<f64>,
     refines_left: u32,
     /// Why it stopped, once it has.
-    pub stopped_by: Option<&'static str>,
+    pub stopped_by: Option<StoppedBy>,
 }
 
 /// The next step to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Step {
     pub rate: f64,
-    pub phase: &'static str,
+    pub phase: Phase,
 }
 
 impl Ramp {
@@ -40,7 +41,7 @@ impl Ramp {
     pub fn first(&self) -> Step {
         Step {
             rate: self.plan.start.min(self.plan.ceiling),
-            phase: "ramp",
+            phase: Phase::Ramp,
         }
     }
 
@@ -59,23 +60,23 @@ impl Ramp {
         let Some(high) = self.first_fail else {
             // Still ramping: everything so far passed.
             if step.rate >= self.plan.ceiling {
-                self.stopped_by = Some("ceiling");
+                self.stopped_by = Some(StoppedBy::Ceiling);
                 return None;
             }
             return Some(Step {
                 rate: (step.rate + self.plan.step).min(self.plan.ceiling),
-                phase: "ramp",
+                phase: Phase::Ramp,
             });
         };
         let low = self.best.unwrap_or(0.0);
         if self.refines_left == 0 || high - low <= MIN_GAP * high {
-            self.stopped_by = Some("refined");
+            self.stopped_by = Some(StoppedBy::Refined);
             return None;
         }
         self.refines_left -= 1;
         Some(Step {
             rate: ((low + high) / 2.0).round(),
-            phase: "refine",
+            phase: Phase::Refine,
         })
     }
 }
@@ -106,7 +107,7 @@ mod tests {
             rates.push(step.rate);
             assert!(rates.len() < 50, "ramp does not end: {rates:?}");
         }
-        (ramp.best(), rates, ramp.stopped_by.unwrap())
+        (ramp.best(), rates, ramp.stopped_by.unwrap().as_str())
     }
 
     #[test]

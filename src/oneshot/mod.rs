@@ -29,7 +29,10 @@ use crate::metrics::tap::RunTap;
 use capacity::{Ramp, Step};
 use profile::{CapacityPlan, Mode, Profile, ProfileError};
 use recorder::Recorder;
-use report::{Capacity, CapacityStep, Planned, PlannedBurst, RunReport, SpanTotals, Tool};
+use report::{
+    Capacity, CapacityStep, LimitedBy, ModeKind, Planned, PlannedBurst, RunReport, SpanTotals,
+    StoppedBy, Tool,
+};
 use results::ResultsError;
 use thresholds::{Comparison, Status, Unit, Verdict};
 
@@ -201,8 +204,8 @@ pub async fn run(
         },
         profile: profile.name.clone(),
         mode: match profile.mode {
-            Mode::Steady => "steady",
-            Mode::Capacity(_) => "capacity",
+            Mode::Steady => ModeKind::Steady,
+            Mode::Capacity(_) => ModeKind::Capacity,
         },
         target,
         started_at,
@@ -310,7 +313,7 @@ async fn ramp(
     let mut ended = Ended::Planned;
     let stopped_by = loop {
         if recorder.elapsed() + plan.step_duration > profile.duration {
-            break "budget";
+            break StoppedBy::Budget;
         }
         let mut c = cfg.clone();
         c.traffic.events_per_second = step.rate;
@@ -318,18 +321,18 @@ async fn ramp(
         let started_at = recorder.elapsed().as_secs_f64();
         tracing::info!(
             events_per_second = step.rate,
-            phase = step.phase,
+            phase = step.phase.as_str(),
             "capacity step"
         );
         if !hold(plan.settle, interrupt).await {
             ended = Ended::Interrupted;
-            break "interrupted";
+            break StoppedBy::Interrupted;
         }
         recorder.begin_phase();
         let judged_from = recorder.elapsed().as_secs_f64();
         if !hold(plan.step_duration - plan.settle, interrupt).await {
             ended = Ended::Interrupted;
-            break "interrupted";
+            break StoppedBy::Interrupted;
         }
         let totals = recorder.with(|r| r.phase.clone());
         let verdicts = thresholds::judge(&step_thresholds, &totals, lag_enabled);
@@ -365,7 +368,7 @@ async fn ramp(
         });
         match ramp.next(step, passed) {
             Some(next) => step = next,
-            None => break ramp.stopped_by.unwrap_or("refined"),
+            None => break ramp.stopped_by.unwrap_or(StoppedBy::Refined),
         }
     };
     let lowest_failure = steps
@@ -373,9 +376,9 @@ async fn ramp(
         .filter(|s| !s.passed)
         .min_by(|a, b| a.events_per_second.total_cmp(&b.events_per_second));
     let limited_by = match (stopped_by, lowest_failure) {
-        ("ceiling", _) => Some("ceiling"),
-        (_, Some(s)) if s.canary_limited => Some("canary"),
-        (_, Some(_)) => Some("target"),
+        (StoppedBy::Ceiling, _) => Some(LimitedBy::Ceiling),
+        (_, Some(s)) if s.canary_limited => Some(LimitedBy::Canary),
+        (_, Some(_)) => Some(LimitedBy::Target),
         (_, None) => None,
     };
     (

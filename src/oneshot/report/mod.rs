@@ -3,13 +3,15 @@
 //! rendered from the same [`RunReport`].
 
 pub mod html;
-mod svg;
 pub mod table;
+
+use std::fmt;
 
 use serde::Serialize;
 
 use super::recorder::{Sample, Totals};
 use super::thresholds::{Status, Verdict};
+pub use crate::config::profile::ModeKind;
 
 /// Bumped on any change that could break a reader of `summary.json`;
 /// additions of fields do not bump it.
@@ -21,6 +23,94 @@ pub enum Outcome {
     Pass,
     Fail,
 }
+
+/// `mode` in the summary: the profile's own [`ModeKind`], as the config
+/// spells it (`steady`, `capacity`).
+pub fn mode_name(m: ModeKind) -> &'static str {
+    match m {
+        ModeKind::Steady => "steady",
+        ModeKind::Capacity => "capacity",
+    }
+}
+
+/// Where a capacity step was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Stepping up while everything passes.
+    Ramp,
+    /// Bisecting between the last passing and the first failing rate.
+    Refine,
+}
+
+/// Why the capacity ramp stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoppedBy {
+    /// Bisection done.
+    Refined,
+    /// Reached `traffic.max_events_per_second`.
+    Ceiling,
+    /// Ran out of `--for`.
+    Budget,
+    Interrupted,
+}
+
+/// What bounded the capacity figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitedBy {
+    /// The lowest failing step failed while the canary sent its schedule.
+    Target,
+    /// The canary could not send the lowest failing rate: give it CPU or
+    /// shard to look higher.
+    Canary,
+    /// `traffic.max_events_per_second`.
+    Ceiling,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Ramp => "ramp",
+            Phase::Refine => "refine",
+        }
+    }
+}
+
+impl StoppedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoppedBy::Refined => "refined",
+            StoppedBy::Ceiling => "ceiling",
+            StoppedBy::Budget => "budget",
+            StoppedBy::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl LimitedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitedBy::Target => "target",
+            LimitedBy::Canary => "canary",
+            LimitedBy::Ceiling => "ceiling",
+        }
+    }
+}
+
+/// The terminal table and the page print the word `summary.json` holds
+/// (padded, so table columns still line up).
+macro_rules! display_as_str {
+    ($($t:ty),+) => {$(
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    )+};
+}
+display_as_str!(Phase, StoppedBy, LimitedBy);
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Tool {
@@ -106,8 +196,7 @@ impl SpanTotals {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CapacityStep {
     pub events_per_second: f64,
-    /// `ramp` while stepping up, `refine` while bisecting.
-    pub phase: &'static str,
+    pub phase: Phase,
     /// Seconds since the run started: the step, and its judged part.
     pub started_at: f64,
     pub judged_from: f64,
@@ -132,16 +221,10 @@ impl CapacityStep {
 pub struct Capacity {
     /// The highest rate that passed every threshold; `null` if none did.
     pub events_per_second: Option<f64>,
-    /// Why the ramp stopped: `refined`, `ceiling` (reached
-    /// `traffic.max_events_per_second`), `budget` (ran out of `--for`),
-    /// `interrupted`.
-    pub stopped_by: &'static str,
-    /// What bounded the figure: `target` (the lowest failing step failed
-    /// while the canary sent its schedule), `canary` (the canary could not
-    /// send the lowest failing rate: give it CPU or shard to look higher),
-    /// `ceiling` (`traffic.max_events_per_second`), or `null` (no step
-    /// failed and the ramp ran out of budget or was interrupted).
-    pub limited_by: Option<&'static str>,
+    pub stopped_by: StoppedBy,
+    /// `null` when no step failed and the ramp ran out of budget or was
+    /// interrupted.
+    pub limited_by: Option<LimitedBy>,
     pub steps: Vec<CapacityStep>,
 }
 
@@ -159,8 +242,7 @@ pub struct RunReport {
     pub schema_version: u32,
     pub tool: Tool,
     pub profile: String,
-    /// `steady` or `capacity`.
-    pub mode: &'static str,
+    pub mode: ModeKind,
     pub target: String,
     /// RFC 3339, UTC.
     pub started_at: String,
@@ -216,5 +298,40 @@ impl RunReport {
     pub fn to_json(&self) -> String {
         // Every field is plain data; serialization cannot fail.
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words the table and the page print are the words in the JSON.
+    #[test]
+    fn each_word_is_spelled_as_in_the_summary() {
+        fn json(v: impl Serialize) -> String {
+            serde_json::to_value(v)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+        for m in [ModeKind::Steady, ModeKind::Capacity] {
+            assert_eq!(json(m), mode_name(m));
+        }
+        for p in [Phase::Ramp, Phase::Refine] {
+            assert_eq!(json(p), p.as_str());
+        }
+        for s in [
+            StoppedBy::Refined,
+            StoppedBy::Ceiling,
+            StoppedBy::Budget,
+            StoppedBy::Interrupted,
+        ] {
+            assert_eq!(json(s), s.as_str());
+        }
+        for l in [LimitedBy::Target, LimitedBy::Canary, LimitedBy::Ceiling] {
+            assert_eq!(json(l), l.as_str());
+            assert_eq!(format!("{l:<8}|"), format!("{:<8}|", l.as_str()));
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{Outcome, RunReport};
+use super::{mode_name, LimitedBy, Outcome, RunReport};
 use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
 
 /// A value in the unit people read it in: ms, %, events/s, a count.
@@ -30,6 +30,13 @@ pub fn status_label(s: Status) -> &'static str {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
         Status::Skipped => "skipped",
+    }
+}
+
+pub fn outcome_label(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Pass => "PASS",
+        Outcome::Fail => "FAIL",
     }
 }
 
@@ -81,7 +88,7 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(
         out,
         "rehab-canary {} profile {:?} against {}: {:.0} s, {} requests, {} events accepted of {} sent",
-        r.mode, r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
+        mode_name(r.mode), r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
     );
     if let Some(c) = &r.capacity {
         let _ = writeln!(out);
@@ -126,9 +133,9 @@ pub fn render(r: &RunReport) -> String {
                 |v| format_value(v, Unit::EventsPerSecond)
             ),
             c.stopped_by,
-            c.limited_by.unwrap_or("nothing yet"),
+            c.limited_by.map_or("nothing yet", LimitedBy::as_str),
         );
-        if c.limited_by == Some("canary") {
+        if c.limited_by == Some(LimitedBy::Canary) {
             let _ = writeln!(
                 out,
                 "note: the canary itself could not send the failing rate (SENT below the schedule); \
@@ -149,14 +156,7 @@ pub fn render(r: &RunReport) -> String {
     if r.interrupted {
         let _ = writeln!(out, "interrupted before the planned end");
     }
-    let _ = writeln!(
-        out,
-        "RESULT: {}",
-        match r.outcome {
-            Outcome::Pass => "PASS",
-            Outcome::Fail => "FAIL",
-        }
-    );
+    let _ = writeln!(out, "RESULT: {}", outcome_label(r.outcome));
     out
 }
 
