@@ -125,7 +125,7 @@ struct OneShotArgs {
 }
 
 /// How a subcommand ended: a status, or an error that says its own.
-type Outcome = Result<Exit, Box<dyn ExitStatus>>;
+type Ended = Result<Exit, Box<dyn ExitStatus>>;
 
 /// The failures of the command line itself, outside the library's types.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +156,7 @@ impl ExitStatus for CliError {
     }
 }
 
-fn fail(e: impl ExitStatus + 'static) -> Outcome {
+fn fail(e: impl ExitStatus + 'static) -> Ended {
     Err(Box::new(e))
 }
 
@@ -173,7 +173,7 @@ fn runtime(exit: Exit) -> Result<tokio::runtime::Runtime, Box<dyn ExitStatus>> {
 }
 
 /// `run`: the daemon, or with `--profile` a one-shot run.
-fn run(config: Option<PathBuf>, web_config_file: Option<PathBuf>, once: OneShotArgs) -> Outcome {
+fn run(config: Option<PathBuf>, web_config_file: Option<PathBuf>, once: OneShotArgs) -> Ended {
     let mut cfg = load(config.as_deref())?;
     if web_config_file.is_some() {
         cfg.server.web_config_file = web_config_file;
@@ -198,7 +198,7 @@ fn run(config: Option<PathBuf>, web_config_file: Option<PathBuf>, once: OneShotA
 }
 
 /// `run --profile`: exit 0 pass, 1 threshold failed, 64 usage, 70 could not run.
-fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Outcome {
+fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Ended {
     let opts = oneshot::Options {
         profile,
         run_for: args.run_for,
@@ -231,13 +231,13 @@ fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Outcome {
     print!("{}", oneshot::report::table::render(&done.report));
     println!("results: {}", done.dir.display());
     Ok(match done.report.outcome {
-        oneshot::report::Outcome::Pass => Exit::Success,
-        oneshot::report::Outcome::Fail => Exit::Failure,
+        oneshot::report::RunVerdict::Pass => Exit::Success,
+        oneshot::report::RunVerdict::Fail => Exit::Failure,
     })
 }
 
 /// `check-config`: the config and the web config it names, every error.
-fn check_config(config: PathBuf, web_config_file: Option<PathBuf>) -> Outcome {
+fn check_config(config: PathBuf, web_config_file: Option<PathBuf>) -> Ended {
     let cfg = match Config::load(Some(&config)) {
         Ok(cfg) => cfg,
         Err(errors) => {
@@ -258,7 +258,7 @@ fn check_config(config: PathBuf, web_config_file: Option<PathBuf>) -> Outcome {
 }
 
 /// `slo-rules`: the generated Prometheus rules, to stdout or a file.
-fn slo_rules(config: Option<PathBuf>, output: Option<PathBuf>, format: RulesFormat) -> Outcome {
+fn slo_rules(config: Option<PathBuf>, output: Option<PathBuf>, format: RulesFormat) -> Ended {
     let cfg = load(config.as_deref())?;
     let yaml = match format {
         RulesFormat::Rules => rehab_canary::slo::rules_yaml(&cfg.slo),
@@ -283,7 +283,7 @@ fn healthcheck(
     timeout: Duration,
     cacert: Option<PathBuf>,
     insecure: bool,
-) -> Outcome {
+) -> Ended {
     let probe = match url {
         Some(url) => Probe::from_url(url),
         None => Config::load(config)
@@ -307,7 +307,7 @@ fn healthcheck(
 }
 
 /// `sim`: the reference API, standalone.
-fn sim(listen: SocketAddr, config: Option<PathBuf>) -> Outcome {
+fn sim(listen: SocketAddr, config: Option<PathBuf>) -> Ended {
     rehab_canary::telemetry::init(&Default::default());
     match runtime(Exit::Failure)?
         .block_on(rehab_canary::sim::run_standalone(listen, config.as_deref()))

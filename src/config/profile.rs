@@ -26,6 +26,16 @@ pub enum ModeKind {
     Capacity,
 }
 
+impl ModeKind {
+    /// The word `summary.json`, the table and the page use (as serde writes it).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModeKind::Steady => "steady",
+            ModeKind::Capacity => "capacity",
+        }
+    }
+}
+
 /// `[profiles.NAME]`: every key optional; unset keys come from the built-in
 /// profile of that name, else from `[traffic]` and `[slo]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

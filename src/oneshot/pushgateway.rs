@@ -10,7 +10,7 @@
 
 use std::fmt::Write;
 
-use super::report::{Outcome, RunReport};
+use super::report::{RunReport, RunVerdict};
 use super::thresholds::Status;
 
 /// The `job` of the pushed group.
@@ -87,7 +87,7 @@ pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
     let _ = writeln!(
         out,
         "rehab_canary_run_success {}",
-        u8::from(r.outcome == Outcome::Pass)
+        u8::from(r.outcome == RunVerdict::Pass)
     );
     gauge(
         &mut out,

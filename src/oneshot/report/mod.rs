@@ -17,20 +17,13 @@ pub use crate::config::profile::ModeKind;
 /// additions of fields do not bump it.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The whole run's verdict (`outcome` in `summary.json`); each threshold has
+/// its own [`Verdict`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum RunVerdict {
     Pass,
     Fail,
-}
-
-/// `mode` in the summary: the profile's own [`ModeKind`], as the config
-/// spells it (`steady`, `capacity`).
-pub fn mode_name(m: ModeKind) -> &'static str {
-    match m {
-        ModeKind::Steady => "steady",
-        ModeKind::Capacity => "capacity",
-    }
 }
 
 /// Where a capacity step was taken.
@@ -247,7 +240,7 @@ pub struct RunReport {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub finished_at: String,
-    pub outcome: Outcome,
+    pub outcome: RunVerdict,
     /// Set when `abort_on_fail` ended the run early: the thresholds that
     /// could no longer pass.
     pub aborted: Option<Vec<&'static str>>,
@@ -265,11 +258,11 @@ pub struct RunReport {
 
 impl RunReport {
     /// Pass only when every judged row passed and the run was not cut short.
-    pub fn outcome_of(thresholds: &[Verdict], interrupted: bool) -> Outcome {
+    pub fn outcome_of(thresholds: &[Verdict], interrupted: bool) -> RunVerdict {
         if interrupted || thresholds.iter().any(|v| v.status == Status::Fail) {
-            Outcome::Fail
+            RunVerdict::Fail
         } else {
-            Outcome::Pass
+            RunVerdict::Pass
         }
     }
 
@@ -316,7 +309,7 @@ mod tests {
                 .to_owned()
         }
         for m in [ModeKind::Steady, ModeKind::Capacity] {
-            assert_eq!(json(m), mode_name(m));
+            assert_eq!(json(m), m.as_str());
         }
         for p in [Phase::Ramp, Phase::Refine] {
             assert_eq!(json(p), p.as_str());

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{mode_name, LimitedBy, Outcome, RunReport};
+use super::{LimitedBy, RunReport, RunVerdict};
 use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
 
 /// A value in the unit people read it in: ms, %, events/s, a count.
@@ -33,10 +33,10 @@ pub fn status_label(s: Status) -> &'static str {
     }
 }
 
-pub fn outcome_label(o: Outcome) -> &'static str {
+pub fn outcome_label(o: RunVerdict) -> &'static str {
     match o {
-        Outcome::Pass => "PASS",
-        Outcome::Fail => "FAIL",
+        RunVerdict::Pass => "PASS",
+        RunVerdict::Fail => "FAIL",
     }
 }
 
@@ -88,7 +88,7 @@ pub fn render(r: &RunReport) -> String {
     let _ = writeln!(
         out,
         "rehab-canary {} profile {:?} against {}: {:.0} s, {} requests, {} events accepted of {} sent",
-        mode_name(r.mode), r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
+        r.mode.as_str(), r.profile, r.target, t.seconds, t.requests, t.events_accepted, t.events_sent
     );
     if let Some(c) = &r.capacity {
         let _ = writeln!(out);

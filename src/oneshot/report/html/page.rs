@@ -5,9 +5,7 @@ use std::fmt::Write;
 
 use super::{charts, rate, trim_num, Esc};
 use crate::oneshot::report::table::{format_target, format_value, outcome_label, status_label};
-use crate::oneshot::report::{
-    mode_name, Capacity, LimitedBy, Quantiles, RunReport, SpanTotals, StoppedBy,
-};
+use crate::oneshot::report::{Capacity, LimitedBy, Quantiles, RunReport, SpanTotals, StoppedBy};
 use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
 
 const STYLE: &str = include_str!("report.css");
@@ -161,7 +159,7 @@ fn header(out: &mut String, r: &RunReport) {
          <h1>Profile <code>{profile}</code></h1>\
          <p class=\"target\">against <code>{target}</code></p></div>\
          <div class=\"outcome {cls}\" title=\"overall outcome\">{o}</div></div>\n<dl class=\"meta\">",
-        mode = mode_name(r.mode),
+        mode = r.mode.as_str(),
         profile = Esc(&r.profile),
         target = Esc(&r.target),
         cls = o.to_lowercase(),

@@ -4,8 +4,8 @@ use crate::html::escape;
 use crate::oneshot::recorder::Sample;
 use crate::oneshot::report::table::status_label;
 use crate::oneshot::report::{
-    Capacity, CapacityStep, LimitedBy, ModeKind, Outcome, Phase, Planned, PlannedBurst, Quantiles,
-    RunReport, SpanTotals, StoppedBy, Tool,
+    Capacity, CapacityStep, LimitedBy, ModeKind, Phase, Planned, PlannedBurst, Quantiles,
+    RunReport, RunVerdict, SpanTotals, StoppedBy, Tool,
 };
 use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
 
@@ -113,7 +113,7 @@ fn report() -> RunReport {
         target: "https://api.example.test/v1/".to_owned(),
         started_at: "2026-11-24T15:01:02Z".to_owned(),
         finished_at: "2026-11-24T15:01:08Z".to_owned(),
-        outcome: Outcome::Fail,
+        outcome: RunVerdict::Fail,
         aborted: None,
         interrupted: false,
         planned: Planned {
