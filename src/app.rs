@@ -335,6 +335,19 @@ impl Daemon {
         self.lag_metrics.in_flight_now()
     }
 
+    /// Resolves once no request and no probe run is in flight (after
+    /// [`Daemon::stop_for_drain`], nothing new starts).
+    pub async fn quiesced(&self) {
+        // Waited in turn, then checked together before returning.
+        loop {
+            self.engine.drained().await;
+            self.lag_metrics.idle().await;
+            if self.engine.running() == 0 && self.lag_metrics.in_flight_now() <= 0 {
+                return;
+            }
+        }
+    }
+
     /// Applies `cfg`'s traffic section (this shard's share) from now on, as a
     /// reload would; a one-shot capacity ramp steps the rate with it.
     pub fn set_traffic(&self, cfg: &Config) {

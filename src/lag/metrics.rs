@@ -143,6 +143,7 @@ struct Inner {
     out_of_order: [Counter; N],
     skipped: [Counter; N],
     in_flight: Gauge,
+    idle: tokio::sync::Notify,
     windows: Arc<LatencyWindows>,
     uncertainty_windows: LatencyWindows,
     server_windows: LatencyWindows,
@@ -161,8 +162,17 @@ pub struct LagMetrics {
     inner: Arc<Inner>,
 }
 
-/// Counts a probe run as in flight while it lives (abort included).
-pub type InFlight = crate::metrics::InFlightGuard;
+/// Counts a probe run as in flight while it lives (abort included), and
+/// wakes [`LagMetrics::idle`] when the last one ends.
+pub struct InFlight(Arc<Inner>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.dec() == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
 
 /// One projection's lag at a glance.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -337,6 +347,7 @@ impl LagMetrics {
                 out_of_order,
                 skipped,
                 in_flight,
+                idle: tokio::sync::Notify::new(),
                 windows,
                 uncertainty_windows: LatencyWindows::new(N),
                 // For `/status` only: Prometheus has the histogram.
@@ -463,7 +474,19 @@ impl LagMetrics {
     }
 
     pub fn in_flight(&self) -> InFlight {
-        InFlight::enter(&self.inner.in_flight)
+        self.inner.in_flight.inc();
+        InFlight(self.inner.clone())
+    }
+
+    /// Resolves once no probe run is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.in_flight.get() <= 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn in_flight_now(&self) -> i64 {

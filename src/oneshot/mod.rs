@@ -152,12 +152,7 @@ pub async fn run(
     daemon.set_traffic(&quiet);
     daemon.stop_for_drain();
     recorder.traffic_ended();
-    let drain_until = tokio::time::Instant::now() + cfg.lag.timeout + DRAIN_MARGIN;
-    while (daemon.running() > 0 || daemon.probes_running() > 0)
-        && tokio::time::Instant::now() < drain_until
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let _ = tokio::time::timeout(cfg.lag.timeout + DRAIN_MARGIN, daemon.quiesced()).await;
     let recording = recorder.finish().await;
     let exposition = daemon.metrics().encode();
     let target = daemon.target().to_string();

@@ -61,6 +61,16 @@ fn is_json(body: &[u8]) -> bool {
 }
 
 impl Shared {
+    async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// Feeds an answer to the gate (429, circuit) and the auth task (401).
     fn learn(&self, class: usize, resp: &Response) {
         self.gate.report(class, resp.outcome, resp.retry_after);
@@ -163,17 +173,14 @@ impl Engine {
         self.control.stop.store(true, Ordering::Release);
         self.thread.unpark();
         let _ = self.exited.await;
-        let shared = self.shared;
-        let drained = async {
-            loop {
-                let notified = shared.drained.notified();
-                if shared.running.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
-        tokio::time::timeout(grace, drained).await.is_ok()
+        tokio::time::timeout(grace, self.shared.drained())
+            .await
+            .is_ok()
+    }
+
+    /// Resolves once no job is running (sent, not yet answered).
+    pub async fn drained(&self) {
+        self.shared.drained().await;
     }
 
     /// Jobs still running (sent, not yet answered).
