@@ -188,35 +188,20 @@ impl Daemon {
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
         let lag_watch = lag_metrics.clone();
-        let make_probes = {
-            let (base, namespace, payload) = (
-                target.clone(),
-                traffic.journeys.subject_prefix.clone(),
-                traffic.payload.clone(),
-            );
-            let gate = gate.clone();
-            move |lag_cfg: &LagConfig| {
-                LagProbes::spawn(
-                    lag_cfg,
-                    lag::probe::Setup {
-                        base: base.clone(),
-                        namespace: namespace.clone(),
-                        payload: payload.clone(),
-                        // A fresh epoch per start: no false duplicates or losses.
-                        epoch: lag::marker::RunEpoch::random(),
-                    },
-                    http.clone(),
-                    lag_metrics.clone(),
-                    gate.clone(),
-                )
-            }
+        let factory = ProbeFactory {
+            base: target.clone(),
+            namespace: traffic.journeys.subject_prefix.clone(),
+            payload: traffic.payload.clone(),
+            client: http.clone(),
+            metrics: lag_metrics,
+            gate: gate.clone(),
         };
-        let probes = make_probes(&cfg.shard_lag())?;
+        let probes = factory.spawn(&cfg.shard_lag())?;
         info.add_status_section(probes.status());
         let lag = Arc::new(LagSupervisor {
             running: parking_lot::Mutex::new(Some(probes)),
             current: parking_lot::Mutex::new(cfg.shard_lag()),
-            make: Box::new(make_probes),
+            factory,
         });
 
         let reloader = Arc::new(Reloader::new(
@@ -447,10 +432,36 @@ async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metri
 struct LagSupervisor {
     running: parking_lot::Mutex<Option<LagProbes>>,
     current: parking_lot::Mutex<LagConfig>,
-    make: Box<MakeProbes>,
+    factory: ProbeFactory,
 }
 
-type MakeProbes = dyn Fn(&LagConfig) -> Result<LagProbes, LagError> + Send + Sync;
+/// What every start of the lag probes shares; each start draws a new run
+/// epoch, so a restart makes no false duplicates or losses.
+struct ProbeFactory {
+    base: Url,
+    namespace: String,
+    payload: crate::config::PayloadConfig,
+    client: TargetClient,
+    metrics: LagMetrics,
+    gate: Arc<Gate>,
+}
+
+impl ProbeFactory {
+    fn spawn(&self, cfg: &LagConfig) -> Result<LagProbes, LagError> {
+        LagProbes::spawn(
+            cfg,
+            lag::probe::Setup {
+                base: self.base.clone(),
+                namespace: self.namespace.clone(),
+                payload: self.payload.clone(),
+                epoch: lag::marker::RunEpoch::random(),
+            },
+            self.client.clone(),
+            self.metrics.clone(),
+            self.gate.clone(),
+        )
+    }
+}
 
 impl crate::reload::Apply for LagSupervisor {
     fn apply(&self, cfg: &Config) {
@@ -458,7 +469,7 @@ impl crate::reload::Apply for LagSupervisor {
         if *self.current.lock() == lag {
             return;
         }
-        match (self.make)(&lag) {
+        match self.factory.spawn(&lag) {
             Ok(new) => {
                 *self.current.lock() = lag;
                 let old = self.running.lock().replace(new);
