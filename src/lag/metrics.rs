@@ -120,6 +120,29 @@ fn lag_histogram() -> LagHistogram {
 
 const N: usize = Projection::ALL.len();
 
+/// One histogram per projection, created with the family so every series
+/// exists from the start.
+fn per_projection<H>(registry: &mut Registry, name: &str, help: &str, make: fn() -> H) -> [H; N]
+where
+    H: prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric
+        + Clone
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let family = Family::<ProjectionLabels, H, fn() -> H>::new_with_constructor(make);
+    registry.register(name, help, family.clone());
+    Projection::ALL.map(|p| {
+        family
+            .get_or_create(&ProjectionLabels {
+                projection: p.as_str(),
+            })
+            .clone()
+    })
+}
+
 /// Lost events per projection in each window slot, rotated with the lag
 /// windows so "lost in the last minute" covers the same span.
 #[derive(Debug)]
@@ -212,49 +235,37 @@ impl LagMetrics {
         let label = |p: Projection| ProjectionLabels {
             projection: p.as_str(),
         };
-        let lag_family =
-            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
-                lag_histogram,
-            );
-        registry.register(
+        let lag = per_projection(
+            registry,
             "rehab_canary_projection_lag_seconds",
             "Time from a probe event's acceptance (its POST's midpoint) to its first visibility \
              in the projection's read (middle of the bracket of the last poll that missed it and \
              the first that saw it, each at its own midpoint); late events included. Error bar: \
              rehab_canary_projection_lag_uncertainty_seconds. Exemplar: the probe event's id",
-            lag_family.clone(),
+            lag_histogram,
         );
-        let e2e_family =
-            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
-                lag_histogram,
-            );
-        registry.register(
+        let end_to_end = per_projection(
+            registry,
             "rehab_canary_projection_lag_end_to_end_seconds",
             "Like rehab_canary_projection_lag_seconds, but from the moment the probe's POST was \
              sent (ingest latency included)",
-            e2e_family.clone(),
+            lag_histogram,
         );
-        let unc_family =
-            Family::<ProjectionLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
-                Histogram::new(LAG_BUCKETS)
-            });
-        registry.register(
+        let uncertainty = per_projection(
+            registry,
             "rehab_canary_projection_lag_uncertainty_seconds",
             "Per-sample error bar of rehab_canary_projection_lag_seconds: the true lag lies within \
              the sample plus or minus this (half the poll bracket, plus the round trips' excess \
              over their recent minimum, plus half the POST-read cost difference)",
-            unc_family.clone(),
+            || Histogram::new(LAG_BUCKETS),
         );
-        let server_family =
-            Family::<ProjectionLabels, LagHistogram, fn() -> LagHistogram>::new_with_constructor(
-                lag_histogram,
-            );
-        registry.register(
+        let server_clock = per_projection(
+            registry,
             "rehab_canary_projection_lag_server_clock_seconds",
             "Projection lag from the service's own timestamps (applied minus committed, both on \
              its clock), for probes with server_clock pointers configured. Exemplar: the probe \
              event's id",
-            server_family.clone(),
+            lag_histogram,
         );
         let counter_family = |registry: &mut Registry, name: &str, help: &str| {
             let f = Family::<ProjectionLabels, Counter>::default();
@@ -334,10 +345,10 @@ impl LagMetrics {
         }));
         LagMetrics {
             inner: Arc::new(Inner {
-                lag: Projection::ALL.map(|p| lag_family.get_or_create_owned(&label(p))),
-                end_to_end: Projection::ALL.map(|p| e2e_family.get_or_create_owned(&label(p))),
-                uncertainty: Projection::ALL.map(|p| unc_family.get_or_create_owned(&label(p))),
-                server_clock: Projection::ALL.map(|p| server_family.get_or_create_owned(&label(p))),
+                lag,
+                end_to_end,
+                uncertainty,
+                server_clock,
                 server_clock_errors,
                 weak,
                 reads,

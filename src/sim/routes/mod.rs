@@ -166,14 +166,20 @@ struct LoginBody {
     password: String,
 }
 
+/// A JSON body of type `T`, or the answer refusing it (`shape` says what
+/// was expected).
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    shape: &str,
+) -> Result<T, Box<Response>> {
+    let body = body.map_err(|r| Box::new(body_rejection(r)))?;
+    serde_json::from_slice(&body).map_err(|_| Box::new(bad_request(&format!("expected {shape}"))))
+}
+
 async fn login(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+    let b: LoginBody = match json_body(body, "{\"username\": ..., \"password\": ...}") {
         Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let b: LoginBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(_) => return bad_request("expected {\"username\": ..., \"password\": ...}"),
+        Err(r) => return *r,
     };
     match s.auth.login(&b.username, &b.password) {
         Some(pair) => axum::Json(pair).into_response(),
@@ -191,13 +197,9 @@ struct RefreshBody {
 }
 
 async fn refresh(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+    let b: RefreshBody = match json_body(body, "{\"refresh_token\": ...}") {
         Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let b: RefreshBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(_) => return bad_request("expected {\"refresh_token\": ...}"),
+        Err(r) => return *r,
     };
     match s.auth.refresh(&b.refresh_token) {
         Some(pair) => axum::Json(pair).into_response(),

@@ -6,7 +6,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
+
+use crate::sim::projections::Aggregates;
+use crate::sim::store::PatientInfo;
 
 use super::*;
 
@@ -72,33 +75,37 @@ pub(super) struct PatientParams {
     window: Option<String>,
 }
 
-fn require_patient(p: &PatientParams) -> Result<&str, String> {
-    match p.patient_id.as_deref() {
-        Some(id) if !id.is_empty() => Ok(id),
-        _ => Err("`patient_id` is required".into()),
+/// The common shape of a per-patient projection read: query parsed,
+/// `patient_id` required, 404 for an unknown patient, and `render` given the
+/// patient's up-to-date read models (it may refuse the query with a 400).
+fn patient_read(
+    s: &AppState,
+    q: Result<Query<PatientParams>, QueryRejection>,
+    render: impl FnOnce(&str, &PatientParams, &Aggregates, PatientInfo<'_>) -> Value,
+    check: impl FnOnce(&PatientParams) -> Result<(), String>,
+) -> Response {
+    let Query(p) = match q {
+        Ok(q) => q,
+        Err(r) => return query_rejection(r),
+    };
+    let id = match p.patient_id.as_deref() {
+        Some(id) if !id.is_empty() => id,
+        _ => return bad_request("`patient_id` is required"),
+    };
+    if let Err(m) = check(&p) {
+        return bad_request(&m);
     }
-}
-
-fn unknown_patient() -> Response {
-    error_response(StatusCode::NOT_FOUND, "not_found", "unknown patient")
+    match s.store.with_patient(id, |a, info| render(id, &p, a, info)) {
+        Some(v) => axum::Json(v).into_response(),
+        None => error_response(StatusCode::NOT_FOUND, "not_found", "unknown patient"),
+    }
 }
 
 pub(super) async fn adherence(
     State(s): S,
     q: Result<Query<PatientParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return query_rejection(r),
-    };
-    let id = match require_patient(&p) {
-        Ok(id) => id,
-        Err(m) => return bad_request(&m),
-    };
-    match s.store.with_patient(id, |a, _| a.adherence_json(id)) {
-        Some(v) => axum::Json(v).into_response(),
-        None => unknown_patient(),
-    }
+    patient_read(&s, q, |id, _, a, _| a.adherence_json(id), |_| Ok(()))
 }
 
 /// `7d`, `14d`, ... (1-30 days); plain numbers are days too.
@@ -115,38 +122,21 @@ pub(super) async fn quality(
     State(s): S,
     q: Result<Query<PatientParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return query_rejection(r),
-    };
-    let id = match require_patient(&p) {
-        Ok(id) => id,
-        Err(m) => return bad_request(&m),
-    };
-    let days = match parse_window(p.window.as_deref()) {
-        Ok(d) => d,
-        Err(m) => return bad_request(&m),
-    };
-    match s.store.with_patient(id, |a, _| a.quality_json(id, days)) {
-        Some(v) => axum::Json(v).into_response(),
-        None => unknown_patient(),
-    }
+    let window = |p: &PatientParams| parse_window(p.window.as_deref());
+    patient_read(
+        &s,
+        q,
+        |id, p, a, _| a.quality_json(id, window(p).unwrap_or(7)),
+        |p| window(p).map(|_| ()),
+    )
 }
 
 pub(super) async fn patient_summary(
     State(s): S,
     q: Result<Query<PatientParams>, QueryRejection>,
 ) -> Response {
-    let Query(p) = match q {
-        Ok(q) => q,
-        Err(r) => return query_rejection(r),
-    };
-    let id = match require_patient(&p) {
-        Ok(id) => id,
-        Err(m) => return bad_request(&m),
-    };
     let window = s.cfg.rules.quality_window_days;
-    let v = s.store.with_patient(id, |a, info| {
+    let render = |id: &str, _: &PatientParams, a: &Aggregates, info: PatientInfo<'_>| {
         let adherence = a.adherence_json(id);
         let quality = a.quality_json(id, window);
         json!({
@@ -168,11 +158,8 @@ pub(super) async fn patient_summary(
             "quality": quality,
             "open_alerts": a.alerts().len(),
         })
-    });
-    match v {
-        Some(v) => axum::Json(v).into_response(),
-        None => unknown_patient(),
-    }
+    };
+    patient_read(&s, q, render, |_| Ok(()))
 }
 
 #[derive(Deserialize)]
