@@ -9,14 +9,13 @@
 //! shown in `/status` and on the landing page. These measure lag, so they
 //! run in the nextest `serial` group.
 
-mod lag_support;
 mod support;
 
 use std::time::Duration;
 
-use lag_support::*;
 use rehab_canary::lag::{LagSample, ServerClockConfig};
 use rehab_canary::sim::Faults;
+use support::lag::*;
 use support::{eventually, scrape, scrape_url};
 
 /// The probes measured per cell: one marker rule on a patient stream, one

@@ -4,13 +4,12 @@
 //! bodies counted as errors. They measure lag, so they run in the nextest
 //! `serial` group.
 
-mod lag_support;
 mod support;
 
 use std::time::Duration;
 
-use lag_support::*;
 use rehab_canary::sim::Faults;
+use support::lag::*;
 use support::{eventually, scrape, scrape_url, Scrape};
 
 /// Events whose run is over: in time, lost, unreadable or rejected.

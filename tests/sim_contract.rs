@@ -1,16 +1,14 @@
 //! Contract tests of the reference API: every route of rehab-api.md with
 //! each status it is specified to answer.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
+use support::sim::*;
 
 #[tokio::test]
 async fn health_routes_need_no_auth() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     for path in [
         "/health",
         "/health/detailed",
@@ -44,9 +42,7 @@ async fn health_routes_need_no_auth() {
 
 #[tokio::test]
 async fn ingestion_statuses() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let url = format!("{base}/api/v1/events");
 
     // Envelope shape: 201, location, stored event.
@@ -145,9 +141,7 @@ async fn ingestion_statuses() {
 
 #[tokio::test]
 async fn batch_statuses() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let url = format!("{base}/api/v1/events/batch");
     let batch = json!([
         feedback("pb", "a"),
@@ -174,7 +168,7 @@ async fn batch_statuses() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let notes = eventually("batch applied", || async {
+    let notes = eventually("batch applied", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pb").await;
         (n.len() == 4).then_some(n)
     })
@@ -216,15 +210,13 @@ async fn batch_statuses() {
 
 #[tokio::test]
 async fn stream_and_events_reads() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     for i in 0..5 {
         post_event(&c, &base, &feedback("ps", &format!("f{i}"))).await;
     }
     post_event(&c, &base, &rep("ps", "s1", 1, 0.9)).await;
     let stream = format!("{base}/api/v1/patients/ps/stream");
-    eventually("6 events visible", || async {
+    eventually("6 events visible", DEADLINE, || async {
         let r = c
             .get(&stream)
             .header("authorization", TOKEN)
@@ -285,9 +277,7 @@ async fn stream_and_events_reads() {
 
 #[tokio::test]
 async fn register_and_consent() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let r = c
         .get(format!("{base}/api/v1/patients/pr/consent"))
         .send()
@@ -327,9 +317,7 @@ async fn register_and_consent() {
 
 #[tokio::test]
 async fn projection_routes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     post_event(
         &c,
         &base,
@@ -343,7 +331,7 @@ async fn projection_routes() {
     )
     .await;
     let p = format!("{base}/api/v1/projections");
-    eventually("completion applied", || async {
+    eventually("completion applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &format!("{p}/adherence?patient_id=pp")).await;
         (v["sessions_completed"] == 1).then_some(())
     })
@@ -395,9 +383,7 @@ async fn projection_routes() {
 
 #[tokio::test]
 async fn auth_routes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let login = format!("{base}/api/v1/auth/login");
     let r = c
         .post(&login)
@@ -449,9 +435,7 @@ async fn auth_routes() {
 
 #[tokio::test]
 async fn control_and_truth_planes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let f = format!("{base}/sim/faults");
     let v: Value = c.get(&f).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["error_rate"], 0.0);

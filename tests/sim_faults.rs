@@ -1,13 +1,13 @@
 //! Each injected fault, asserted through behaviour and through the
 //! simulator's ground-truth metrics.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use rehab_canary::sim::{Faults, SimConfig};
 use serde_json::{json, Value};
+use support::sim::*;
 
 async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
     let r = c
@@ -21,9 +21,7 @@ async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
 
 #[tokio::test]
 async fn latency_and_jitter_delay_every_api_response() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"latency_ms": 150, "jitter_ms": 50})).await;
     let t = Instant::now();
     let r = c.get(format!("{base}/health")).send().await.unwrap();
@@ -49,9 +47,7 @@ async fn latency_and_jitter_delay_every_api_response() {
 
 #[tokio::test]
 async fn the_response_path_delay_comes_after_the_state_it_reports() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(
         &c,
         &base,
@@ -112,9 +108,7 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
 
 #[tokio::test]
 async fn error_rate_answers_500_and_accepts_nothing() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"error_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pe", "x")).await;
     assert_eq!(r.status(), 500);
@@ -154,9 +148,7 @@ async fn error_rate_answers_500_and_accepts_nothing() {
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(
         &c,
         &base,
@@ -187,9 +179,7 @@ async fn rate_limit_answers_429_with_retry_after() {
 
 #[tokio::test]
 async fn reset_closes_the_connection_without_a_response() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"reset_rate": 1.0})).await;
     for _ in 0..3 {
         let r = c.get(format!("{base}/health")).send().await;
@@ -232,9 +222,7 @@ async fn post_event_result(
 
 #[tokio::test]
 async fn garbage_replaces_read_bodies_only() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"garbage_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pg", "x")).await;
     assert_eq!(r.status(), 201);
@@ -262,9 +250,7 @@ async fn garbage_replaces_read_bodies_only() {
 
 #[tokio::test]
 async fn dropped_events_are_answered_201_but_never_applied() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"drop_rate": 1.0})).await;
     assert_eq!(
         post_event(&c, &base, &feedback("pd", "lost"))
@@ -279,7 +265,7 @@ async fn dropped_events_are_answered_201_but_never_applied() {
             .status(),
         201
     );
-    let notes = eventually("kept applied", || async {
+    let notes = eventually("kept applied", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pd").await;
         n.contains(&"kept".to_string()).then_some(n)
     })
@@ -294,13 +280,11 @@ async fn dropped_events_are_answered_201_but_never_applied() {
 
 #[tokio::test]
 async fn duplicated_events_are_applied_twice() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"duplicate_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pdup", "twice")).await;
     let id = r.json::<Value>().await.unwrap()["event_id"].clone();
-    let (_, v) = eventually("duplicate applied", || async {
+    let (_, v) = eventually("duplicate applied", DEADLINE, || async {
         let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/pdup/stream")).await;
         (v["count"] == 2).then_some((s, v))
     })
@@ -316,9 +300,7 @@ async fn duplicated_events_are_applied_twice() {
 
 #[tokio::test]
 async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"projection_delay_ms": 300})).await;
     let r = post_event(&c, &base, &feedback("pdl", "late")).await;
     let accepted = Instant::now();
@@ -329,14 +311,14 @@ async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
     if accepted.elapsed() < Duration::from_millis(250) {
         assert_eq!(sample(&text, "rehab_sim_projection_lag_seconds_count"), 0.0);
     }
-    eventually("delayed event visible", || async {
+    eventually("delayed event visible", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pdl").await;
         (!n.is_empty()).then_some(())
     })
     .await;
     let seen = accepted.elapsed();
     assert!(seen >= Duration::from_millis(290), "visible after {seen:?}");
-    let text = eventually("lag observed", || async {
+    let text = eventually("lag observed", DEADLINE, || async {
         let t = metrics_text(&c, &base).await;
         (sample(&t, "rehab_sim_projection_lag_seconds_count") == 1.0).then_some(t)
     })
@@ -369,9 +351,7 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
     cfg.pipeline.queue_capacity = 4;
     cfg.pipeline.processors = 1;
     cfg.faults.stall_projector = true;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..4 {
         let r = post_event(&c, &base, &feedback("pst", &format!("n{i}"))).await;
         assert_eq!(r.status(), 201);
@@ -402,7 +382,7 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
     assert!(stream_notes(&c, &base, "pst").await.is_empty());
 
     sim.set_faults(Faults::default());
-    let notes = eventually("stall released", || async {
+    let notes = eventually("stall released", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pst").await;
         (n.len() == 4).then_some(n)
     })
@@ -416,9 +396,7 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
 
 #[tokio::test]
 async fn max_events_per_second_caps_ingestion_with_503() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     put_faults(&c, &base, json!({"max_events_per_second": 5})).await;
     let t = Instant::now();
     let mut created = 0;
@@ -459,9 +437,7 @@ async fn max_events_per_second_caps_ingestion_with_503() {
 async fn faults_from_config_and_handle() {
     let mut cfg: SimConfig = fast_config();
     cfg.faults.error_rate = 1.0;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     assert_eq!(
         c.get(format!("{base}/health"))
             .send()

@@ -1,20 +1,18 @@
 //! Long-run safety of the simulator: retention caps, idle-patient eviction,
 //! token expiry and a prompt, clean shutdown.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use support::sim::*;
 
 #[tokio::test]
 async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
     let mut cfg = fast_config();
     cfg.retention.max_events_per_patient = 10;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..25 {
         assert_eq!(
             post_event(&c, &base, &feedback("pcap", &format!("{i}")))
@@ -24,7 +22,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
         );
     }
     let stream = format!("{base}/api/v1/patients/pcap/stream?limit=1000");
-    let v = eventually("25 applied", || async {
+    let v = eventually("25 applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &stream).await;
         (v["stream_version"] == 25).then_some(v)
     })
@@ -53,9 +51,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
 async fn per_patient_byte_cap_holds() {
     let mut cfg = fast_config();
     cfg.retention.max_bytes_per_patient = 4096;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     let big = "y".repeat(1000);
     for i in 0..20 {
         post_event(
@@ -67,7 +63,7 @@ async fn per_patient_byte_cap_holds() {
         .await;
     }
     let stream = format!("{base}/api/v1/patients/pbytes/stream?limit=1000");
-    let v = eventually("20 applied", || async {
+    let v = eventually("20 applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &stream).await;
         (v["stream_version"] == 20).then_some(v)
     })
@@ -82,13 +78,11 @@ async fn per_patient_byte_cap_holds() {
 async fn idle_patients_are_evicted_past_max_patients() {
     let mut cfg = fast_config();
     cfg.retention.max_patients = 3;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..6 {
         let p = format!("pe{i}");
         post_event(&c, &base, &feedback(&p, "x")).await;
-        eventually("applied", || async {
+        eventually("applied", DEADLINE, || async {
             let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/{p}/stream")).await;
             (s == 200 && v["count"] == 1).then_some(())
         })
@@ -113,9 +107,7 @@ async fn idle_patients_are_evicted_past_max_patients() {
 async fn issued_tokens_expire_and_refresh_renews() {
     let mut cfg = fast_config();
     cfg.auth.token_ttl = Duration::from_millis(300);
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     let v: Value = c
         .post(format!("{base}/api/v1/auth/login"))
         .json(&json!({"username": "dev", "password": "dev-password"}))
@@ -130,7 +122,7 @@ async fn issued_tokens_expire_and_refresh_renews() {
     let alerts = format!("{base}/api/v1/alerts");
     let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    eventually("token expired", || async {
+    eventually("token expired", DEADLINE, || async {
         let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
         (r.status() == 401).then_some(())
     })
@@ -155,9 +147,7 @@ async fn issued_tokens_expire_and_refresh_renews() {
 async fn static_tokens_replace_the_dev_token() {
     let mut cfg = fast_config();
     cfg.auth.tokens = vec!["staging-secret".into()];
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     let alerts = format!("{base}/api/v1/alerts");
     let r = c
         .get(&alerts)
@@ -178,9 +168,7 @@ async fn static_tokens_replace_the_dev_token() {
 
 #[tokio::test]
 async fn shutdown_is_prompt_with_open_connections_and_frees_the_port() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let addr = sim.addr();
     // A kept-alive connection and queued work must not hold shutdown up.
     assert_eq!(

@@ -1,17 +1,15 @@
-//! Helpers shared by the simulator's integration tests: start a sim on
-//! 127.0.0.1:0, build events, read ground-truth metrics, poll with a deadline.
-#![allow(dead_code)]
+//! The reference API's HTTP contract, for the simulator's own tests: a
+//! quick sim with a client, events in the quickstart's envelope, reads.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rehab_canary::sim::{self, SimConfig, SimHandle};
+use rehab_canary::sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "Bearer dev-token";
+pub use super::metrics::{metric, metrics_text, sample};
+pub use super::wait::{eventually, DEADLINE};
 
-/// A generous deadline: the box has two noisy cores.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub const TOKEN: &str = "Bearer dev-token";
 
 /// A config whose pipeline is quick, so tests wait little.
 pub fn fast_config() -> SimConfig {
@@ -20,10 +18,11 @@ pub fn fast_config() -> SimConfig {
     cfg
 }
 
-pub async fn start(cfg: SimConfig) -> SimHandle {
-    sim::start("127.0.0.1:0".parse().unwrap(), cfg)
-        .await
-        .expect("sim starts")
+/// A reference API started from `cfg`, a client and the API's base URL.
+pub async fn api(cfg: SimConfig) -> (SimHandle, reqwest::Client, String) {
+    let sim = super::stack::start_sim(cfg).await;
+    let base = sim.base_url();
+    (sim, client(), base)
 }
 
 pub fn client() -> reqwest::Client {
@@ -31,22 +30,6 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// Polls `f` until it yields `Some`, failing the test after `DEADLINE`.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// An `exercise_session` start in the quickstart's envelope shape.
@@ -143,33 +126,4 @@ pub async fn stream_notes(c: &reqwest::Client, base: &str, patient: &str) -> Vec
         .iter()
         .filter_map(|e| e["body"]["note"].as_str().map(String::from))
         .collect()
-}
-
-/// The ground-truth metrics as text.
-pub async fn metrics_text(c: &reqwest::Client, base: &str) -> String {
-    c.get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// Value of the sample whose name-and-labels part is exactly `series`
-/// (e.g. `rehab_sim_requests_total{route="health",status="200"}`); 0 if absent.
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series)
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .unwrap_or(0.0)
-}
-
-pub async fn metric(c: &reqwest::Client, base: &str, series: &str) -> f64 {
-    sample(&metrics_text(c, base).await, series)
 }
