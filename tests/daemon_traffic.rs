@@ -9,38 +9,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
-use support::{eventually, histogram_quantile, scrape, Scrape};
+use rehab_canary::sim::{Faults, SimHandle};
+use support::{
+    eventually, free_port, histogram_quantile, scrape, scrape_sim, start_stack, with_faults, Scrape,
+};
 use tokio::time::Instant;
 
 async fn start(faults: Faults, tweak: impl FnOnce(&mut Config)) -> (SimHandle, Daemon) {
-    let sim = sim::start(
-        ([127, 0, 0, 1], 0).into(),
-        SimConfig {
-            faults,
-            ..SimConfig::default()
-        },
-    )
+    start_stack(with_faults(faults), |cfg| {
+        cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
+        tweak(cfg);
+    })
     .await
-    .expect("sim starts");
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.target.base_url = sim.base_url();
-    cfg.auth.token_file = Some(dev_token_file());
-    cfg.traffic.burst.duration = Duration::ZERO;
-    cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
-    tweak(&mut cfg);
-    let daemon = Daemon::start(cfg).await.expect("daemon starts");
-    (sim, daemon)
-}
-
-/// The reference API's development token, given the way production gives one.
-fn dev_token_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rehab-canary-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("token");
-    std::fs::write(&path, "dev-token\n").unwrap();
-    path
 }
 
 fn events_sent(s: &Scrape) -> f64 {
@@ -106,7 +86,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
     let (sent, accepted) = daemon_totals(&s1);
     assert!(accepted > 0.0 && accepted <= sent);
     assert!(daemon.shutdown().await);
-    let truth = support::scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     assert!(truth.value("rehab_sim_events_accepted_total", &[]) >= accepted);
     sim.shutdown().await;
 }
@@ -257,11 +237,7 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_is_reported_not_fatal() {
     // A port that was free a moment ago: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.target.base_url = format!("http://127.0.0.1:{port}");

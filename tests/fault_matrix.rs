@@ -14,7 +14,11 @@ use rehab_canary::app::{Daemon, RunOptions};
 use rehab_canary::config::Config;
 use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
-use support::{eventually, scrape, scrape_url, Scrape};
+use support::stack::config_toml;
+use support::{
+    daemon_config_for, dev_token_file, scrape, scrape_sim, scrape_until, start_daemon, start_sim,
+    write, Scrape, DEV_TOKEN,
+};
 use tokio::time::Instant;
 
 /// How long recovery may take once a fault clears (trial interval 500 ms,
@@ -28,18 +32,12 @@ struct Rig {
 }
 
 fn base_config(sim: &SimHandle, dir: &tempfile::TempDir) -> Config {
-    let token = dir.path().join("token");
-    std::fs::write(&token, "dev-token\n").unwrap();
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
+    let mut cfg = daemon_config_for(sim, dev_token_file(dir.path()));
     cfg.server.shutdown_grace = Duration::from_secs(3);
-    cfg.target.base_url = sim.base_url();
     cfg.target.timeout = Duration::from_millis(500);
     cfg.target.health_interval = Duration::from_millis(250);
-    cfg.auth.token_file = Some(token);
     cfg.auth.token_file_check_interval = Duration::from_millis(100);
     cfg.traffic.events_per_second = 70.0;
-    cfg.traffic.burst.duration = Duration::ZERO;
     cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
     cfg.circuit_breaker.failure_threshold = 10;
     cfg.circuit_breaker.trial_interval = Duration::from_millis(500);
@@ -47,13 +45,11 @@ fn base_config(sim: &SimHandle, dir: &tempfile::TempDir) -> Config {
 }
 
 async fn rig_with(sim_cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), sim_cfg)
-        .await
-        .unwrap();
+    let sim = start_sim(sim_cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = base_config(&sim, &dir);
     tweak(&mut cfg);
-    let daemon = Daemon::start(cfg).await.unwrap();
+    let daemon = start_daemon(cfg).await;
     Rig { sim, daemon, dir }
 }
 
@@ -77,19 +73,10 @@ fn gauge(s: &Scrape, name: &str) -> f64 {
     s.value(name, &[])
 }
 
-/// Waits until `check` holds on a fresh scrape of the daemon.
-async fn until(addr: SocketAddr, what: &str, limit: Duration, check: impl Fn(&Scrape) -> bool) {
-    eventually(what, limit, || async {
-        let s = scrape(addr).await;
-        check(&s).then_some(())
-    })
-    .await;
-}
-
 /// The daemon is alive and events are accepted again (the recovery check).
 async fn recovers(addr: SocketAddr) {
     let before = accepted(&scrape(addr).await);
-    until(addr, "events accepted again", RECOVERY, |s| {
+    scrape_until(addr, "events accepted again", RECOVERY, |s| {
         accepted(s) >= before + 20.0 && gauge(s, "rehab_canary_circuit_open") == 0.0
     })
     .await;
@@ -103,7 +90,7 @@ async fn recovers(addr: SocketAddr) {
 /// clears it and checks the daemon recovers by itself.
 async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
     r.sim.set_faults(faults);
-    until(r.addr(), what, Duration::from_secs(8), shows).await;
+    scrape_until(r.addr(), what, Duration::from_secs(8), shows).await;
     r.sim.set_faults(Faults::default());
     recovers(r.addr()).await;
 }
@@ -128,10 +115,10 @@ async fn serial_target_down_for_10s_then_back() {
     } = rig(|_| {}).await;
     let addr = daemon.admin_addr();
     let sim_addr = sim.addr();
-    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 20.0).await;
+    scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 20.0).await;
     sim.shutdown().await;
     let down_at = Instant::now();
-    until(
+    scrape_until(
         addr,
         "circuit open and target down",
         Duration::from_secs(8),
@@ -163,7 +150,7 @@ async fn serial_target_down_for_10s_then_back() {
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
     let sim = sim::start(sim_addr, SimConfig::default()).await.unwrap();
-    until(addr, "target up again", RECOVERY, |s| {
+    scrape_until(addr, "target up again", RECOVERY, |s| {
         gauge(s, "rehab_canary_target_up") == 1.0
     })
     .await;
@@ -195,7 +182,7 @@ async fn serial_50_percent_errors() {
         ..Faults::default()
     });
     let s0 = scrape(addr).await;
-    until(addr, "500s counted", Duration::from_secs(8), |s| {
+    scrape_until(addr, "500s counted", Duration::from_secs(8), |s| {
         status(s, "events_create", "500") - status(&s0, "events_create", "500") >= 40.0
     })
     .await;
@@ -215,7 +202,7 @@ async fn serial_50_percent_errors() {
 async fn serial_all_429_with_retry_after_2() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
     r.sim.set_faults(Faults {
         rate_limit_rate: 1.0,
         retry_after_s: 2,
@@ -267,7 +254,7 @@ async fn serial_garbage_bodies() {
         garbage_rate: 1.0,
         ..Faults::default()
     });
-    until(
+    scrape_until(
         addr,
         "invalid bodies counted",
         Duration::from_secs(8),
@@ -305,7 +292,7 @@ async fn serial_stalled_projector() {
         ..Faults::default()
     });
     // Once the queue is full the target answers 503: backpressure shows.
-    until(
+    scrape_until(
         addr,
         "503 from a full queue",
         Duration::from_secs(10),
@@ -314,7 +301,7 @@ async fn serial_stalled_projector() {
     .await;
     r.sim.set_faults(Faults::default());
     recovers(addr).await;
-    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    let truth = scrape_sim(&r.sim).await;
     assert!(truth.value("rehab_sim_events_applied_total", &[]) > 0.0);
     r.done().await;
 }
@@ -335,7 +322,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     })
     .await;
     let addr = r.addr();
-    until(
+    scrape_until(
         addr,
         "logged in and accepted",
         Duration::from_secs(5),
@@ -353,7 +340,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
         unauthorized <= 3.0,
         "{unauthorized} requests hit an expired token"
     );
-    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    let truth = scrape_sim(&r.sim).await;
     assert!(
         truth.value(
             "rehab_sim_requests_total",
@@ -369,35 +356,52 @@ async fn serial_rotated_token_file_is_picked_up() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
     let token = r.dir.path().join("token");
-    until(addr, "accepted", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "accepted", RECOVERY, |s| accepted(s) > 10.0).await;
     std::fs::write(&token, "a-revoked-token\n").unwrap();
-    until(addr, "401s after rotation to a bad token", RECOVERY, |s| {
+    scrape_until(addr, "401s after rotation to a bad token", RECOVERY, |s| {
         s.value(
             "rehab_canary_auth_failures_total",
             &[("reason", "unauthorized")],
         ) >= 5.0
     })
     .await;
-    std::fs::write(&token, "dev-token\n").unwrap();
+    std::fs::write(&token, format!("{DEV_TOKEN}\n")).unwrap();
     recovers(addr).await;
     r.done().await;
 }
 
 fn write_config(dir: &tempfile::TempDir, sim: &SimHandle, eps: f64, extra: &str) -> PathBuf {
-    let path = dir.path().join("canary.toml");
-    std::fs::write(dir.path().join("token"), "dev-token\n").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[target]\nbase_url = \"{}\"\n\
-             [auth]\ntoken_file = \"{}\"\n[traffic]\nevents_per_second = {eps}\n{extra}\
-             [traffic.burst]\nduration = \"0s\"\n[traffic.journeys]\nrep_interval = \"50ms\"\n",
-            sim.base_url(),
-            dir.path().join("token").display()
+    let token = dev_token_file(dir.path());
+    write(
+        dir.path(),
+        "canary.toml",
+        &config_toml(
+            sim,
+            &format!(
+                "[auth]\ntoken_file = \"{}\"\n[traffic]\nevents_per_second = {eps}\n{extra}\
+                 [traffic.burst]\nduration = \"0s\"\n[traffic.journeys]\nrep_interval = \"50ms\"\n",
+                token.display()
+            ),
         ),
     )
+}
+
+/// A reference API and a daemon started from a config file (see
+/// [`write_config`]) it can reload.
+async fn reloadable(eps: f64, extra: &str) -> (SimHandle, tempfile::TempDir, PathBuf, Daemon) {
+    let sim = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, &sim, eps, extra);
+    let daemon = Daemon::start_with(
+        Config::load(Some(&path)).unwrap(),
+        RunOptions {
+            config_path: Some(path.clone()),
+            ..Default::default()
+        },
+    )
+    .await
     .unwrap();
-    path
+    (sim, dir, path, daemon)
 }
 
 async fn rate(addr: SocketAddr, over: Duration) -> f64 {
@@ -410,21 +414,7 @@ async fn rate(addr: SocketAddr, over: Duration) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &sim, 50.0, "");
-    let cfg = Config::load(Some(&path)).unwrap();
-    let daemon = Daemon::start_with(
-        cfg,
-        RunOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sim, dir, path, daemon) = reloadable(50.0, "").await;
     let addr = daemon.admin_addr();
 
     // Unchanged: a no-op that is not even counted.
@@ -504,23 +494,10 @@ async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_pause_and_resume_survive_a_reload() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &sim, 100.0, "");
-    let daemon = Daemon::start_with(
-        Config::load(Some(&path)).unwrap(),
-        RunOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sim, dir, _path, daemon) = reloadable(100.0, "").await;
     let addr = daemon.admin_addr();
     let http = reqwest::Client::new();
-    until(addr, "traffic", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "traffic", RECOVERY, |s| accepted(s) > 10.0).await;
     let resp = http
         .post(format!("http://{addr}/-/pause"))
         .send()
@@ -554,12 +531,7 @@ async fn serial_pause_and_resume_survive_a_reload() {
             &[("reason", "paused")]
         ) + 100.0
     );
-    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::fetch_json(&format!("http://{addr}/status")).await;
     assert_eq!(status["extras"]["control"]["paused"], true, "{status}");
     http.post(format!("http://{addr}/-/resume"))
         .send()
@@ -573,25 +545,12 @@ async fn serial_pause_and_resume_survive_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_a_reload_changes_the_lag_probes_without_a_restart() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let lag = "[lag]\ninterval = \"100ms\"\n";
-    let path = write_config(&dir, &sim, 10.0, lag);
-    let daemon = Daemon::start_with(
-        Config::load(Some(&path)).unwrap(),
-        RunOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sim, dir, _path, daemon) = reloadable(10.0, lag).await;
     let addr = daemon.admin_addr();
     let probes =
         |s: &Scrape, p: &str| s.value("rehab_canary_lag_probes_total", &[("projection", p)]);
-    until(addr, "stream probes running", RECOVERY, |s| {
+    scrape_until(addr, "stream probes running", RECOVERY, |s| {
         probes(s, "stream") >= 5.0
     })
     .await;

@@ -9,6 +9,8 @@
 //! validation code where panics would hide. Case counts are bounded so CI
 //! stays fast.
 
+mod support;
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -177,13 +179,7 @@ fn cert_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        std::fs::write(dir.path().join("server.crt"), ck.cert.pem()).unwrap();
-        std::fs::write(
-            dir.path().join("server.key"),
-            ck.signing_key.serialize_pem(),
-        )
-        .unwrap();
+        support::certs::write_server_cert(dir.path(), &["localhost"]);
         dir
     })
     .path()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rehab_canary::lag::{LagSample, ServerClockConfig};
 use rehab_canary::sim::Faults;
 use support::lag::*;
-use support::{eventually, scrape, scrape_url};
+use support::{eventually, scrape, scrape_sim, DEV_TOKEN};
 
 /// The probes measured per cell: one marker rule on a patient stream, one
 /// on a projection.
@@ -143,7 +143,7 @@ async fn run_cell(delay_ms: u64, cell: &Cell) {
         .collect();
     daemon.shutdown().await;
     let truth = sim.recent_lags_by_id();
-    let sim_metrics = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let sim_metrics = scrape_sim(&sim).await;
     sim.shutdown().await;
 
     // Loss: every drop, and nothing else.
@@ -282,12 +282,7 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
         "exemplars carry the event id"
     );
 
-    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::fetch_json(&format!("http://{addr}/status")).await;
     let lag = &status["extras"]["lag"];
     for (i, p) in PROJECTIONS.iter().enumerate() {
         let row = &lag["projections"][i];
@@ -297,12 +292,7 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
         assert!(row["p95_seconds"].as_f64().is_some(), "{row}");
         assert_eq!(row["lost_last_minute"], 0);
     }
-    let page = reqwest::get(format!("http://{addr}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = support::fetch_text(&format!("http://{addr}/")).await;
     assert!(page.contains("<h2>lag</h2>"), "{page}");
     assert!(page.contains("<td>work_queue</td><td>"), "{page}");
 
@@ -311,7 +301,7 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
     // longer than a probe cycle.
     let alerts: serde_json::Value = reqwest::Client::new()
         .get(format!("{}/api/v1/alerts", sim.base_url()))
-        .bearer_auth("dev-token")
+        .bearer_auth(DEV_TOKEN)
         .send()
         .await
         .unwrap()

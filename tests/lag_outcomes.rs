@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rehab_canary::sim::Faults;
 use support::lag::*;
-use support::{eventually, scrape, scrape_url, Scrape};
+use support::{eventually, scrape, scrape_sim, Scrape};
 
 /// Events whose run is over: in time, lost, unreadable or rejected.
 fn resolved(s: &Scrape, p: &str) -> f64 {
@@ -50,7 +50,7 @@ async fn serial_lost_fraction_follows_the_drop_rate() {
     )
     .await;
     daemon.shutdown().await;
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     sim.shutdown().await;
     let (mut lost, mut total) = (0.0, 0.0);
     for p in probes {
@@ -94,7 +94,7 @@ async fn serial_duplicates_are_detected() {
     })
     .await;
     daemon.shutdown().await;
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     sim.shutdown().await;
     let dups = per(&s, "rehab_canary_events_duplicated_total", "stream");
     assert!(dups <= truth.value("rehab_sim_events_duplicated_total", &[]));

@@ -84,7 +84,7 @@ async fn ingestion_statuses() {
         ),
         ("no token", None, ev.to_string(), 401),
         ("bad token", Some("Bearer wrong"), ev.to_string(), 401),
-        ("not bearer", Some("dev-token"), ev.to_string(), 401),
+        ("not bearer", Some(DEV_TOKEN), ev.to_string(), 401),
         (
             "over 1 MiB",
             Some(TOKEN),

@@ -73,7 +73,7 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
     let t = Instant::now();
     let r = c
         .get(format!("{base}/api/v1/patients/prd/stream"))
-        .bearer_auth("dev-token")
+        .bearer_auth(DEV_TOKEN)
         .send()
         .await
         .unwrap();

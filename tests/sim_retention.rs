@@ -156,12 +156,7 @@ async fn static_tokens_replace_the_dev_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .get(&alerts)
-        .bearer_auth("dev-token")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&alerts).bearer_auth(DEV_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 401);
     sim.shutdown().await;
 }

@@ -7,6 +7,7 @@ use rehab_canary::sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 
 pub use super::metrics::{metric, metrics_text, sample};
+pub use super::stack::DEV_TOKEN;
 pub use super::wait::{eventually, DEADLINE};
 
 pub const TOKEN: &str = "Bearer dev-token";
