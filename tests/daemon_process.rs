@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use rehab_canary::sim::{Faults, SimHandle};
 use support::process::Proc;
-use support::{eventually, scrape, scrape_sim, start_sim, with_faults, DEV_TOKEN};
+use support::{eventually, scrape, scrape_sim, scrape_until, start_sim, with_faults, DEV_TOKEN};
 
 const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";
 
@@ -37,13 +37,11 @@ async fn token_from_env_is_used_but_never_shown() {
     let addr = proc.admin_addr();
 
     // The target accepts events, so the token really went out.
-    eventually(
+    scrape_until(
+        addr,
         "events accepted with the token",
         Duration::from_secs(15),
-        || async {
-            let s = scrape(addr).await;
-            (s.sum("rehab_canary_events_accepted_total", &[]) > 20.0).then_some(())
-        },
+        |s| s.sum("rehab_canary_events_accepted_total", &[]) > 20.0,
     )
     .await;
     let metrics = scrape(addr).await.text;
@@ -81,9 +79,8 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
         &[("REHAB_CANARY_TOKEN", DEV_TOKEN)],
     );
     let addr = proc.admin_addr();
-    eventually("requests in flight", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        (s.value("rehab_canary_in_flight_requests", &[]) >= 10.0).then_some(())
+    scrape_until(addr, "requests in flight", Duration::from_secs(15), |s| {
+        s.value("rehab_canary_in_flight_requests", &[]) >= 10.0
     })
     .await;
     let started = std::time::Instant::now();
@@ -174,9 +171,8 @@ async fn serial_sigterm_during_a_burst_exits_0_within_grace() {
     let toml = config(&sim, "").replace("[traffic.burst]\nduration = \"0s\"\n", extra);
     let mut proc = Proc::start(&dir, &toml, &[("REHAB_CANARY_TOKEN", DEV_TOKEN)]);
     let addr = proc.admin_addr();
-    eventually("a burst in progress", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        (s.value("rehab_canary_burst_active", &[]) == 1.0).then_some(())
+    scrape_until(addr, "a burst in progress", Duration::from_secs(15), |s| {
+        s.value("rehab_canary_burst_active", &[]) == 1.0
     })
     .await;
     let started = std::time::Instant::now();

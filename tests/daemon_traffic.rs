@@ -11,7 +11,8 @@ use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
 use rehab_canary::sim::{Faults, SimHandle};
 use support::{
-    eventually, free_port, histogram_quantile, scrape, scrape_sim, start_stack, with_faults, Scrape,
+    free_port, histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, start_stack,
+    with_faults, Scrape,
 };
 use tokio::time::Instant;
 
@@ -53,10 +54,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
     .await;
     let addr = daemon.admin_addr();
     tokio::time::sleep(Duration::from_secs(2)).await; // past start-up
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(10)).await;
 
     let events = events_sent(&s1) - events_sent(&s0);
     let rate = events / secs;
@@ -175,15 +173,11 @@ async fn serial_drops_are_counted_when_the_in_flight_bound_is_full() {
             &[("reason", "max_in_flight")],
         )
     };
-    eventually("drops counted", Duration::from_secs(20), || async {
-        let s = scrape(addr).await;
-        (dropped(&s) > 50.0).then_some(())
+    scrape_until(addr, "drops counted", Duration::from_secs(20), |s| {
+        dropped(s) > 50.0
     })
     .await;
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(3)).await;
     // At most 4 in flight at 300 ms each: about 13 jobs/s go out, the rest of
     // the ~143 ticks/s are dropped, never queued.
     let drop_rate = (dropped(&s1) - dropped(&s0)) / secs;
@@ -207,10 +201,8 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
     .await;
     let addr = daemon.admin_addr();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let rate = (events_sent(&s1) - events_sent(&s0)) / (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(6)).await;
+    let rate = (events_sent(&s1) - events_sent(&s0)) / secs;
     assert!(
         (rate - 50.0).abs() < 5.0,
         "offered {rate:.1}/s under latency, want 50"
@@ -244,16 +236,15 @@ async fn an_unreachable_target_is_reported_not_fatal() {
     cfg.traffic.events_per_second = 20.0;
     let daemon = Daemon::start(cfg).await.expect("starts without a target");
     let addr = daemon.admin_addr();
-    eventually(
+    scrape_until(
+        addr,
         "connect errors counted",
         Duration::from_secs(10),
-        || async {
-            let s = scrape(addr).await;
-            (s.value(
+        |s| {
+            s.value(
                 "rehab_canary_requests_total",
                 &[("endpoint", "events_create"), ("status", "connect_error")],
-            ) > 5.0)
-                .then_some(())
+            ) > 5.0
         },
     )
     .await;

@@ -16,8 +16,8 @@ use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 use support::stack::config_toml;
 use support::{
-    daemon_config_for, dev_token_file, scrape, scrape_sim, scrape_until, start_daemon, start_sim,
-    write, Scrape, DEV_TOKEN,
+    daemon_config_for, dev_token_file, scrape, scrape_over, scrape_sim, scrape_until, start_daemon,
+    start_sim, write, Scrape, DEV_TOKEN,
 };
 use tokio::time::Instant;
 
@@ -86,13 +86,29 @@ async fn recovers(addr: SocketAddr) {
     assert_eq!(healthy.status(), 200);
 }
 
-/// Injects `faults`, waits until the fault `shows` in the daemon's metrics,
-/// clears it and checks the daemon recovers by itself.
-async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+/// Injects `faults` and waits (at most `limit`) until the fault `shows` in
+/// the daemon's metrics.
+async fn inject(
+    r: &Rig,
+    faults: Faults,
+    what: &str,
+    limit: Duration,
+    shows: impl Fn(&Scrape) -> bool,
+) {
     r.sim.set_faults(faults);
-    scrape_until(r.addr(), what, Duration::from_secs(8), shows).await;
+    scrape_until(r.addr(), what, limit, shows).await;
+}
+
+/// Clears the faults and checks the daemon recovers by itself.
+async fn clear_and_recover(r: &Rig) {
     r.sim.set_faults(Faults::default());
     recovers(r.addr()).await;
+}
+
+/// [`inject`] (within 8 s), then [`clear_and_recover`].
+async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+    inject(r, faults, what, Duration::from_secs(8), shows).await;
+    clear_and_recover(r).await;
 }
 
 impl Rig {
@@ -193,8 +209,7 @@ async fn serial_50_percent_errors() {
     assert!((0.3..0.7).contains(&share), "error share {share}");
     // Application errors are not an outage: the breaker stays closed.
     assert_eq!(gauge(&s1, "rehab_canary_circuit_open"), 0.0);
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
+    clear_and_recover(&r).await;
     r.done().await;
 }
 
@@ -227,8 +242,7 @@ async fn serial_all_429_with_retry_after_2() {
     assert!(held > 300.0, "{held} ticks held back");
     let waited = s1.sum("rehab_canary_rate_limit_wait_seconds_total", &[]);
     assert!(waited >= 4.0, "wait counted: {waited}");
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
+    clear_and_recover(&r).await;
     r.done().await;
 }
 
@@ -250,12 +264,13 @@ async fn serial_connection_resets() {
 async fn serial_garbage_bodies() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         garbage_rate: 1.0,
         ..Faults::default()
-    });
-    scrape_until(
-        addr,
+    };
+    inject(
+        &r,
+        faults,
         "invalid bodies counted",
         Duration::from_secs(8),
         |s| s.sum("rehab_canary_invalid_responses_total", &[]) >= 10.0,
@@ -286,21 +301,20 @@ async fn serial_stalled_projector() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.pipeline.queue_capacity = 200;
     let r = rig_with(sim_cfg, |_| {}).await;
-    let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         stall_projector: true,
         ..Faults::default()
-    });
+    };
     // Once the queue is full the target answers 503: backpressure shows.
-    scrape_until(
-        addr,
+    inject(
+        &r,
+        faults,
         "503 from a full queue",
         Duration::from_secs(10),
         |s| status(s, "events_create", "503") >= 5.0,
     )
     .await;
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
+    clear_and_recover(&r).await;
     let truth = scrape_sim(&r.sim).await;
     assert!(truth.value("rehab_sim_events_applied_total", &[]) > 0.0);
     r.done().await;
@@ -405,11 +419,9 @@ async fn reloadable(eps: f64, extra: &str) -> (SimHandle, tempfile::TempDir, Pat
 }
 
 async fn rate(addr: SocketAddr, over: Duration) -> f64 {
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(over).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
+    let (s0, s1, secs) = scrape_over(addr, over).await;
     (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
-        / (t1 - t0).as_secs_f64()
+        / secs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rehab_canary::lag::{LagSample, ServerClockConfig};
 use rehab_canary::sim::Faults;
 use support::lag::*;
-use support::{eventually, scrape, scrape_sim, DEV_TOKEN};
+use support::{scrape_sim, scrape_until, DEV_TOKEN};
 
 /// The probes measured per cell: one marker rule on a patient stream, one
 /// on a projection.
@@ -118,23 +118,19 @@ async fn run_cell(delay_ms: u64, cell: &Cell) {
     }))
     .await;
     let addr = daemon.admin_addr();
-    eventually("enough lag samples", Duration::from_secs(90), || async {
-        let s = scrape(addr).await;
+    scrape_until(addr, "enough lag samples", Duration::from_secs(90), |s| {
         MEASURED
             .iter()
-            .all(|p| samples(&s, p) >= cell.samples as f64)
-            .then_some(())
+            .all(|p| samples(s, p) >= cell.samples as f64)
     })
     .await;
     // Stop posting, and let every run still watching an event resolve.
     daemon.pause();
-    let s = eventually(
+    let s = scrape_until(
+        addr,
         "every probe run resolved",
         Duration::from_secs(10),
-        || async {
-            let s = scrape(addr).await;
-            (s.value("rehab_canary_lag_probes_in_flight", &[]) == 0.0).then_some(s)
-        },
+        |s| s.value("rehab_canary_lag_probes_in_flight", &[]) == 0.0,
     )
     .await;
     let recorded: Vec<(&str, Vec<LagSample>)> = MEASURED
@@ -253,12 +249,8 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually("every probe measured", Duration::from_secs(20), || async {
-        let s = scrape(addr).await;
-        PROJECTIONS
-            .iter()
-            .all(|p| samples(&s, p) >= 3.0)
-            .then_some(s)
+    let s = scrape_until(addr, "every probe measured", Duration::from_secs(20), |s| {
+        PROJECTIONS.iter().all(|p| samples(s, p) >= 3.0)
     })
     .await;
     // No load traffic at all: every event the target saw is a probe's.

@@ -445,16 +445,11 @@ async fn serial_metrics_are_served_during_a_run_and_sigterm_ends_it_as_failed() 
     );
     let addr = proc.admin_addr();
     // /metrics is live mid-run, and counts the run's traffic.
-    support::eventually(
+    support::scrape_until(
+        addr,
         "traffic on /metrics mid-run",
         Duration::from_secs(20),
-        || async {
-            (support::scrape(addr)
-                .await
-                .sum("rehab_canary_events_sent_total", &[])
-                > 0.0)
-                .then_some(())
-        },
+        |s| s.sum("rehab_canary_events_sent_total", &[]) > 0.0,
     )
     .await;
     proc.sigterm();

@@ -22,21 +22,21 @@ async fn health_routes_need_no_auth() {
     }
     let r = c.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="health",status="200"}"#
-        ),
-        4.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="not_found",status="404"}"#
-        ),
-        1.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            (
+                r#"rehab_sim_requests_total{route="health",status="200"}"#,
+                4.0,
+            ),
+            (
+                r#"rehab_sim_requests_total{route="not_found",status="404"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
@@ -120,22 +120,22 @@ async fn ingestion_statuses() {
             "{name}: JSON error expected, got {v}"
         );
     }
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 2.0);
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="events_create",status="401"}"#
-        ),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#
-        ),
-        1.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_accepted_total", 2.0),
+            (
+                r#"rehab_sim_requests_total{route="events_create",status="401"}"#,
+                3.0,
+            ),
+            (
+                r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
@@ -199,7 +199,7 @@ async fn batch_statuses() {
             .unwrap();
         assert_eq!(r.status().as_u16(), want, "{name}");
     }
-    let r = c.post(&url).json(&batch).send().await.unwrap();
+    let r = post_json(&c, &url, &batch).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         metric(&c, &base, "rehab_sim_events_accepted_total").await,
@@ -286,12 +286,12 @@ async fn register_and_consent() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["consented"], false);
     // Public route: no token needed.
-    let r = c
-        .post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "pr", "therapist_id": "t1"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "pr", "therapist_id": "t1"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["consented"], true);
@@ -385,12 +385,12 @@ async fn projection_routes() {
 async fn auth_routes() {
     let (sim, c, base) = api(fast_config()).await;
     let login = format!("{base}/api/v1/auth/login");
-    let r = c
-        .post(&login)
-        .json(&json!({"username": "dev", "password": "dev-password"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        &login,
+        &json!({"username": "dev", "password": "dev-password"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["expires_in"], 900);
@@ -403,32 +403,17 @@ async fn auth_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(&login)
-        .json(&json!({"username": "dev", "password": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &login, &json!({"username": "dev", "password": "nope"})).await;
     assert_eq!(r.status(), 401);
     let r = c.post(&login).body("{").send().await.unwrap();
     assert_eq!(r.status(), 400);
 
     let refresh = format!("{base}/api/v1/auth/refresh");
-    let r = c
-        .post(&refresh)
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &refresh, &json!({"refresh_token": refresh_token})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["access_token"].as_str().unwrap() != access);
-    let r = c
-        .post(&refresh)
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &refresh, &json!({"refresh_token": refresh_token})).await;
     assert_eq!(r.status(), 401, "refresh tokens rotate");
     sim.shutdown().await;
 }

@@ -54,12 +54,12 @@ async fn twelve_of_fifteen_reps_show_in_adherence() {
 #[tokio::test]
 async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
     let (sim, c, base) = api(fast_config()).await;
-    let r = c
-        .post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "patient_q", "therapist_id": "therapist_001", "consent_id": "c9"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "patient_q", "therapist_id": "therapist_001", "consent_id": "c9"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     // 14 sessions at quality 0.65 over 7 days, sent as one batch per session.
     for i in 0..14u32 {
@@ -148,11 +148,12 @@ async fn stream_without_consent_is_forbidden() {
     assert_eq!(s, 403);
 
     // Registration grants consent.
-    c.post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "patient_nc"}))
-        .send()
-        .await
-        .unwrap();
+    post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "patient_nc"}),
+    )
+    .await;
     let (s, _) = get_json(&c, &stream).await;
     assert_eq!(s, 200);
 

@@ -41,9 +41,15 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
     )
     .await;
     assert_eq!(s["events"]["by_kind"]["feedback"], 25);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_trimmed_total"), 15.0);
-    assert_eq!(sample(&text, "rehab_sim_retained_events"), 10.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_trimmed_total", 15.0),
+            ("rehab_sim_retained_events", 10.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
@@ -88,9 +94,15 @@ async fn idle_patients_are_evicted_past_max_patients() {
         })
         .await;
     }
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_patients"), 3.0);
-    assert_eq!(sample(&text, "rehab_sim_patients_evicted_total"), 3.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_patients", 3.0),
+            ("rehab_sim_patients_evicted_total", 3.0),
+        ],
+    )
+    .await;
     let summary = |p: &str| format!("{base}/api/v1/projections/patient-summary?patient_id={p}");
     assert_eq!(
         get_json(&c, &summary("pe0")).await.0,
@@ -108,15 +120,15 @@ async fn issued_tokens_expire_and_refresh_renews() {
     let mut cfg = fast_config();
     cfg.auth.token_ttl = Duration::from_millis(300);
     let (sim, c, base) = api(cfg).await;
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "dev", "password": "dev-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_json(
+        &c,
+        &format!("{base}/api/v1/auth/login"),
+        &json!({"username": "dev", "password": "dev-password"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let access = v["access_token"].as_str().unwrap().to_string();
     let issued = Instant::now();
     let alerts = format!("{base}/api/v1/alerts");
@@ -128,15 +140,15 @@ async fn issued_tokens_expire_and_refresh_renews() {
     })
     .await;
     assert!(issued.elapsed() >= Duration::from_millis(290));
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": v["refresh_token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_json(
+        &c,
+        &format!("{base}/api/v1/auth/refresh"),
+        &json!({"refresh_token": v["refresh_token"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let renewed = v["access_token"].as_str().unwrap();
     let r = c.get(&alerts).bearer_auth(renewed).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -111,18 +111,26 @@ pub async fn scrape_url(url: &str) -> Scrape {
     Scrape::parse(&text)
 }
 
-/// Waits until `check` holds on a fresh scrape of `addr` (at most `limit`).
+/// Scrapes `addr` until `check` holds (at most `limit`); that scrape.
 pub async fn scrape_until(
     addr: SocketAddr,
     what: &str,
     limit: Duration,
     check: impl Fn(&Scrape) -> bool,
-) {
+) -> Scrape {
     eventually(what, limit, || async {
         let s = scrape(addr).await;
-        check(&s).then_some(())
+        check(&s).then_some(s)
     })
-    .await;
+    .await
+}
+
+/// Two scrapes of `addr`, `over` apart, and the seconds between them.
+pub async fn scrape_over(addr: SocketAddr, over: Duration) -> (Scrape, Scrape, f64) {
+    let (s0, t0) = (scrape(addr).await, tokio::time::Instant::now());
+    tokio::time::sleep(over).await;
+    let (s1, t1) = (scrape(addr).await, tokio::time::Instant::now());
+    (s0, s1, (t1 - t0).as_secs_f64())
 }
 
 /// The reference API's ground truth, scraped.

@@ -128,3 +128,35 @@ pub async fn stream_notes(c: &reqwest::Client, base: &str, patient: &str) -> Vec
         .filter_map(|e| e["body"]["note"].as_str().map(String::from))
         .collect()
 }
+
+/// Sets the reference API's faults through its control plane.
+pub async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
+    let r = c
+        .put(format!("{base}/sim/faults"))
+        .json(&f)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{f}");
+}
+
+/// [`api`] with [`fast_config`] and these faults set through the control plane.
+pub async fn faulty_api(faults: Value) -> (SimHandle, reqwest::Client, String) {
+    let (sim, c, base) = api(fast_config()).await;
+    put_faults(&c, &base, faults).await;
+    (sim, c, base)
+}
+
+/// Asserts the ground truth, one scrape: each series (as [`sample`] reads
+/// it) has its value.
+pub async fn assert_truth(c: &reqwest::Client, base: &str, want: &[(&str, f64)]) {
+    let text = metrics_text(c, base).await;
+    for (series, value) in want {
+        assert_eq!(sample(&text, series), *value, "{series}");
+    }
+}
+
+/// POSTs `body` as JSON to `url`, with no token.
+pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    c.post(url).json(body).send().await.unwrap()
+}
