@@ -77,19 +77,31 @@ async fn sim_with(faults: Faults) -> SimHandle {
     sim
 }
 
-/// `run --profile smoke --for RUN_FOR` against `sim`, results in `dir/results`.
-async fn smoke(sim: &SimHandle, dir: &tempfile::TempDir, run_for: &str, extra: &[&str]) -> Run {
+/// `run --profile PROFILE --for RUN_FOR` with `toml`, results in
+/// `dir/results`, then the `extra` arguments.
+async fn run_profile(
+    dir: &tempfile::TempDir,
+    toml: &str,
+    profile: &str,
+    run_for: &str,
+    extra: &[&str],
+) -> Run {
     let results = results_arg(dir);
     let mut args = vec![
         "--profile",
-        "smoke",
+        profile,
         "--for",
         run_for,
         "--results-dir",
         &results,
     ];
     args.extend_from_slice(extra);
-    run_once(dir.path(), &config_toml(sim, ""), &args).await
+    run_once(dir.path(), toml, &args).await
+}
+
+/// `run --profile smoke --for RUN_FOR` against `sim`, results in `dir/results`.
+async fn smoke(sim: &SimHandle, dir: &tempfile::TempDir, run_for: &str, extra: &[&str]) -> Run {
+    run_profile(dir, &config_toml(sim, ""), "smoke", run_for, extra).await
 }
 
 fn results_arg(dir: &tempfile::TempDir) -> String {
@@ -106,13 +118,7 @@ async fn serial_smoke_against_a_healthy_target_passes() {
     assert_eq!(s["schema_version"], 1);
     assert_eq!(s["outcome"], "pass");
     assert_eq!(s["profile"], "smoke");
-    for id in [
-        "latency",
-        "error_rate",
-        "events_per_second",
-        "projection_lag",
-        "lost_events",
-    ] {
+    for id in support::THRESHOLD_IDS {
         assert_eq!(Run::row(&s, id)["status"], "pass", "{id}: {s}");
     }
     // The smoke rate (20/s) for 6 s, accepted by the target: the same count
@@ -169,25 +175,12 @@ async fn serial_abort_on_fail_ends_a_doomed_run_early() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
     let toml = config_toml(
         &sim,
         "[profiles.gate]\nevents_per_second = 20\nabort_on_fail = true\n",
     );
     let started = std::time::Instant::now();
-    let run = run_once(
-        dir.path(),
-        &toml,
-        &[
-            "--profile",
-            "gate",
-            "--for",
-            "5m",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = run_profile(&dir, &toml, "gate", "5m", &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(90),
@@ -215,7 +208,6 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
     // The sim's limit is a token bucket holding one second of capacity (800
     // events): a rate R above the limit is hidden for 800 / (R - 800) s. The
     // 4 s settle uses that burst up for any R >= 1000, so those steps fail in
@@ -229,19 +221,7 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
          step_events_per_second = 200\nstep_duration = \"8s\"\nsettle = \"4s\"\nrefine_steps = 2\n\
          [profiles.capacity.thresholds]\nlatency = \"1s\"\nlag = \"2s\"\n",
     );
-    let run = run_once(
-        dir.path(),
-        &toml,
-        &[
-            "--profile",
-            "capacity",
-            "--for",
-            "90s",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = run_profile(&dir, &toml, "capacity", "90s", &[]).await;
     // Shown with --no-capture: the figure the test judged.
     println!("{}", run.stdout);
     let s = run.summary();

@@ -33,6 +33,15 @@ pub use stack::{
 };
 pub use wait::{eventually, DEADLINE};
 
+/// The five threshold rows of a one-shot run's summary and report, in order.
+pub const THRESHOLD_IDS: [&str; 5] = [
+    "latency",
+    "error_rate",
+    "events_per_second",
+    "projection_lag",
+    "lost_events",
+];
+
 /// The repository's root.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
