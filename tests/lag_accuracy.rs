@@ -16,7 +16,7 @@ use std::time::Duration;
 use rehab_canary::lag::{LagSample, ServerClockConfig};
 use rehab_canary::sim::Faults;
 use support::lag::*;
-use support::{scrape_sim, scrape_until, DEV_TOKEN};
+use support::{scrape_sim, scrape_until};
 
 /// The probes measured per cell: one marker rule on a patient stream, one
 /// on a projection.
@@ -291,15 +291,11 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
     daemon.shutdown().await;
     // The work-queue probe cleans up after itself: no alert stays open for
     // longer than a probe cycle.
-    let alerts: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/alerts", sim.base_url()))
-        .bearer_auth(DEV_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, alerts) = support::sim::get_json(
+        &support::sim::client(),
+        &format!("{}/api/v1/alerts", sim.base_url()),
+    )
+    .await;
     assert!(alerts["count"].as_u64().unwrap() <= 2, "{alerts}");
     sim.shutdown().await;
 }

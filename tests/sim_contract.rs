@@ -230,26 +230,14 @@ async fn stream_and_events_reads() {
     let (s, v) = get_json(&c, &format!("{stream}?limit=2")).await;
     assert_eq!(s, 200);
     assert_eq!(v["stream_version"], 6);
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
     assert_eq!(
-        versions,
+        versions(&v),
         [5, 6],
         "without start_version the newest come, in order"
     );
 
     let (_, v) = get_json(&c, &format!("{stream}?start_version=2&count=3")).await;
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, [2, 3, 4]);
+    assert_eq!(versions(&v), [2, 3, 4]);
 
     let (_, v) = get_json(&c, &format!("{stream}?event_type=rep_observation")).await;
     assert_eq!(v["count"], 1);

@@ -27,13 +27,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
         (v["stream_version"] == 25).then_some(v)
     })
     .await;
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, (16..=25).collect::<Vec<_>>());
+    assert_eq!(versions(&v), (16..=25).collect::<Vec<_>>());
     // The read models still count everything that was ever applied.
     let (_, s) = get_json(
         &c,

@@ -160,3 +160,13 @@ pub async fn assert_truth(c: &reqwest::Client, base: &str, want: &[(&str, f64)])
 pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
     c.post(url).json(body).send().await.unwrap()
 }
+
+/// The versions of the events in a stream read, in order.
+pub fn versions(read: &Value) -> Vec<u64> {
+    read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect()
+}
