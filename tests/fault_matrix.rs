@@ -105,10 +105,13 @@ async fn clear_and_recover(r: &Rig) {
     recovers(r.addr()).await;
 }
 
-/// [`inject`] (within 8 s), then [`clear_and_recover`].
-async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
-    inject(r, faults, what, Duration::from_secs(8), shows).await;
-    clear_and_recover(r).await;
+/// One case on a fresh rig: [`inject`] (within 8 s), [`clear_and_recover`]
+/// and a drained shutdown.
+async fn fault_case(faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+    let r = rig(|_| {}).await;
+    inject(&r, faults, what, Duration::from_secs(8), shows).await;
+    clear_and_recover(&r).await;
+    r.done().await;
 }
 
 impl Rig {
@@ -177,16 +180,14 @@ async fn serial_target_down_for_10s_then_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_2s_latency_with_a_500ms_timeout() {
-    let r = rig(|_| {}).await;
     let faults = Faults {
         latency_ms: 2000,
         ..Faults::default()
     };
-    inject_and_recover(&r, faults, "timeouts counted", |s| {
+    fault_case(faults, "timeouts counted", |s| {
         status(s, "events_create", "timeout") >= 10.0
     })
     .await;
-    r.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,16 +249,14 @@ async fn serial_all_429_with_retry_after_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_connection_resets() {
-    let r = rig(|_| {}).await;
     let faults = Faults {
         reset_rate: 0.3,
         ..Faults::default()
     };
-    inject_and_recover(&r, faults, "resets counted as io_error", |s| {
+    fault_case(faults, "resets counted as io_error", |s| {
         s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0
     })
     .await;
-    r.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
