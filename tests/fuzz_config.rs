@@ -185,6 +185,15 @@ fn cert_dir() -> &'static Path {
     .path()
 }
 
+/// `key: value` lines indented by `indent`; of a repeated key only the first.
+fn yaml_lines(kv: Vec<(&str, String)>, indent: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    kv.into_iter()
+        .filter(|(k, _)| seen.insert(*k))
+        .map(|(k, v)| format!("{indent}{k}: {v}\n"))
+        .collect()
+}
+
 fn yaml_scalar() -> impl Strategy<Value = String> {
     prop_oneof![
         Just("server.crt".to_owned()),
@@ -219,15 +228,8 @@ fn yaml_doc() -> impl Strategy<Value = String> {
         Just("client_allowed_sans"),
         Just("cert_fil"),
     ];
-    let tls = prop::collection::vec((tls_keys, yaml_scalar()), 0..6).prop_map(|kv| {
-        let mut seen = std::collections::HashSet::new();
-        let body: String = kv
-            .into_iter()
-            .filter(|(k, _)| seen.insert(*k))
-            .map(|(k, v)| format!("  {k}: {v}\n"))
-            .collect();
-        format!("tls_server_config:\n{body}")
-    });
+    let tls = prop::collection::vec((tls_keys, yaml_scalar()), 0..6)
+        .prop_map(|kv| format!("tls_server_config:\n{}", yaml_lines(kv, "  ")));
     let users = prop::collection::btree_map("[a-z:]{0,6}", yaml_scalar(), 0..3).prop_map(|m| {
         let body: String = m
             .into_iter()
@@ -247,13 +249,10 @@ fn yaml_doc() -> impl Strategy<Value = String> {
         0..3,
     )
     .prop_map(|kv| {
-        let mut seen = std::collections::HashSet::new();
-        let body: String = kv
-            .into_iter()
-            .filter(|(k, _)| seen.insert(*k))
-            .map(|(k, v)| format!("    {k}: {v}\n"))
-            .collect();
-        format!("http_server_config:\n  http2: true\n  headers:\n{body}")
+        format!(
+            "http_server_config:\n  http2: true\n  headers:\n{}",
+            yaml_lines(kv, "    ")
+        )
     });
     let section = prop_oneof![
         tls,
