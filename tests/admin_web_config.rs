@@ -6,9 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
-use rehab_canary::sim::{self, SimConfig};
+use rehab_canary::sim::{SimConfig, SimHandle};
+use support::certs::{write_ca_and_client_cert, write_server_cert};
+use support::{daemon_config_for, dev_token_file, start_daemon, start_sim};
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "correct horse";
@@ -22,22 +26,9 @@ impl Certs {
     /// A self-signed server certificate for 127.0.0.1 in a temp dir.
     fn new() -> Certs {
         let dir = tempfile::tempdir().unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-        ])
-        .unwrap();
-        std::fs::write(dir.path().join("server.crt"), ck.cert.pem()).unwrap();
-        std::fs::write(
-            dir.path().join("server.key"),
-            ck.signing_key.serialize_pem(),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("token"), "dev-token\n").unwrap();
-        Certs {
-            server_pem: ck.cert.pem(),
-            dir,
-        }
+        let server_pem = write_server_cert(dir.path(), &["127.0.0.1", "localhost"]);
+        dev_token_file(dir.path());
+        Certs { server_pem, dir }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -61,18 +52,12 @@ fn tls_and_auth_yaml() -> String {
     )
 }
 
-async fn start_daemon(certs: &Certs, web: &Path) -> (sim::SimHandle, Daemon) {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .expect("sim starts");
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
+async fn start_stack(certs: &Certs, web: &Path) -> (SimHandle, Daemon) {
+    let sim = start_sim(SimConfig::default()).await;
+    let mut cfg = daemon_config_for(&sim, certs.path("token"));
     cfg.server.web_config_file = Some(web.to_path_buf());
-    cfg.target.base_url = sim.base_url();
-    cfg.auth.token_file = Some(certs.path("token"));
     cfg.traffic.events_per_second = 5.0;
-    cfg.traffic.burst.duration = std::time::Duration::ZERO;
-    let daemon = Daemon::start(cfg).await.expect("daemon starts");
+    let daemon = start_daemon(cfg).await;
     (sim, daemon)
 }
 
@@ -86,7 +71,7 @@ fn trusting_client(certs: &Certs) -> reqwest::ClientBuilder {
 async fn https_with_basic_auth_guards_everything_but_probes() {
     let certs = Certs::new();
     let web = certs.write_web(&tls_and_auth_yaml());
-    let (sim, daemon) = start_daemon(&certs, &web).await;
+    let (sim, daemon) = start_stack(&certs, &web).await;
     let base = format!("https://127.0.0.1:{}", daemon.admin_addr().port());
     let client = trusting_client(&certs).build().unwrap();
 
@@ -164,31 +149,18 @@ async fn https_with_basic_auth_guards_everything_but_probes() {
 async fn client_certificates_are_required_when_configured() {
     let certs = Certs::new();
     // A CA that signs the client's certificate.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(certs.path("ca.crt"), ca_cert.pem()).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let client_key = rcgen::KeyPair::generate().unwrap();
-    let client_cert = rcgen::CertificateParams::new(vec!["scraper".to_owned()])
-        .unwrap()
-        .signed_by(&client_key, &issuer)
-        .unwrap();
+    let (_, client_pem) = write_ca_and_client_cert(certs.dir.path(), "scraper");
     let web = certs.write_web(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
          client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
     );
-    let (sim, daemon) = start_daemon(&certs, &web).await;
+    let (sim, daemon) = start_stack(&certs, &web).await;
     let url = format!("https://127.0.0.1:{}/metrics", daemon.admin_addr().port());
 
     let anonymous = trusting_client(&certs).build().unwrap();
     assert!(anonymous.get(&url).send().await.is_err());
 
-    let identity = reqwest::Identity::from_pem(
-        format!("{}{}", client_cert.pem(), client_key.serialize_pem()).as_bytes(),
-    )
-    .unwrap();
+    let identity = reqwest::Identity::from_pem(client_pem.as_bytes()).unwrap();
     let with_cert = trusting_client(&certs).identity(identity).build().unwrap();
     let resp = with_cert.get(&url).send().await.expect("mTLS scrape");
     assert_eq!(resp.status(), 200);

@@ -3,12 +3,15 @@
 //! imports it back), the configuration is a leaf, and the traffic path does
 //! not depend on the admin server. `scripts/import-graph.sh` prints the graph.
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+
+use support::root;
 
 /// Top-level module -> the top-level modules its non-test code names.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let root = root().join("src");
     let mut g: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stack = vec![root.clone()];
     while let Some(dir) = stack.pop() {

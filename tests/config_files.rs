@@ -1,15 +1,13 @@
 //! The shipped example configs load, `default.toml` documents exactly the
 //! defaults, and `check-config` reports every error with its key and exit 64.
 
-use std::path::Path;
+mod support;
+
 use std::process::Command;
 
 use rehab_canary::config::profile::ProfileConfig;
 use rehab_canary::config::Config;
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use support::root;
 
 #[test]
 fn default_toml_matches_the_built_in_defaults() {

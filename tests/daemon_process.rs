@@ -6,19 +6,16 @@ mod support;
 
 use std::time::Duration;
 
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use rehab_canary::sim::{Faults, SimHandle};
 use support::process::Proc;
-use support::{eventually, scrape, scrape_url};
+use support::{eventually, scrape, scrape_sim, scrape_until, start_sim, with_faults, DEV_TOKEN};
 
 const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";
 
 async fn sim_with(faults: Faults, tokens: Vec<String>) -> SimHandle {
-    let mut cfg = SimConfig {
-        faults,
-        ..SimConfig::default()
-    };
+    let mut cfg = with_faults(faults);
     cfg.auth.tokens = tokens;
-    sim::start(([127, 0, 0, 1], 0).into(), cfg).await.unwrap()
+    start_sim(cfg).await
 }
 
 fn config(sim: &SimHandle, extra: &str) -> String {
@@ -40,28 +37,16 @@ async fn token_from_env_is_used_but_never_shown() {
     let addr = proc.admin_addr();
 
     // The target accepts events, so the token really went out.
-    eventually(
+    scrape_until(
+        addr,
         "events accepted with the token",
         Duration::from_secs(15),
-        || async {
-            let s = scrape(addr).await;
-            (s.sum("rehab_canary_events_accepted_total", &[]) > 20.0).then_some(())
-        },
+        |s| s.sum("rehab_canary_events_accepted_total", &[]) > 20.0,
     )
     .await;
     let metrics = scrape(addr).await.text;
-    let status = reqwest::get(format!("http://{addr}/status"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let page = reqwest::get(format!("http://{addr}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = support::fetch_text(&format!("http://{addr}/status")).await;
+    let page = support::fetch_text(&format!("http://{addr}/")).await;
     for (what, text) in [("/metrics", &metrics), ("/status", &status), ("/", &page)] {
         assert!(!text.contains(TOKEN), "token leaked in {what}");
         assert!(
@@ -91,12 +76,11 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
     let mut proc = Proc::start(
         &dir,
         &config(&sim, ""),
-        &[("REHAB_CANARY_TOKEN", "dev-token")],
+        &[("REHAB_CANARY_TOKEN", DEV_TOKEN)],
     );
     let addr = proc.admin_addr();
-    eventually("requests in flight", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        (s.value("rehab_canary_in_flight_requests", &[]) >= 10.0).then_some(())
+    scrape_until(addr, "requests in flight", Duration::from_secs(15), |s| {
+        s.value("rehab_canary_in_flight_requests", &[]) >= 10.0
     })
     .await;
     let started = std::time::Instant::now();
@@ -117,7 +101,7 @@ async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
         .expect("a final summary line");
     let accepted = summary["events_accepted"].as_f64().unwrap();
     assert!(accepted > 0.0, "{summary}");
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     assert_eq!(
         truth.value("rehab_sim_events_accepted_total", &[]),
         accepted,
@@ -185,11 +169,10 @@ async fn serial_sigterm_during_a_burst_exits_0_within_grace() {
     let dir = tempfile::tempdir().unwrap();
     let extra = "[traffic.burst]\nevery = \"4s\"\nduration = \"2s\"\nmultiplier = 5.0\n";
     let toml = config(&sim, "").replace("[traffic.burst]\nduration = \"0s\"\n", extra);
-    let mut proc = Proc::start(&dir, &toml, &[("REHAB_CANARY_TOKEN", "dev-token")]);
+    let mut proc = Proc::start(&dir, &toml, &[("REHAB_CANARY_TOKEN", DEV_TOKEN)]);
     let addr = proc.admin_addr();
-    eventually("a burst in progress", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        (s.value("rehab_canary_burst_active", &[]) == 1.0).then_some(())
+    scrape_until(addr, "a burst in progress", Duration::from_secs(15), |s| {
+        s.value("rehab_canary_burst_active", &[]) == 1.0
     })
     .await;
     let started = std::time::Instant::now();

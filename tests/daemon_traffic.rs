@@ -9,38 +9,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
-use support::{eventually, histogram_quantile, scrape, Scrape};
+use rehab_canary::sim::{Faults, SimHandle};
+use support::{
+    free_port, histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, start_stack,
+    with_faults, Scrape,
+};
 use tokio::time::Instant;
 
 async fn start(faults: Faults, tweak: impl FnOnce(&mut Config)) -> (SimHandle, Daemon) {
-    let sim = sim::start(
-        ([127, 0, 0, 1], 0).into(),
-        SimConfig {
-            faults,
-            ..SimConfig::default()
-        },
-    )
+    start_stack(with_faults(faults), |cfg| {
+        cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
+        tweak(cfg);
+    })
     .await
-    .expect("sim starts");
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.target.base_url = sim.base_url();
-    cfg.auth.token_file = Some(dev_token_file());
-    cfg.traffic.burst.duration = Duration::ZERO;
-    cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
-    tweak(&mut cfg);
-    let daemon = Daemon::start(cfg).await.expect("daemon starts");
-    (sim, daemon)
-}
-
-/// The reference API's development token, given the way production gives one.
-fn dev_token_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rehab-canary-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("token");
-    std::fs::write(&path, "dev-token\n").unwrap();
-    path
 }
 
 fn events_sent(s: &Scrape) -> f64 {
@@ -73,10 +54,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
     .await;
     let addr = daemon.admin_addr();
     tokio::time::sleep(Duration::from_secs(2)).await; // past start-up
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(10)).await;
 
     let events = events_sent(&s1) - events_sent(&s0);
     let rate = events / secs;
@@ -106,7 +84,7 @@ async fn serial_rate_accuracy_and_mix_proportions() {
     let (sent, accepted) = daemon_totals(&s1);
     assert!(accepted > 0.0 && accepted <= sent);
     assert!(daemon.shutdown().await);
-    let truth = support::scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     assert!(truth.value("rehab_sim_events_accepted_total", &[]) >= accepted);
     sim.shutdown().await;
 }
@@ -195,15 +173,11 @@ async fn serial_drops_are_counted_when_the_in_flight_bound_is_full() {
             &[("reason", "max_in_flight")],
         )
     };
-    eventually("drops counted", Duration::from_secs(20), || async {
-        let s = scrape(addr).await;
-        (dropped(&s) > 50.0).then_some(())
+    scrape_until(addr, "drops counted", Duration::from_secs(20), |s| {
+        dropped(s) > 50.0
     })
     .await;
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let secs = (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(3)).await;
     // At most 4 in flight at 300 ms each: about 13 jobs/s go out, the rest of
     // the ~143 ticks/s are dropped, never queued.
     let drop_rate = (dropped(&s1) - dropped(&s0)) / secs;
@@ -227,10 +201,8 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
     .await;
     let addr = daemon.admin_addr();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    let rate = (events_sent(&s1) - events_sent(&s0)) / (t1 - t0).as_secs_f64();
+    let (s0, s1, secs) = scrape_over(addr, Duration::from_secs(6)).await;
+    let rate = (events_sent(&s1) - events_sent(&s0)) / secs;
     assert!(
         (rate - 50.0).abs() < 5.0,
         "offered {rate:.1}/s under latency, want 50"
@@ -257,27 +229,22 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_target_is_reported_not_fatal() {
     // A port that was free a moment ago: connections are refused.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut cfg = Config::default();
     cfg.server.listen = "127.0.0.1:0".into();
     cfg.target.base_url = format!("http://127.0.0.1:{port}");
     cfg.traffic.events_per_second = 20.0;
     let daemon = Daemon::start(cfg).await.expect("starts without a target");
     let addr = daemon.admin_addr();
-    eventually(
+    scrape_until(
+        addr,
         "connect errors counted",
         Duration::from_secs(10),
-        || async {
-            let s = scrape(addr).await;
-            (s.value(
+        |s| {
+            s.value(
                 "rehab_canary_requests_total",
                 &[("endpoint", "events_create"), ("status", "connect_error")],
-            ) > 5.0)
-                .then_some(())
+            ) > 5.0
         },
     )
     .await;

@@ -6,22 +6,21 @@
 //! without its health check or non-root user). A missing tool fails the test
 //! with what to install: scripts/test.sh installs them.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use rehab_canary::config::Config;
 use serde_norway::Value;
+use support::root as repo;
 
 const UNITS: [&str; 2] = ["rehab-canary.service", "rehab-canary-sim.service"];
 /// `systemd-analyze security` rates 0 (locked down) to 10; the issue asks for
 /// "OK" or better.
 const MAX_EXPOSURE: f64 = 1.5;
 const BINARY: &str = "/usr/local/bin/rehab-canary";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn read(rel: &str) -> String {
     std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))

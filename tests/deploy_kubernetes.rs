@@ -20,6 +20,8 @@
 //! kubernetes-validate and promtool missing is a failure, never a skip:
 //! `scripts/test.sh` installs both.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +31,7 @@ use rehab_canary::config::Config;
 use rehab_canary::slo;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use support::root;
 
 const K8S: &str = "deploy/kubernetes";
 /// What gets applied: the base (not on its own in practice) and each overlay.
@@ -39,10 +42,6 @@ const MIN_KUBERNETES: &str = "1.28.0";
 const CRD_API: &str = "monitoring.coreos.com/v1";
 const CRD_KINDS: [&str; 2] = ["ServiceMonitor", "PrometheusRule"];
 const POD_INDEX: &str = "metadata.labels['apps.kubernetes.io/pod-index']";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn k8s() -> PathBuf {
     root().join(K8S)

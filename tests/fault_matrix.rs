@@ -14,7 +14,11 @@ use rehab_canary::app::{Daemon, RunOptions};
 use rehab_canary::config::Config;
 use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
-use support::{eventually, scrape, scrape_url, Scrape};
+use support::stack::config_toml;
+use support::{
+    daemon_config_for, dev_token_file, scrape, scrape_over, scrape_sim, scrape_until, start_daemon,
+    start_sim, write, Scrape, DEV_TOKEN,
+};
 use tokio::time::Instant;
 
 /// How long recovery may take once a fault clears (trial interval 500 ms,
@@ -28,18 +32,12 @@ struct Rig {
 }
 
 fn base_config(sim: &SimHandle, dir: &tempfile::TempDir) -> Config {
-    let token = dir.path().join("token");
-    std::fs::write(&token, "dev-token\n").unwrap();
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
+    let mut cfg = daemon_config_for(sim, dev_token_file(dir.path()));
     cfg.server.shutdown_grace = Duration::from_secs(3);
-    cfg.target.base_url = sim.base_url();
     cfg.target.timeout = Duration::from_millis(500);
     cfg.target.health_interval = Duration::from_millis(250);
-    cfg.auth.token_file = Some(token);
     cfg.auth.token_file_check_interval = Duration::from_millis(100);
     cfg.traffic.events_per_second = 70.0;
-    cfg.traffic.burst.duration = Duration::ZERO;
     cfg.traffic.journeys.rep_interval = Duration::from_millis(50);
     cfg.circuit_breaker.failure_threshold = 10;
     cfg.circuit_breaker.trial_interval = Duration::from_millis(500);
@@ -47,13 +45,11 @@ fn base_config(sim: &SimHandle, dir: &tempfile::TempDir) -> Config {
 }
 
 async fn rig_with(sim_cfg: SimConfig, tweak: impl FnOnce(&mut Config)) -> Rig {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), sim_cfg)
-        .await
-        .unwrap();
+    let sim = start_sim(sim_cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = base_config(&sim, &dir);
     tweak(&mut cfg);
-    let daemon = Daemon::start(cfg).await.unwrap();
+    let daemon = start_daemon(cfg).await;
     Rig { sim, daemon, dir }
 }
 
@@ -77,19 +73,10 @@ fn gauge(s: &Scrape, name: &str) -> f64 {
     s.value(name, &[])
 }
 
-/// Waits until `check` holds on a fresh scrape of the daemon.
-async fn until(addr: SocketAddr, what: &str, limit: Duration, check: impl Fn(&Scrape) -> bool) {
-    eventually(what, limit, || async {
-        let s = scrape(addr).await;
-        check(&s).then_some(())
-    })
-    .await;
-}
-
 /// The daemon is alive and events are accepted again (the recovery check).
 async fn recovers(addr: SocketAddr) {
     let before = accepted(&scrape(addr).await);
-    until(addr, "events accepted again", RECOVERY, |s| {
+    scrape_until(addr, "events accepted again", RECOVERY, |s| {
         accepted(s) >= before + 20.0 && gauge(s, "rehab_canary_circuit_open") == 0.0
     })
     .await;
@@ -99,13 +86,32 @@ async fn recovers(addr: SocketAddr) {
     assert_eq!(healthy.status(), 200);
 }
 
-/// Injects `faults`, waits until the fault `shows` in the daemon's metrics,
-/// clears it and checks the daemon recovers by itself.
-async fn inject_and_recover(r: &Rig, faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+/// Injects `faults` and waits (at most `limit`) until the fault `shows` in
+/// the daemon's metrics.
+async fn inject(
+    r: &Rig,
+    faults: Faults,
+    what: &str,
+    limit: Duration,
+    shows: impl Fn(&Scrape) -> bool,
+) {
     r.sim.set_faults(faults);
-    until(r.addr(), what, Duration::from_secs(8), shows).await;
+    scrape_until(r.addr(), what, limit, shows).await;
+}
+
+/// Clears the faults and checks the daemon recovers by itself.
+async fn clear_and_recover(r: &Rig) {
     r.sim.set_faults(Faults::default());
     recovers(r.addr()).await;
+}
+
+/// One case on a fresh rig: [`inject`] (within 8 s), [`clear_and_recover`]
+/// and a drained shutdown.
+async fn fault_case(faults: Faults, what: &str, shows: impl Fn(&Scrape) -> bool) {
+    let r = rig(|_| {}).await;
+    inject(&r, faults, what, Duration::from_secs(8), shows).await;
+    clear_and_recover(&r).await;
+    r.done().await;
 }
 
 impl Rig {
@@ -128,10 +134,10 @@ async fn serial_target_down_for_10s_then_back() {
     } = rig(|_| {}).await;
     let addr = daemon.admin_addr();
     let sim_addr = sim.addr();
-    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 20.0).await;
+    scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 20.0).await;
     sim.shutdown().await;
     let down_at = Instant::now();
-    until(
+    scrape_until(
         addr,
         "circuit open and target down",
         Duration::from_secs(8),
@@ -163,7 +169,7 @@ async fn serial_target_down_for_10s_then_back() {
     );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down_at.elapsed())).await;
     let sim = sim::start(sim_addr, SimConfig::default()).await.unwrap();
-    until(addr, "target up again", RECOVERY, |s| {
+    scrape_until(addr, "target up again", RECOVERY, |s| {
         gauge(s, "rehab_canary_target_up") == 1.0
     })
     .await;
@@ -174,16 +180,14 @@ async fn serial_target_down_for_10s_then_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_2s_latency_with_a_500ms_timeout() {
-    let r = rig(|_| {}).await;
     let faults = Faults {
         latency_ms: 2000,
         ..Faults::default()
     };
-    inject_and_recover(&r, faults, "timeouts counted", |s| {
+    fault_case(faults, "timeouts counted", |s| {
         status(s, "events_create", "timeout") >= 10.0
     })
     .await;
-    r.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +199,7 @@ async fn serial_50_percent_errors() {
         ..Faults::default()
     });
     let s0 = scrape(addr).await;
-    until(addr, "500s counted", Duration::from_secs(8), |s| {
+    scrape_until(addr, "500s counted", Duration::from_secs(8), |s| {
         status(s, "events_create", "500") - status(&s0, "events_create", "500") >= 40.0
     })
     .await;
@@ -206,8 +210,7 @@ async fn serial_50_percent_errors() {
     assert!((0.3..0.7).contains(&share), "error share {share}");
     // Application errors are not an outage: the breaker stays closed.
     assert_eq!(gauge(&s1, "rehab_canary_circuit_open"), 0.0);
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
+    clear_and_recover(&r).await;
     r.done().await;
 }
 
@@ -215,7 +218,7 @@ async fn serial_50_percent_errors() {
 async fn serial_all_429_with_retry_after_2() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
     r.sim.set_faults(Faults {
         rate_limit_rate: 1.0,
         retry_after_s: 2,
@@ -240,35 +243,33 @@ async fn serial_all_429_with_retry_after_2() {
     assert!(held > 300.0, "{held} ticks held back");
     let waited = s1.sum("rehab_canary_rate_limit_wait_seconds_total", &[]);
     assert!(waited >= 4.0, "wait counted: {waited}");
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
+    clear_and_recover(&r).await;
     r.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_connection_resets() {
-    let r = rig(|_| {}).await;
     let faults = Faults {
         reset_rate: 0.3,
         ..Faults::default()
     };
-    inject_and_recover(&r, faults, "resets counted as io_error", |s| {
+    fault_case(faults, "resets counted as io_error", |s| {
         s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0
     })
     .await;
-    r.done().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_garbage_bodies() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         garbage_rate: 1.0,
         ..Faults::default()
-    });
-    until(
-        addr,
+    };
+    inject(
+        &r,
+        faults,
         "invalid bodies counted",
         Duration::from_secs(8),
         |s| s.sum("rehab_canary_invalid_responses_total", &[]) >= 10.0,
@@ -299,22 +300,21 @@ async fn serial_stalled_projector() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.pipeline.queue_capacity = 200;
     let r = rig_with(sim_cfg, |_| {}).await;
-    let addr = r.addr();
-    r.sim.set_faults(Faults {
+    let faults = Faults {
         stall_projector: true,
         ..Faults::default()
-    });
+    };
     // Once the queue is full the target answers 503: backpressure shows.
-    until(
-        addr,
+    inject(
+        &r,
+        faults,
         "503 from a full queue",
         Duration::from_secs(10),
         |s| status(s, "events_create", "503") >= 5.0,
     )
     .await;
-    r.sim.set_faults(Faults::default());
-    recovers(addr).await;
-    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    clear_and_recover(&r).await;
+    let truth = scrape_sim(&r.sim).await;
     assert!(truth.value("rehab_sim_events_applied_total", &[]) > 0.0);
     r.done().await;
 }
@@ -335,7 +335,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     })
     .await;
     let addr = r.addr();
-    until(
+    scrape_until(
         addr,
         "logged in and accepted",
         Duration::from_secs(5),
@@ -353,7 +353,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
         unauthorized <= 3.0,
         "{unauthorized} requests hit an expired token"
     );
-    let truth = scrape_url(&format!("{}/metrics", r.sim.base_url())).await;
+    let truth = scrape_sim(&r.sim).await;
     assert!(
         truth.value(
             "rehab_sim_requests_total",
@@ -369,55 +369,44 @@ async fn serial_rotated_token_file_is_picked_up() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
     let token = r.dir.path().join("token");
-    until(addr, "accepted", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "accepted", RECOVERY, |s| accepted(s) > 10.0).await;
     std::fs::write(&token, "a-revoked-token\n").unwrap();
-    until(addr, "401s after rotation to a bad token", RECOVERY, |s| {
+    scrape_until(addr, "401s after rotation to a bad token", RECOVERY, |s| {
         s.value(
             "rehab_canary_auth_failures_total",
             &[("reason", "unauthorized")],
         ) >= 5.0
     })
     .await;
-    std::fs::write(&token, "dev-token\n").unwrap();
+    std::fs::write(&token, format!("{DEV_TOKEN}\n")).unwrap();
     recovers(addr).await;
     r.done().await;
 }
 
 fn write_config(dir: &tempfile::TempDir, sim: &SimHandle, eps: f64, extra: &str) -> PathBuf {
-    let path = dir.path().join("canary.toml");
-    std::fs::write(dir.path().join("token"), "dev-token\n").unwrap();
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[target]\nbase_url = \"{}\"\n\
-             [auth]\ntoken_file = \"{}\"\n[traffic]\nevents_per_second = {eps}\n{extra}\
-             [traffic.burst]\nduration = \"0s\"\n[traffic.journeys]\nrep_interval = \"50ms\"\n",
-            sim.base_url(),
-            dir.path().join("token").display()
+    let token = dev_token_file(dir.path());
+    write(
+        dir.path(),
+        "canary.toml",
+        &config_toml(
+            sim,
+            &format!(
+                "[auth]\ntoken_file = \"{}\"\n[traffic]\nevents_per_second = {eps}\n{extra}\
+                 [traffic.burst]\nduration = \"0s\"\n[traffic.journeys]\nrep_interval = \"50ms\"\n",
+                token.display()
+            ),
         ),
     )
-    .unwrap();
-    path
 }
 
-async fn rate(addr: SocketAddr, over: Duration) -> f64 {
-    let (s0, t0) = (scrape(addr).await, Instant::now());
-    tokio::time::sleep(over).await;
-    let (s1, t1) = (scrape(addr).await, Instant::now());
-    (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
-        / (t1 - t0).as_secs_f64()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
+/// A reference API and a daemon started from a config file (see
+/// [`write_config`]) it can reload.
+async fn reloadable(eps: f64, extra: &str) -> (SimHandle, tempfile::TempDir, PathBuf, Daemon) {
+    let sim = start_sim(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &sim, 50.0, "");
-    let cfg = Config::load(Some(&path)).unwrap();
+    let path = write_config(&dir, &sim, eps, extra);
     let daemon = Daemon::start_with(
-        cfg,
+        Config::load(Some(&path)).unwrap(),
         RunOptions {
             config_path: Some(path.clone()),
             ..Default::default()
@@ -425,6 +414,18 @@ async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
     )
     .await
     .unwrap();
+    (sim, dir, path, daemon)
+}
+
+async fn rate(addr: SocketAddr, over: Duration) -> f64 {
+    let (s0, s1, secs) = scrape_over(addr, over).await;
+    (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
+        / secs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
+    let (sim, dir, path, daemon) = reloadable(50.0, "").await;
     let addr = daemon.admin_addr();
 
     // Unchanged: a no-op that is not even counted.
@@ -504,23 +505,10 @@ async fn serial_reloads_invalid_kept_valid_applied_unchanged_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_pause_and_resume_survive_a_reload() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_config(&dir, &sim, 100.0, "");
-    let daemon = Daemon::start_with(
-        Config::load(Some(&path)).unwrap(),
-        RunOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sim, dir, _path, daemon) = reloadable(100.0, "").await;
     let addr = daemon.admin_addr();
     let http = reqwest::Client::new();
-    until(addr, "traffic", RECOVERY, |s| accepted(s) > 10.0).await;
+    scrape_until(addr, "traffic", RECOVERY, |s| accepted(s) > 10.0).await;
     let resp = http
         .post(format!("http://{addr}/-/pause"))
         .send()
@@ -554,12 +542,7 @@ async fn serial_pause_and_resume_survive_a_reload() {
             &[("reason", "paused")]
         ) + 100.0
     );
-    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::fetch_json(&format!("http://{addr}/status")).await;
     assert_eq!(status["extras"]["control"]["paused"], true, "{status}");
     http.post(format!("http://{addr}/-/resume"))
         .send()
@@ -573,25 +556,12 @@ async fn serial_pause_and_resume_survive_a_reload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_a_reload_changes_the_lag_probes_without_a_restart() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let lag = "[lag]\ninterval = \"100ms\"\n";
-    let path = write_config(&dir, &sim, 10.0, lag);
-    let daemon = Daemon::start_with(
-        Config::load(Some(&path)).unwrap(),
-        RunOptions {
-            config_path: Some(path.clone()),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (sim, dir, _path, daemon) = reloadable(10.0, lag).await;
     let addr = daemon.admin_addr();
     let probes =
         |s: &Scrape, p: &str| s.value("rehab_canary_lag_probes_total", &[("projection", p)]);
-    until(addr, "stream probes running", RECOVERY, |s| {
+    scrape_until(addr, "stream probes running", RECOVERY, |s| {
         probes(s, "stream") >= 5.0
     })
     .await;

@@ -9,6 +9,8 @@
 //! validation code where panics would hide. Case counts are bounded so CI
 //! stays fast.
 
+mod support;
+
 use std::path::Path;
 
 use proptest::prelude::*;
@@ -178,16 +180,19 @@ fn cert_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-        std::fs::write(dir.path().join("server.crt"), ck.cert.pem()).unwrap();
-        std::fs::write(
-            dir.path().join("server.key"),
-            ck.signing_key.serialize_pem(),
-        )
-        .unwrap();
+        support::certs::write_server_cert(dir.path(), &["localhost"]);
         dir
     })
     .path()
+}
+
+/// `key: value` lines indented by `indent`; of a repeated key only the first.
+fn yaml_lines(kv: Vec<(&str, String)>, indent: &str) -> String {
+    let mut seen = std::collections::HashSet::new();
+    kv.into_iter()
+        .filter(|(k, _)| seen.insert(*k))
+        .map(|(k, v)| format!("{indent}{k}: {v}\n"))
+        .collect()
 }
 
 fn yaml_scalar() -> impl Strategy<Value = String> {
@@ -224,15 +229,8 @@ fn yaml_doc() -> impl Strategy<Value = String> {
         Just("client_allowed_sans"),
         Just("cert_fil"),
     ];
-    let tls = prop::collection::vec((tls_keys, yaml_scalar()), 0..6).prop_map(|kv| {
-        let mut seen = std::collections::HashSet::new();
-        let body: String = kv
-            .into_iter()
-            .filter(|(k, _)| seen.insert(*k))
-            .map(|(k, v)| format!("  {k}: {v}\n"))
-            .collect();
-        format!("tls_server_config:\n{body}")
-    });
+    let tls = prop::collection::vec((tls_keys, yaml_scalar()), 0..6)
+        .prop_map(|kv| format!("tls_server_config:\n{}", yaml_lines(kv, "  ")));
     let users = prop::collection::btree_map("[a-z:]{0,6}", yaml_scalar(), 0..3).prop_map(|m| {
         let body: String = m
             .into_iter()
@@ -252,13 +250,10 @@ fn yaml_doc() -> impl Strategy<Value = String> {
         0..3,
     )
     .prop_map(|kv| {
-        let mut seen = std::collections::HashSet::new();
-        let body: String = kv
-            .into_iter()
-            .filter(|(k, _)| seen.insert(*k))
-            .map(|(k, v)| format!("    {k}: {v}\n"))
-            .collect();
-        format!("http_server_config:\n  http2: true\n  headers:\n{body}")
+        format!(
+            "http_server_config:\n  http2: true\n  headers:\n{}",
+            yaml_lines(kv, "    ")
+        )
     });
     let section = prop_oneof![
         tls,

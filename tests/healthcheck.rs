@@ -3,14 +3,17 @@
 //! the web config has TLS), 1 with one line on stderr for a closed port, a 503,
 //! a server that never answers, an untrusted certificate; 64 for bad usage.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rehab_canary::app::Daemon;
-use rehab_canary::config::Config;
+use support::certs::write_server_cert;
+use support::{daemon_config, free_port, start_daemon as start, write};
 
 struct Run {
     code: Option<i32>,
@@ -66,24 +69,10 @@ fn assert_unhealthy(run: &Run, url: &str, why: &str) {
 }
 
 async fn start_daemon(web: Option<PathBuf>) -> Daemon {
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
+    let mut cfg = daemon_config();
     cfg.server.web_config_file = web;
     cfg.traffic.events_per_second = 2.0;
-    cfg.traffic.burst.duration = Duration::ZERO;
-    Daemon::start(cfg).await.expect("daemon starts")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-/// A port nothing listens on: bound, then released.
-fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    start(cfg).await
 }
 
 /// A server that answers every request with `response`, or (None) accepts
@@ -138,7 +127,7 @@ async fn a_live_daemon_is_healthy_by_url_config_or_environment() {
         "environment",
     );
     // The environment wins over the file, as for `run`.
-    let other = format!("127.0.0.1:{}", closed_port());
+    let other = format!("127.0.0.1:{}", free_port());
     let run = healthcheck(
         &["--config", cfg],
         &[("REHAB_CANARY__SERVER__LISTEN", &other)],
@@ -154,7 +143,7 @@ async fn a_live_daemon_is_healthy_by_url_config_or_environment() {
 
 #[tokio::test]
 async fn a_closed_port_a_503_and_silence_are_unhealthy() {
-    let closed = format!("http://127.0.0.1:{}", closed_port());
+    let closed = format!("http://127.0.0.1:{}", free_port());
     let run = healthcheck(&["--url", &closed], &[]).await;
     assert_unhealthy(&run, &closed, "Connection refused");
 
@@ -183,11 +172,8 @@ async fn a_closed_port_a_503_and_silence_are_unhealthy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_tls_the_config_gives_https_and_an_explicit_url_is_verified() {
     let dir = tempfile::tempdir().unwrap();
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .unwrap();
-    let crt = write(dir.path(), "server.crt", &ck.cert.pem());
-    write(dir.path(), "server.key", &ck.signing_key.serialize_pem());
+    write_server_cert(dir.path(), &["127.0.0.1", "localhost"]);
+    let crt = dir.path().join("server.crt");
     // Basic auth too: /-/healthy needs no credentials.
     let web = write(
         dir.path(),

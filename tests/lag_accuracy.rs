@@ -9,15 +9,14 @@
 //! shown in `/status` and on the landing page. These measure lag, so they
 //! run in the nextest `serial` group.
 
-mod lag_support;
 mod support;
 
 use std::time::Duration;
 
-use lag_support::*;
 use rehab_canary::lag::{LagSample, ServerClockConfig};
 use rehab_canary::sim::Faults;
-use support::{eventually, scrape, scrape_url};
+use support::lag::*;
+use support::{scrape_sim, scrape_until};
 
 /// The probes measured per cell: one marker rule on a patient stream, one
 /// on a projection.
@@ -119,23 +118,19 @@ async fn run_cell(delay_ms: u64, cell: &Cell) {
     }))
     .await;
     let addr = daemon.admin_addr();
-    eventually("enough lag samples", Duration::from_secs(90), || async {
-        let s = scrape(addr).await;
+    scrape_until(addr, "enough lag samples", Duration::from_secs(90), |s| {
         MEASURED
             .iter()
-            .all(|p| samples(&s, p) >= cell.samples as f64)
-            .then_some(())
+            .all(|p| samples(s, p) >= cell.samples as f64)
     })
     .await;
     // Stop posting, and let every run still watching an event resolve.
     daemon.pause();
-    let s = eventually(
+    let s = scrape_until(
+        addr,
         "every probe run resolved",
         Duration::from_secs(10),
-        || async {
-            let s = scrape(addr).await;
-            (s.value("rehab_canary_lag_probes_in_flight", &[]) == 0.0).then_some(s)
-        },
+        |s| s.value("rehab_canary_lag_probes_in_flight", &[]) == 0.0,
     )
     .await;
     let recorded: Vec<(&str, Vec<LagSample>)> = MEASURED
@@ -144,7 +139,7 @@ async fn run_cell(delay_ms: u64, cell: &Cell) {
         .collect();
     daemon.shutdown().await;
     let truth = sim.recent_lags_by_id();
-    let sim_metrics = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let sim_metrics = scrape_sim(&sim).await;
     sim.shutdown().await;
 
     // Loss: every drop, and nothing else.
@@ -254,12 +249,8 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually("every probe measured", Duration::from_secs(20), || async {
-        let s = scrape(addr).await;
-        PROJECTIONS
-            .iter()
-            .all(|p| samples(&s, p) >= 3.0)
-            .then_some(s)
+    let s = scrape_until(addr, "every probe measured", Duration::from_secs(20), |s| {
+        PROJECTIONS.iter().all(|p| samples(s, p) >= 3.0)
     })
     .await;
     // No load traffic at all: every event the target saw is a probe's.
@@ -283,12 +274,7 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
         "exemplars carry the event id"
     );
 
-    let status: serde_json::Value = reqwest::get(format!("http://{addr}/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = support::fetch_json(&format!("http://{addr}/status")).await;
     let lag = &status["extras"]["lag"];
     for (i, p) in PROJECTIONS.iter().enumerate() {
         let row = &lag["projections"][i];
@@ -298,27 +284,18 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
         assert!(row["p95_seconds"].as_f64().is_some(), "{row}");
         assert_eq!(row["lost_last_minute"], 0);
     }
-    let page = reqwest::get(format!("http://{addr}/"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = support::fetch_text(&format!("http://{addr}/")).await;
     assert!(page.contains("<h2>lag</h2>"), "{page}");
     assert!(page.contains("<td>work_queue</td><td>"), "{page}");
 
     daemon.shutdown().await;
     // The work-queue probe cleans up after itself: no alert stays open for
     // longer than a probe cycle.
-    let alerts: serde_json::Value = reqwest::Client::new()
-        .get(format!("{}/api/v1/alerts", sim.base_url()))
-        .bearer_auth("dev-token")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, alerts) = support::sim::get_json(
+        &support::sim::client(),
+        &format!("{}/api/v1/alerts", sim.base_url()),
+    )
+    .await;
     assert!(alerts["count"].as_u64().unwrap() <= 2, "{alerts}");
     sim.shutdown().await;
 }

@@ -4,14 +4,13 @@
 //! bodies counted as errors. They measure lag, so they run in the nextest
 //! `serial` group.
 
-mod lag_support;
 mod support;
 
 use std::time::Duration;
 
-use lag_support::*;
 use rehab_canary::sim::Faults;
-use support::{eventually, scrape, scrape_url, Scrape};
+use support::lag::*;
+use support::{scrape, scrape_sim, scrape_until, Scrape};
 
 /// Events whose run is over: in time, lost, unreadable or rejected.
 fn resolved(s: &Scrape, p: &str) -> f64 {
@@ -40,18 +39,18 @@ async fn serial_lost_fraction_follows_the_drop_rate() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually(
+    let s = scrape_until(
+        addr,
         "enough resolved probes",
         Duration::from_secs(30),
-        || async {
-            let s = scrape(addr).await;
-            let total: f64 = probes.iter().map(|p| resolved(&s, p)).sum();
-            (total >= 1200.0).then_some(s)
+        |s| {
+            let total: f64 = probes.iter().map(|p| resolved(s, p)).sum();
+            total >= 1200.0
         },
     )
     .await;
     daemon.shutdown().await;
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     sim.shutdown().await;
     let (mut lost, mut total) = (0.0, 0.0);
     for p in probes {
@@ -89,13 +88,12 @@ async fn serial_duplicates_are_detected() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually("duplicates detected", Duration::from_secs(20), || async {
-        let s = scrape(addr).await;
-        (per(&s, "rehab_canary_events_duplicated_total", "stream") >= 10.0).then_some(s)
+    let s = scrape_until(addr, "duplicates detected", Duration::from_secs(20), |s| {
+        per(s, "rehab_canary_events_duplicated_total", "stream") >= 10.0
     })
     .await;
     daemon.shutdown().await;
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     sim.shutdown().await;
     let dups = per(&s, "rehab_canary_events_duplicated_total", "stream");
     assert!(dups <= truth.value("rehab_sim_events_duplicated_total", &[]));
@@ -116,9 +114,8 @@ async fn serial_a_stall_within_the_timeout_shows_as_lag_not_loss() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    eventually("probes measuring", Duration::from_secs(10), || async {
-        let s = scrape(addr).await;
-        probes.iter().all(|p| samples(&s, p) >= 2.0).then_some(())
+    scrape_until(addr, "probes measuring", Duration::from_secs(10), |s| {
+        probes.iter().all(|p| samples(s, p) >= 2.0)
     })
     .await;
     sim.set_faults(Faults {
@@ -127,19 +124,15 @@ async fn serial_a_stall_within_the_timeout_shows_as_lag_not_loss() {
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
     sim.set_faults(Faults::default());
-    let s = eventually("the stall measured", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        probes
-            .iter()
-            .all(|p| {
-                // Events that waited out the stall landed above 2 s.
-                let under_2s = s.value(
-                    "rehab_canary_projection_lag_seconds_bucket",
-                    &[("projection", p), ("le", "2.0")],
-                );
-                samples(&s, p) - under_2s >= 1.0
-            })
-            .then_some(s)
+    let s = scrape_until(addr, "the stall measured", Duration::from_secs(15), |s| {
+        probes.iter().all(|p| {
+            // Events that waited out the stall landed above 2 s.
+            let under_2s = s.value(
+                "rehab_canary_projection_lag_seconds_bucket",
+                &[("projection", p), ("le", "2.0")],
+            );
+            samples(s, p) - under_2s >= 1.0
+        })
     })
     .await;
     for p in probes {
@@ -171,25 +164,24 @@ async fn serial_a_stall_past_the_timeout_is_lost_then_late() {
         stall_projector: true,
         ..Faults::default()
     });
-    let stalled = eventually("losses while stalled", Duration::from_secs(10), || async {
-        let s = scrape(addr).await;
-        probes
-            .iter()
-            .all(|p| failures(&s, p, "lost") >= 3.0)
-            .then_some(s)
+    let stalled = scrape_until(addr, "losses while stalled", Duration::from_secs(10), |s| {
+        probes.iter().all(|p| failures(s, p, "lost") >= 3.0)
     })
     .await;
     for p in probes {
         assert_eq!(failures(&stalled, p, "late"), 0.0, "{p}: nothing late yet");
     }
     sim.set_faults(Faults::default());
-    let s = eventually("every lost event late", Duration::from_secs(10), || async {
-        let s = scrape(addr).await;
-        probes
-            .iter()
-            .all(|p| failures(&s, p, "late") == failures(&s, p, "lost"))
-            .then_some(s)
-    })
+    let s = scrape_until(
+        addr,
+        "every lost event late",
+        Duration::from_secs(10),
+        |s| {
+            probes
+                .iter()
+                .all(|p| failures(s, p, "late") == failures(s, p, "lost"))
+        },
+    )
     .await;
     for p in probes {
         let late = failures(&s, p, "late");
@@ -223,9 +215,8 @@ async fn serial_a_restart_fakes_no_duplicates_or_losses() {
     for run in 0..2 {
         let daemon = start_daemon(cfg.clone()).await;
         let addr = daemon.admin_addr();
-        let s = eventually("probes measuring", Duration::from_secs(15), || async {
-            let s = scrape(addr).await;
-            probes.iter().all(|p| samples(&s, p) >= 20.0).then_some(s)
+        let s = scrape_until(addr, "probes measuring", Duration::from_secs(15), |s| {
+            probes.iter().all(|p| samples(s, p) >= 20.0)
         })
         .await;
         for p in probes {
@@ -266,12 +257,8 @@ async fn serial_garbage_reads_count_as_errors_not_losses() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually("errors counted", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        probes
-            .iter()
-            .all(|p| failures(&s, p, "error") >= 5.0)
-            .then_some(s)
+    let s = scrape_until(addr, "errors counted", Duration::from_secs(15), |s| {
+        probes.iter().all(|p| failures(s, p, "error") >= 5.0)
     })
     .await;
     for p in probes {
@@ -283,9 +270,8 @@ async fn serial_garbage_reads_count_as_errors_not_losses() {
         garbage_rate: 0.3,
         ..Faults::default()
     });
-    let s = eventually("lag measured again", Duration::from_secs(15), || async {
-        let s = scrape(addr).await;
-        probes.iter().all(|p| samples(&s, p) >= 5.0).then_some(s)
+    let s = scrape_until(addr, "lag measured again", Duration::from_secs(15), |s| {
+        probes.iter().all(|p| samples(s, p) >= 5.0)
     })
     .await;
     for p in probes {
@@ -319,9 +305,8 @@ async fn serial_a_hanging_target_holds_at_most_the_poll_bound_open_per_probe() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    let s = eventually("the bound filled", Duration::from_secs(2), || async {
-        let s = scrape(addr).await;
-        (per(&s, "rehab_canary_lag_probe_reads_total", "stream") >= 8.0).then_some(s)
+    let s = scrape_until(addr, "the bound filled", Duration::from_secs(2), |s| {
+        per(s, "rehab_canary_lag_probe_reads_total", "stream") >= 8.0
     })
     .await;
     assert!(per(&s, "rehab_canary_lag_probes_total", "stream") >= 2.0);

@@ -4,13 +4,14 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 use serde_json::Value;
+use support::stack::config_toml;
+use support::{free_port, start_sim, DEV_TOKEN};
 
 struct Run {
     code: Option<i32>,
@@ -41,14 +42,6 @@ impl Run {
     }
 }
 
-/// A config targeting `sim`, with the admin server on an ephemeral port.
-fn config(sim: &SimHandle, extra: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[target]\nbase_url = \"{}\"\n{extra}",
-        sim.base_url()
-    )
-}
-
 /// Runs the binary to completion in a blocking thread (the sim keeps
 /// serving on the runtime meanwhile).
 async fn run_once(dir: &Path, toml: &str, args: &[&str]) -> Run {
@@ -59,7 +52,7 @@ async fn run_once(dir: &Path, toml: &str, args: &[&str]) -> Run {
         .arg("--config")
         .arg(&cfg)
         .args(args)
-        .env("REHAB_CANARY_TOKEN", "dev-token")
+        .env("REHAB_CANARY_TOKEN", DEV_TOKEN)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
@@ -79,26 +72,36 @@ async fn run_once(dir: &Path, toml: &str, args: &[&str]) -> Run {
 }
 
 async fn sim_with(faults: Faults) -> SimHandle {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
+    let sim = start_sim(SimConfig::default()).await;
     sim.set_faults(faults);
     sim
 }
 
-/// `run --profile smoke --for RUN_FOR` against `sim`, results in `dir/results`.
-async fn smoke(sim: &SimHandle, dir: &tempfile::TempDir, run_for: &str, extra: &[&str]) -> Run {
+/// `run --profile PROFILE --for RUN_FOR` with `toml`, results in
+/// `dir/results`, then the `extra` arguments.
+async fn run_profile(
+    dir: &tempfile::TempDir,
+    toml: &str,
+    profile: &str,
+    run_for: &str,
+    extra: &[&str],
+) -> Run {
     let results = results_arg(dir);
     let mut args = vec![
         "--profile",
-        "smoke",
+        profile,
         "--for",
         run_for,
         "--results-dir",
         &results,
     ];
     args.extend_from_slice(extra);
-    run_once(dir.path(), &config(sim, ""), &args).await
+    run_once(dir.path(), toml, &args).await
+}
+
+/// `run --profile smoke --for RUN_FOR` against `sim`, results in `dir/results`.
+async fn smoke(sim: &SimHandle, dir: &tempfile::TempDir, run_for: &str, extra: &[&str]) -> Run {
+    run_profile(dir, &config_toml(sim, ""), "smoke", run_for, extra).await
 }
 
 fn results_arg(dir: &tempfile::TempDir) -> String {
@@ -115,13 +118,7 @@ async fn serial_smoke_against_a_healthy_target_passes() {
     assert_eq!(s["schema_version"], 1);
     assert_eq!(s["outcome"], "pass");
     assert_eq!(s["profile"], "smoke");
-    for id in [
-        "latency",
-        "error_rate",
-        "events_per_second",
-        "projection_lag",
-        "lost_events",
-    ] {
+    for id in support::THRESHOLD_IDS {
         assert_eq!(Run::row(&s, id)["status"], "pass", "{id}: {s}");
     }
     // The smoke rate (20/s) for 6 s, accepted by the target: the same count
@@ -178,25 +175,12 @@ async fn serial_abort_on_fail_ends_a_doomed_run_early() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
-    let toml = config(
+    let toml = config_toml(
         &sim,
         "[profiles.gate]\nevents_per_second = 20\nabort_on_fail = true\n",
     );
     let started = std::time::Instant::now();
-    let run = run_once(
-        dir.path(),
-        &toml,
-        &[
-            "--profile",
-            "gate",
-            "--for",
-            "5m",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = run_profile(&dir, &toml, "gate", "5m", &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
     assert!(
         started.elapsed() < Duration::from_secs(90),
@@ -224,7 +208,6 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let results = results_arg(&dir);
     // The sim's limit is a token bucket holding one second of capacity (800
     // events): a rate R above the limit is hidden for 800 / (R - 800) s. The
     // 4 s settle uses that burst up for any R >= 1000, so those steps fail in
@@ -232,25 +215,13 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
     // within the bound. Latency and lag ceilings are loosened because the
     // tests run a debug build on 2 shared cores: here the ingestion limit
     // (503s, hence errors and missing events/s) is what must break the SLOs.
-    let toml = config(
+    let toml = config_toml(
         &sim,
         "[profiles.capacity.capacity]\nstart_events_per_second = 400\n\
          step_events_per_second = 200\nstep_duration = \"8s\"\nsettle = \"4s\"\nrefine_steps = 2\n\
          [profiles.capacity.thresholds]\nlatency = \"1s\"\nlag = \"2s\"\n",
     );
-    let run = run_once(
-        dir.path(),
-        &toml,
-        &[
-            "--profile",
-            "capacity",
-            "--for",
-            "90s",
-            "--results-dir",
-            &results,
-        ],
-    )
-    .await;
+    let run = run_profile(&dir, &toml, "capacity", "90s", &[]).await;
     // Shown with --no-capture: the figure the test judged.
     println!("{}", run.stdout);
     let s = run.summary();
@@ -273,14 +244,6 @@ async fn serial_capacity_finds_the_targets_ingestion_limit() {
     assert_eq!(Run::row(&s, "capacity")["status"], "fail");
     assert!(run.stdout.contains("capacity:"), "{}", run.stdout);
     sim.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Debian's `prometheus-pushgateway` on an ephemeral port; killed on drop.
@@ -326,12 +289,7 @@ async fn serial_the_pushgateway_receives_the_final_metrics_and_verdict() {
     let url = format!("http://127.0.0.1:{}", gw.1);
     let run = smoke(&sim, &dir, "3s", &["--push-gateway", &url]).await;
     assert!(run.code.is_some(), "{}", run.stderr);
-    let body = reqwest::get(format!("{url}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = support::fetch_text(&format!("{url}/metrics")).await;
     let scrape = support::Scrape::parse(&body);
     let group = "job=\"rehab-canary-run\",profile=\"smoke\"";
     let find = |name: &str| {
@@ -409,7 +367,7 @@ async fn usage_errors_exit_64() {
     let results = results_arg(&dir);
     let unknown = run_once(
         dir.path(),
-        &config(&sim, ""),
+        &config_toml(&sim, ""),
         &["--profile", "soak", "--results-dir", &results],
     )
     .await;
@@ -419,18 +377,18 @@ async fn usage_errors_exit_64() {
         "{}",
         unknown.stderr
     );
-    let no_profile = run_once(dir.path(), &config(&sim, ""), &["--for", "5s"]).await;
+    let no_profile = run_once(dir.path(), &config_toml(&sim, ""), &["--for", "5s"]).await;
     assert_eq!(no_profile.code, Some(64), "{}", no_profile.stderr);
     let bad_for = run_once(
         dir.path(),
-        &config(&sim, ""),
+        &config_toml(&sim, ""),
         &["--profile", "smoke", "--for", "soon"],
     )
     .await;
     assert_eq!(bad_for.code, Some(64), "{}", bad_for.stderr);
     let bad_profile = run_once(
         dir.path(),
-        &config(&sim, "[profiles.smoke.thresholds]\nlag_percentile = 100\n"),
+        &config_toml(&sim, "[profiles.smoke.thresholds]\nlag_percentile = 100\n"),
         &["--profile", "smoke"],
     )
     .await;
@@ -451,7 +409,7 @@ async fn serial_metrics_are_served_during_a_run_and_sigterm_ends_it_as_failed() 
     let sim = sim_with(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let results = results_arg(&dir);
-    let toml = config(&sim, "");
+    let toml = config_toml(&sim, "");
     let mut proc = support::process::Proc::start_args(
         &dir,
         &toml,
@@ -467,16 +425,11 @@ async fn serial_metrics_are_served_during_a_run_and_sigterm_ends_it_as_failed() 
     );
     let addr = proc.admin_addr();
     // /metrics is live mid-run, and counts the run's traffic.
-    support::eventually(
+    support::scrape_until(
+        addr,
         "traffic on /metrics mid-run",
         Duration::from_secs(20),
-        || async {
-            (support::scrape(addr)
-                .await
-                .sum("rehab_canary_events_sent_total", &[])
-                > 0.0)
-                .then_some(())
-        },
+        |s| s.sum("rehab_canary_events_sent_total", &[]) > 0.0,
     )
     .await;
     proc.sigterm();
@@ -509,7 +462,7 @@ async fn an_unwritable_results_dir_exits_70_before_running() {
     let started = std::time::Instant::now();
     let run = run_once(
         dir.path(),
-        &config(&sim, ""),
+        &config_toml(&sim, ""),
         &["--profile", "load", "--results-dir", &results],
     )
     .await;

@@ -4,6 +4,8 @@
 //! headless Chromium renders it. Chromium is required: a missing browser
 //! fails the test, it is never skipped.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -123,13 +125,7 @@ fn serial_report_html_renders_in_headless_chromium() {
     }
     let table = &html[html.find("<table class=\"thresholds\"").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
-    for id in [
-        "latency",
-        "error_rate",
-        "events_per_second",
-        "projection_lag",
-        "lost_events",
-    ] {
+    for id in support::THRESHOLD_IDS {
         assert!(
             table.contains(&format!("data-id=\"{id}\"")),
             "threshold row {id}"

@@ -12,22 +12,19 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rehab_canary::app::{Daemon, RunOptions};
 use rehab_canary::config::Config;
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use rehab_canary::sim::{Faults, SimHandle};
 use rehab_canary::slo::{self, rules::Rule};
 use serde_json::Value;
+use support::{dev_token_file, free_port, root, start_sim, with_faults};
 
 const JOB: &str = "rehab-canary";
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Kills Prometheus when the test ends, also when it panics.
 struct Prometheus {
@@ -48,14 +45,6 @@ impl Prometheus {
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_prometheus(daemon: SocketAddr, sim: SocketAddr) -> Prometheus {
@@ -106,13 +95,6 @@ async fn api(prom: &Prometheus, path: &str, params: &[(&str, String)]) -> Value 
     body
 }
 
-/// The reference API's development token, given the way production gives one.
-fn dev_token_file(dir: &Path) -> PathBuf {
-    let path = dir.join("token");
-    std::fs::write(&path, "dev-token\n").unwrap();
-    path
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -124,8 +106,7 @@ fn unix_now() -> f64 {
 /// form so this compiles whether or not the `[lag]` section (issue 4) exists
 /// yet; without it, the lag and loss queries below fail, by name.
 fn daemon_config(base_url: String, token: PathBuf) -> Config {
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
+    let mut cfg = support::daemon_config();
     cfg.target.base_url = base_url;
     cfg.auth.token_file = Some(token);
     cfg.traffic.events_per_second = 100.0;
@@ -152,15 +133,7 @@ fn daemon_config(base_url: String, token: PathBuf) -> Config {
 }
 
 async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {
-    let sim = sim::start(
-        ([127, 0, 0, 1], 0).into(),
-        SimConfig {
-            faults,
-            ..SimConfig::default()
-        },
-    )
-    .await
-    .expect("sim starts");
+    let sim = start_sim(with_faults(faults)).await;
     let cfg = daemon_config(sim.base_url(), dev_token_file(dir));
     // Started from a file, as in production, so the run can reload it.
     let path = dir.join("canary.toml");
@@ -375,12 +348,7 @@ async fn promtool_check_metrics_finds_no_real_problem() {
     };
     let (sim, daemon) = start_stack(faults, dir.path()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let text = reqwest::get(format!("http://{}/metrics", daemon.admin_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = support::fetch_text(&format!("http://{}/metrics", daemon.admin_addr())).await;
     assert!(daemon.shutdown().await);
     sim.shutdown().await;
 

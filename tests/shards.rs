@@ -7,9 +7,10 @@ mod support;
 
 use std::time::Duration;
 
-use rehab_canary::sim::{self, SimConfig};
+use rehab_canary::sim::SimConfig;
 use support::process::Proc;
-use support::{scrape, scrape_url, Scrape};
+use support::stack::config_toml;
+use support::{scrape, scrape_sim, start_sim, Scrape, DEV_TOKEN};
 use tokio::time::Instant;
 
 const TOTAL_RATE: f64 = 150.0;
@@ -20,25 +21,24 @@ fn sent(s: &Scrape) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
-    let sim = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default())
-        .await
-        .unwrap();
+    let sim = start_sim(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut shards = Vec::new();
     for index in 0..3 {
         let sub = dir.path().join(format!("shard{index}"));
         std::fs::create_dir_all(&sub).unwrap();
-        let toml = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[target]\nbase_url = \"{}\"\n\
-             [traffic]\nevents_per_second = {TOTAL_RATE}\n[traffic.burst]\nduration = \"0s\"\n\
-             [traffic.journeys]\nrep_interval = \"50ms\"\npatients = 50\n\
-             [lag.probes.stream]\nenabled = false\n[lag.probes.adherence]\nenabled = false\n\
-             [lag.probes.quality]\nenabled = false\n[lag.probes.work_queue]\nenabled = false\n",
-            sim.base_url()
+        let toml = config_toml(
+            &sim,
+            &format!(
+                "[traffic]\nevents_per_second = {TOTAL_RATE}\n[traffic.burst]\nduration = \"0s\"\n\
+                 [traffic.journeys]\nrep_interval = \"50ms\"\npatients = 50\n\
+                 [lag.probes.stream]\nenabled = false\n[lag.probes.adherence]\nenabled = false\n\
+                 [lag.probes.quality]\nenabled = false\n[lag.probes.work_queue]\nenabled = false\n"
+            ),
         );
         let index_s = index.to_string();
         let env = [
-            ("REHAB_CANARY_TOKEN", "dev-token"),
+            ("REHAB_CANARY_TOKEN", DEV_TOKEN),
             ("REHAB_CANARY__SHARD__INDEX", index_s.as_str()),
             ("REHAB_CANARY__SHARD__TOTAL", "3"),
         ];
@@ -82,7 +82,7 @@ async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
                 "{}/api/v1/patients/canary-s{index}-p000000/stream",
                 sim.base_url()
             ))
-            .bearer_auth("dev-token")
+            .bearer_auth(DEV_TOKEN)
             .send()
             .await
             .unwrap();
@@ -101,7 +101,7 @@ async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
             "{}/api/v1/patients/canary-p000000/stream",
             sim.base_url()
         ))
-        .bearer_auth("dev-token")
+        .bearer_auth(DEV_TOKEN)
         .send()
         .await
         .unwrap();
@@ -125,7 +125,7 @@ async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
         accepted += summary["events_accepted"].as_f64().unwrap();
     }
     // Probes are off here, so every event the sim accepted came from a shard.
-    let truth = scrape_url(&format!("{}/metrics", sim.base_url())).await;
+    let truth = scrape_sim(&sim).await;
     assert_eq!(
         truth.value("rehab_sim_events_accepted_total", &[]),
         accepted

@@ -1,16 +1,14 @@
 //! Contract tests of the reference API: every route of rehab-api.md with
 //! each status it is specified to answer.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::{json, Value};
+use support::sim::*;
 
 #[tokio::test]
 async fn health_routes_need_no_auth() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     for path in [
         "/health",
         "/health/detailed",
@@ -24,29 +22,27 @@ async fn health_routes_need_no_auth() {
     }
     let r = c.get(format!("{base}/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="health",status="200"}"#
-        ),
-        4.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="not_found",status="404"}"#
-        ),
-        1.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            (
+                r#"rehab_sim_requests_total{route="health",status="200"}"#,
+                4.0,
+            ),
+            (
+                r#"rehab_sim_requests_total{route="not_found",status="404"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn ingestion_statuses() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let url = format!("{base}/api/v1/events");
 
     // Envelope shape: 201, location, stored event.
@@ -88,7 +84,7 @@ async fn ingestion_statuses() {
         ),
         ("no token", None, ev.to_string(), 401),
         ("bad token", Some("Bearer wrong"), ev.to_string(), 401),
-        ("not bearer", Some("dev-token"), ev.to_string(), 401),
+        ("not bearer", Some(DEV_TOKEN), ev.to_string(), 401),
         (
             "over 1 MiB",
             Some(TOKEN),
@@ -124,30 +120,28 @@ async fn ingestion_statuses() {
             "{name}: JSON error expected, got {v}"
         );
     }
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 2.0);
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="events_create",status="401"}"#
-        ),
-        3.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#
-        ),
-        1.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_accepted_total", 2.0),
+            (
+                r#"rehab_sim_requests_total{route="events_create",status="401"}"#,
+                3.0,
+            ),
+            (
+                r#"rehab_sim_events_rejected_total{reason="unknown_kind"}"#,
+                1.0,
+            ),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn batch_statuses() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let url = format!("{base}/api/v1/events/batch");
     let batch = json!([
         feedback("pb", "a"),
@@ -174,7 +168,7 @@ async fn batch_statuses() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let notes = eventually("batch applied", || async {
+    let notes = eventually("batch applied", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pb").await;
         (n.len() == 4).then_some(n)
     })
@@ -205,7 +199,7 @@ async fn batch_statuses() {
             .unwrap();
         assert_eq!(r.status().as_u16(), want, "{name}");
     }
-    let r = c.post(&url).json(&batch).send().await.unwrap();
+    let r = post_json(&c, &url, &batch).await;
     assert_eq!(r.status(), 401);
     assert_eq!(
         metric(&c, &base, "rehab_sim_events_accepted_total").await,
@@ -216,15 +210,13 @@ async fn batch_statuses() {
 
 #[tokio::test]
 async fn stream_and_events_reads() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     for i in 0..5 {
         post_event(&c, &base, &feedback("ps", &format!("f{i}"))).await;
     }
     post_event(&c, &base, &rep("ps", "s1", 1, 0.9)).await;
     let stream = format!("{base}/api/v1/patients/ps/stream");
-    eventually("6 events visible", || async {
+    eventually("6 events visible", DEADLINE, || async {
         let r = c
             .get(&stream)
             .header("authorization", TOKEN)
@@ -238,26 +230,14 @@ async fn stream_and_events_reads() {
     let (s, v) = get_json(&c, &format!("{stream}?limit=2")).await;
     assert_eq!(s, 200);
     assert_eq!(v["stream_version"], 6);
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
     assert_eq!(
-        versions,
+        versions(&v),
         [5, 6],
         "without start_version the newest come, in order"
     );
 
     let (_, v) = get_json(&c, &format!("{stream}?start_version=2&count=3")).await;
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, [2, 3, 4]);
+    assert_eq!(versions(&v), [2, 3, 4]);
 
     let (_, v) = get_json(&c, &format!("{stream}?event_type=rep_observation")).await;
     assert_eq!(v["count"], 1);
@@ -285,9 +265,7 @@ async fn stream_and_events_reads() {
 
 #[tokio::test]
 async fn register_and_consent() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let r = c
         .get(format!("{base}/api/v1/patients/pr/consent"))
         .send()
@@ -296,12 +274,12 @@ async fn register_and_consent() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["consented"], false);
     // Public route: no token needed.
-    let r = c
-        .post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "pr", "therapist_id": "t1"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "pr", "therapist_id": "t1"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["consented"], true);
@@ -327,9 +305,7 @@ async fn register_and_consent() {
 
 #[tokio::test]
 async fn projection_routes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     post_event(
         &c,
         &base,
@@ -343,7 +319,7 @@ async fn projection_routes() {
     )
     .await;
     let p = format!("{base}/api/v1/projections");
-    eventually("completion applied", || async {
+    eventually("completion applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &format!("{p}/adherence?patient_id=pp")).await;
         (v["sessions_completed"] == 1).then_some(())
     })
@@ -395,16 +371,14 @@ async fn projection_routes() {
 
 #[tokio::test]
 async fn auth_routes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let login = format!("{base}/api/v1/auth/login");
-    let r = c
-        .post(&login)
-        .json(&json!({"username": "dev", "password": "dev-password"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(
+        &c,
+        &login,
+        &json!({"username": "dev", "password": "dev-password"}),
+    )
+    .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["expires_in"], 900);
@@ -417,41 +391,24 @@ async fn auth_routes() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .post(&login)
-        .json(&json!({"username": "dev", "password": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &login, &json!({"username": "dev", "password": "nope"})).await;
     assert_eq!(r.status(), 401);
     let r = c.post(&login).body("{").send().await.unwrap();
     assert_eq!(r.status(), 400);
 
     let refresh = format!("{base}/api/v1/auth/refresh");
-    let r = c
-        .post(&refresh)
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &refresh, &json!({"refresh_token": refresh_token})).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert!(v["access_token"].as_str().unwrap() != access);
-    let r = c
-        .post(&refresh)
-        .json(&json!({"refresh_token": refresh_token}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_json(&c, &refresh, &json!({"refresh_token": refresh_token})).await;
     assert_eq!(r.status(), 401, "refresh tokens rotate");
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn control_and_truth_planes() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let f = format!("{base}/sim/faults");
     let v: Value = c.get(&f).send().await.unwrap().json().await.unwrap();
     assert_eq!(v["error_rate"], 0.0);

@@ -1,30 +1,17 @@
 //! Each injected fault, asserted through behaviour and through the
 //! simulator's ground-truth metrics.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use rehab_canary::sim::{Faults, SimConfig};
 use serde_json::{json, Value};
-
-async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
-    let r = c
-        .put(format!("{base}/sim/faults"))
-        .json(&f)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{f}");
-}
+use support::sim::*;
 
 #[tokio::test]
 async fn latency_and_jitter_delay_every_api_response() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"latency_ms": 150, "jitter_ms": 50})).await;
+    let (sim, c, base) = faulty_api(json!({"latency_ms": 150, "jitter_ms": 50})).await;
     let t = Instant::now();
     let r = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -49,15 +36,8 @@ async fn latency_and_jitter_delay_every_api_response() {
 
 #[tokio::test]
 async fn the_response_path_delay_comes_after_the_state_it_reports() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(
-        &c,
-        &base,
-        json!({"response_delay_ms": 120, "response_jitter_ms": 30}),
-    )
-    .await;
+    let (sim, c, base) =
+        faulty_api(json!({"response_delay_ms": 120, "response_jitter_ms": 30})).await;
     let parse = |v: &Value| humantime::parse_rfc3339(v.as_str().unwrap()).unwrap();
     // The 201 arrives at least 120 ms after the send, but the commit it
     // reports was taken at once.
@@ -77,7 +57,7 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
     let t = Instant::now();
     let r = c
         .get(format!("{base}/api/v1/patients/prd/stream"))
-        .bearer_auth("dev-token")
+        .bearer_auth(DEV_TOKEN)
         .send()
         .await
         .unwrap();
@@ -89,14 +69,15 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
     let t = Instant::now();
     c.get(format!("{base}/health")).send().await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(120));
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_faults_injected_total{fault="response_delay"}"#
-        ),
-        3.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[(
+            r#"rehab_sim_faults_injected_total{fault="response_delay"}"#,
+            3.0,
+        )],
+    )
+    .await;
     // Healed: fast again.
     put_faults(
         &c,
@@ -112,10 +93,7 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
 
 #[tokio::test]
 async fn error_rate_answers_500_and_accepts_nothing() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"error_rate": 1.0})).await;
+    let (sim, c, base) = faulty_api(json!({"error_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pe", "x")).await;
     assert_eq!(r.status(), 500);
     assert!(r.json::<Value>().await.unwrap()["error"].is_string());
@@ -129,68 +107,57 @@ async fn error_rate_answers_500_and_accepts_nothing() {
         }
     }
     assert!((50..=150).contains(&errors), "{errors} of 200");
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="events_create",status="500"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="health",status="500"}"#
-        ),
-        errors as f64
-    );
-    assert_eq!(
-        sample(&text, r#"rehab_sim_faults_injected_total{fault="error"}"#),
-        1.0 + errors as f64
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_accepted_total", 0.0),
+            (
+                r#"rehab_sim_requests_total{route="events_create",status="500"}"#,
+                1.0,
+            ),
+            (
+                r#"rehab_sim_requests_total{route="health",status="500"}"#,
+                errors as f64,
+            ),
+            (
+                r#"rehab_sim_faults_injected_total{fault="error"}"#,
+                1.0 + errors as f64,
+            ),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(
-        &c,
-        &base,
-        json!({"rate_limit_rate": 1.0, "retry_after_s": 7}),
-    )
-    .await;
+    let (sim, c, base) = faulty_api(json!({"rate_limit_rate": 1.0, "retry_after_s": 7})).await;
     let r = post_event(&c, &base, &feedback("pr", "x")).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "7");
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_requests_total{route="events_create",status="429"}"#
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_faults_injected_total{fault="rate_limit"}"#
-        ),
-        1.0
-    );
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            (
+                r#"rehab_sim_requests_total{route="events_create",status="429"}"#,
+                1.0,
+            ),
+            (
+                r#"rehab_sim_faults_injected_total{fault="rate_limit"}"#,
+                1.0,
+            ),
+            ("rehab_sim_events_accepted_total", 0.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn reset_closes_the_connection_without_a_response() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"reset_rate": 1.0})).await;
+    let (sim, c, base) = faulty_api(json!({"reset_rate": 1.0})).await;
     for _ in 0..3 {
         let r = c.get(format!("{base}/health")).send().await;
         let err = r.expect_err("no response expected");
@@ -199,12 +166,15 @@ async fn reset_closes_the_connection_without_a_response() {
     }
     let r = post_event_result(&c, &base, &feedback("px", "x")).await;
     assert!(r.is_err());
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(&text, r#"rehab_sim_faults_injected_total{fault="reset"}"#),
-        4.0
-    );
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 0.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            (r#"rehab_sim_faults_injected_total{fault="reset"}"#, 4.0),
+            ("rehab_sim_events_accepted_total", 0.0),
+        ],
+    )
+    .await;
     // Healthy again once cleared.
     c.delete(format!("{base}/sim/faults")).send().await.unwrap();
     assert_eq!(
@@ -232,10 +202,7 @@ async fn post_event_result(
 
 #[tokio::test]
 async fn garbage_replaces_read_bodies_only() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"garbage_rate": 1.0})).await;
+    let (sim, c, base) = faulty_api(json!({"garbage_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pg", "x")).await;
     assert_eq!(r.status(), 201);
     assert!(r.json::<Value>().await.is_ok(), "writes are not garbled");
@@ -252,20 +219,18 @@ async fn garbage_replaces_read_bodies_only() {
     let r = c.get(format!("{base}/api/v1/alerts")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.json::<Value>().await.is_ok());
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(&text, r#"rehab_sim_faults_injected_total{fault="garbage"}"#),
-        1.0
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[(r#"rehab_sim_faults_injected_total{fault="garbage"}"#, 1.0)],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn dropped_events_are_answered_201_but_never_applied() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"drop_rate": 1.0})).await;
+    let (sim, c, base) = faulty_api(json!({"drop_rate": 1.0})).await;
     assert_eq!(
         post_event(&c, &base, &feedback("pd", "lost"))
             .await
@@ -279,28 +244,31 @@ async fn dropped_events_are_answered_201_but_never_applied() {
             .status(),
         201
     );
-    let notes = eventually("kept applied", || async {
+    let notes = eventually("kept applied", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pd").await;
         n.contains(&"kept".to_string()).then_some(n)
     })
     .await;
     assert_eq!(notes, ["kept"]);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_accepted_total"), 2.0);
-    assert_eq!(sample(&text, "rehab_sim_events_dropped_total"), 1.0);
-    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 1.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_accepted_total", 2.0),
+            ("rehab_sim_events_dropped_total", 1.0),
+            ("rehab_sim_events_applied_total", 1.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn duplicated_events_are_applied_twice() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"duplicate_rate": 1.0})).await;
+    let (sim, c, base) = faulty_api(json!({"duplicate_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pdup", "twice")).await;
     let id = r.json::<Value>().await.unwrap()["event_id"].clone();
-    let (_, v) = eventually("duplicate applied", || async {
+    let (_, v) = eventually("duplicate applied", DEADLINE, || async {
         let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/pdup/stream")).await;
         (v["count"] == 2).then_some((s, v))
     })
@@ -308,18 +276,21 @@ async fn duplicated_events_are_applied_twice() {
     assert_eq!(v["events"][0]["event_id"], id);
     assert_eq!(v["events"][1]["event_id"], id);
     assert_eq!(v["stream_version"], 2);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 1.0);
-    assert_eq!(sample(&text, "rehab_sim_events_duplicated_total"), 1.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_applied_total", 1.0),
+            ("rehab_sim_events_duplicated_total", 1.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"projection_delay_ms": 300})).await;
+    let (sim, c, base) = faulty_api(json!({"projection_delay_ms": 300})).await;
     let r = post_event(&c, &base, &feedback("pdl", "late")).await;
     let accepted = Instant::now();
     assert_eq!(r.status(), 201);
@@ -329,14 +300,14 @@ async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
     if accepted.elapsed() < Duration::from_millis(250) {
         assert_eq!(sample(&text, "rehab_sim_projection_lag_seconds_count"), 0.0);
     }
-    eventually("delayed event visible", || async {
+    eventually("delayed event visible", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pdl").await;
         (!n.is_empty()).then_some(())
     })
     .await;
     let seen = accepted.elapsed();
     assert!(seen >= Duration::from_millis(290), "visible after {seen:?}");
-    let text = eventually("lag observed", || async {
+    let text = eventually("lag observed", DEADLINE, || async {
         let t = metrics_text(&c, &base).await;
         (sample(&t, "rehab_sim_projection_lag_seconds_count") == 1.0).then_some(t)
     })
@@ -369,9 +340,7 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
     cfg.pipeline.queue_capacity = 4;
     cfg.pipeline.processors = 1;
     cfg.faults.stall_projector = true;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..4 {
         let r = post_event(&c, &base, &feedback("pst", &format!("n{i}"))).await;
         assert_eq!(r.status(), 201);
@@ -402,24 +371,27 @@ async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
     assert!(stream_notes(&c, &base, "pst").await.is_empty());
 
     sim.set_faults(Faults::default());
-    let notes = eventually("stall released", || async {
+    let notes = eventually("stall released", DEADLINE, || async {
         let n = stream_notes(&c, &base, "pst").await;
         (n.len() == 4).then_some(n)
     })
     .await;
     assert_eq!(notes, ["n0", "n1", "n2", "n3"]);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_queue_depth"), 0.0);
-    assert_eq!(sample(&text, "rehab_sim_events_applied_total"), 4.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_queue_depth", 0.0),
+            ("rehab_sim_events_applied_total", 4.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn max_events_per_second_caps_ingestion_with_503() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    put_faults(&c, &base, json!({"max_events_per_second": 5})).await;
+    let (sim, c, base) = faulty_api(json!({"max_events_per_second": 5})).await;
     let t = Instant::now();
     let mut created = 0;
     let mut unavailable = 0;
@@ -440,18 +412,18 @@ async fn max_events_per_second_caps_ingestion_with_503() {
         "{created} created, {allowed} allowed"
     );
     assert!(created >= 5 && unavailable > 0, "{created} / {unavailable}");
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"rehab_sim_faults_injected_total{fault="capacity"}"#
-        ),
-        f64::from(unavailable)
-    );
-    assert_eq!(
-        sample(&text, "rehab_sim_events_accepted_total"),
-        f64::from(created)
-    );
+    assert_truth(
+        &c,
+        &base,
+        &[
+            (
+                r#"rehab_sim_faults_injected_total{fault="capacity"}"#,
+                f64::from(unavailable),
+            ),
+            ("rehab_sim_events_accepted_total", f64::from(created)),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
@@ -459,9 +431,7 @@ async fn max_events_per_second_caps_ingestion_with_503() {
 async fn faults_from_config_and_handle() {
     let mut cfg: SimConfig = fast_config();
     cfg.faults.error_rate = 1.0;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     assert_eq!(
         c.get(format!("{base}/health"))
             .send()

@@ -1,15 +1,13 @@
 //! The Rehab service's own quickstart scenarios, run against the simulator.
 
-mod common;
+mod support;
 
-use common::*;
 use serde_json::json;
+use support::sim::*;
 
 #[tokio::test]
 async fn twelve_of_fifteen_reps_show_in_adherence() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     post_event(
         &c,
         &base,
@@ -33,7 +31,7 @@ async fn twelve_of_fifteen_reps_show_in_adherence() {
     )
     .await;
     let url = format!("{base}/api/v1/projections/adherence?patient_id=patient_001");
-    let v = eventually("completion in adherence", || async {
+    let v = eventually("completion in adherence", DEADLINE, || async {
         let (_, v) = get_json(&c, &url).await;
         (v["sessions_completed"] == 1).then_some(v)
     })
@@ -55,15 +53,13 @@ async fn twelve_of_fifteen_reps_show_in_adherence() {
 
 #[tokio::test]
 async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
-    let r = c
-        .post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "patient_q", "therapist_id": "therapist_001", "consent_id": "c9"}))
-        .send()
-        .await
-        .unwrap();
+    let (sim, c, base) = api(fast_config()).await;
+    let r = post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "patient_q", "therapist_id": "therapist_001", "consent_id": "c9"}),
+    )
+    .await;
     assert_eq!(r.status(), 201);
     // 14 sessions at quality 0.65 over 7 days, sent as one batch per session.
     for i in 0..14u32 {
@@ -93,7 +89,7 @@ async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    eventually("all 14 sessions applied", || async {
+    eventually("all 14 sessions applied", DEADLINE, || async {
         let (_, v) = get_json(
             &c,
             &format!("{base}/api/v1/projections/adherence?patient_id=patient_q"),
@@ -103,7 +99,7 @@ async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
     })
     .await;
     let url = format!("{base}/api/v1/projections/work-queue?therapist_id=therapist_001");
-    let item = eventually("quality alert in work queue", || async {
+    let item = eventually("quality alert in work queue", DEADLINE, || async {
         let (_, v) = get_json(&c, &url).await;
         v["items"]
             .as_array()?
@@ -141,9 +137,7 @@ async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
 
 #[tokio::test]
 async fn stream_without_consent_is_forbidden() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let no_consent = json!({"kind": "feedback", "subject_id": "patient_nc", "body": {"note": "x"}});
     assert_eq!(post_event(&c, &base, &no_consent).await.status(), 201);
     let stream = format!("{base}/api/v1/patients/patient_nc/stream");
@@ -154,11 +148,12 @@ async fn stream_without_consent_is_forbidden() {
     assert_eq!(s, 403);
 
     // Registration grants consent.
-    c.post(format!("{base}/api/v1/patients/register"))
-        .json(&json!({"patient_id": "patient_nc"}))
-        .send()
-        .await
-        .unwrap();
+    post_json(
+        &c,
+        &format!("{base}/api/v1/patients/register"),
+        &json!({"patient_id": "patient_nc"}),
+    )
+    .await;
     let (s, _) = get_json(&c, &stream).await;
     assert_eq!(s, 200);
 

@@ -1,20 +1,18 @@
 //! Long-run safety of the simulator: retention caps, idle-patient eviction,
 //! token expiry and a prompt, clean shutdown.
 
-mod common;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use support::sim::*;
 
 #[tokio::test]
 async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
     let mut cfg = fast_config();
     cfg.retention.max_events_per_patient = 10;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..25 {
         assert_eq!(
             post_event(&c, &base, &feedback("pcap", &format!("{i}")))
@@ -24,18 +22,12 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
         );
     }
     let stream = format!("{base}/api/v1/patients/pcap/stream?limit=1000");
-    let v = eventually("25 applied", || async {
+    let v = eventually("25 applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &stream).await;
         (v["stream_version"] == 25).then_some(v)
     })
     .await;
-    let versions: Vec<u64> = v["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["version"].as_u64().unwrap())
-        .collect();
-    assert_eq!(versions, (16..=25).collect::<Vec<_>>());
+    assert_eq!(versions(&v), (16..=25).collect::<Vec<_>>());
     // The read models still count everything that was ever applied.
     let (_, s) = get_json(
         &c,
@@ -43,9 +35,15 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
     )
     .await;
     assert_eq!(s["events"]["by_kind"]["feedback"], 25);
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_events_trimmed_total"), 15.0);
-    assert_eq!(sample(&text, "rehab_sim_retained_events"), 10.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_events_trimmed_total", 15.0),
+            ("rehab_sim_retained_events", 10.0),
+        ],
+    )
+    .await;
     sim.shutdown().await;
 }
 
@@ -53,9 +51,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
 async fn per_patient_byte_cap_holds() {
     let mut cfg = fast_config();
     cfg.retention.max_bytes_per_patient = 4096;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     let big = "y".repeat(1000);
     for i in 0..20 {
         post_event(
@@ -67,7 +63,7 @@ async fn per_patient_byte_cap_holds() {
         .await;
     }
     let stream = format!("{base}/api/v1/patients/pbytes/stream?limit=1000");
-    let v = eventually("20 applied", || async {
+    let v = eventually("20 applied", DEADLINE, || async {
         let (_, v) = get_json(&c, &stream).await;
         (v["stream_version"] == 20).then_some(v)
     })
@@ -82,21 +78,25 @@ async fn per_patient_byte_cap_holds() {
 async fn idle_patients_are_evicted_past_max_patients() {
     let mut cfg = fast_config();
     cfg.retention.max_patients = 3;
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     for i in 0..6 {
         let p = format!("pe{i}");
         post_event(&c, &base, &feedback(&p, "x")).await;
-        eventually("applied", || async {
+        eventually("applied", DEADLINE, || async {
             let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/{p}/stream")).await;
             (s == 200 && v["count"] == 1).then_some(())
         })
         .await;
     }
-    let text = metrics_text(&c, &base).await;
-    assert_eq!(sample(&text, "rehab_sim_patients"), 3.0);
-    assert_eq!(sample(&text, "rehab_sim_patients_evicted_total"), 3.0);
+    assert_truth(
+        &c,
+        &base,
+        &[
+            ("rehab_sim_patients", 3.0),
+            ("rehab_sim_patients_evicted_total", 3.0),
+        ],
+    )
+    .await;
     let summary = |p: &str| format!("{base}/api/v1/projections/patient-summary?patient_id={p}");
     assert_eq!(
         get_json(&c, &summary("pe0")).await.0,
@@ -113,38 +113,36 @@ async fn idle_patients_are_evicted_past_max_patients() {
 async fn issued_tokens_expire_and_refresh_renews() {
     let mut cfg = fast_config();
     cfg.auth.token_ttl = Duration::from_millis(300);
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&json!({"username": "dev", "password": "dev-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (sim, c, base) = api(cfg).await;
+    let v: Value = post_json(
+        &c,
+        &format!("{base}/api/v1/auth/login"),
+        &json!({"username": "dev", "password": "dev-password"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let access = v["access_token"].as_str().unwrap().to_string();
     let issued = Instant::now();
     let alerts = format!("{base}/api/v1/alerts");
     let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    eventually("token expired", || async {
+    eventually("token expired", DEADLINE, || async {
         let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
         (r.status() == 401).then_some(())
     })
     .await;
     assert!(issued.elapsed() >= Duration::from_millis(290));
-    let v: Value = c
-        .post(format!("{base}/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": v["refresh_token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = post_json(
+        &c,
+        &format!("{base}/api/v1/auth/refresh"),
+        &json!({"refresh_token": v["refresh_token"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let renewed = v["access_token"].as_str().unwrap();
     let r = c.get(&alerts).bearer_auth(renewed).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -155,9 +153,7 @@ async fn issued_tokens_expire_and_refresh_renews() {
 async fn static_tokens_replace_the_dev_token() {
     let mut cfg = fast_config();
     cfg.auth.tokens = vec!["staging-secret".into()];
-    let sim = start(cfg).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(cfg).await;
     let alerts = format!("{base}/api/v1/alerts");
     let r = c
         .get(&alerts)
@@ -166,21 +162,14 @@ async fn static_tokens_replace_the_dev_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = c
-        .get(&alerts)
-        .bearer_auth("dev-token")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(&alerts).bearer_auth(DEV_TOKEN).send().await.unwrap();
     assert_eq!(r.status(), 401);
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_is_prompt_with_open_connections_and_frees_the_port() {
-    let sim = start(fast_config()).await;
-    let c = client();
-    let base = sim.base_url();
+    let (sim, c, base) = api(fast_config()).await;
     let addr = sim.addr();
     // A kept-alive connection and queued work must not hold shutdown up.
     assert_eq!(

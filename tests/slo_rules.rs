@@ -4,16 +4,15 @@
 //! codes. promtool missing is a failure, never a skip: `scripts/test.sh`
 //! installs Debian's `prometheus` package, which ships it.
 
+mod support;
+
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use rehab_canary::config::Config;
 use rehab_canary::slo::{self, rules::Rule};
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use support::root;
 
 fn promtool(args: &[&str]) -> (bool, String) {
     let out = Command::new("promtool")

@@ -1,181 +1,74 @@
-//! Helpers shared by the integration tests: scraping and parsing `/metrics`,
-//! and polling for a condition with a deadline instead of sleeping to hope.
-#![allow(dead_code)]
+//! The one test-support module of the integration tests. Each test file
+//! says `mod support;` and takes what it needs:
+//!
+//! - [`metrics`]: scrape a `/metrics` endpoint and parse the text format;
+//! - [`wait`]: poll for a condition with a deadline;
+//! - [`stack`]: a reference API and a daemon in-process on 127.0.0.1:0, and
+//!   the development token file;
+//! - [`certs`]: rcgen server, CA and client certificates;
+//! - [`process`]: the daemon run as a real process, logs captured;
+//! - [`sim`]: the reference API's HTTP contract: a client, events, reads;
+//! - [`lag`]: the lag probe tests' daemon config and series readers.
+//!
+//! Not every binary uses every helper.
+#![allow(dead_code, unused_imports)]
 
+pub mod certs;
+pub mod lag;
+pub mod metrics;
 pub mod process;
+pub mod sim;
+pub mod stack;
+pub mod wait;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 
-/// One scrape: series (name plus sorted labels, as exposed) to value.
-#[derive(Debug, Clone, Default)]
-pub struct Scrape {
-    pub series: HashMap<String, f64>,
-    pub text: String,
+pub use metrics::{
+    histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, scrape_url, Scrape,
+};
+pub use stack::{
+    daemon_config, daemon_config_for, dev_token_file, start_daemon, start_sim, start_stack,
+    with_faults, DEV_TOKEN,
+};
+pub use wait::{eventually, DEADLINE};
+
+/// The five threshold rows of a one-shot run's summary and report, in order.
+pub const THRESHOLD_IDS: [&str; 5] = [
+    "latency",
+    "error_rate",
+    "events_per_second",
+    "projection_lag",
+    "lost_events",
+];
+
+/// The repository's root.
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-impl Scrape {
-    pub fn parse(text: &str) -> Scrape {
-        let mut series = HashMap::new();
-        for line in text.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            // Drop an exemplar (" # {...} v") if present.
-            let line = line.split(" # ").next().unwrap_or(line);
-            let Some((key, value)) = line.rsplit_once(' ') else {
-                continue;
-            };
-            if let Ok(v) = value.parse::<f64>() {
-                series.insert(normalize(key), v);
-            }
-        }
-        Scrape {
-            series,
-            text: text.to_owned(),
-        }
-    }
-
-    /// The value of `name` with exactly these labels (any order).
-    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.series.get(&key(name, labels)).copied()
-    }
-
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.get(name, labels)
-            .unwrap_or_else(|| panic!("no series {}", key(name, labels)))
-    }
-
-    /// Sum over every series of `name` whose labels include `filter`.
-    pub fn sum(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
-        self.series
-            .iter()
-            .filter(|(k, _)| {
-                let (n, labels) = split(k);
-                n == name
-                    && filter
-                        .iter()
-                        .all(|(lk, lv)| labels.contains(&format!("{lk}=\"{lv}\"")))
-            })
-            .map(|(_, v)| *v)
-            .sum()
-    }
+/// A port that was free a moment ago (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
-fn split(k: &str) -> (&str, Vec<String>) {
-    match k.split_once('{') {
-        Some((n, rest)) => (
-            n,
-            rest.trim_end_matches('}')
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        ),
-        None => (k, Vec::new()),
-    }
+/// Writes `text` to `dir/name`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
 }
 
-fn normalize(raw: &str) -> String {
-    let (name, mut labels) = split(raw);
-    labels.sort();
-    if labels.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{}}}", labels.join(","))
-    }
+/// GET `url`, the body as text.
+pub async fn fetch_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
 }
 
-fn key(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    l.sort();
-    if l.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{name}{{{}}}", l.join(","))
-    }
-}
-
-pub async fn scrape(addr: SocketAddr) -> Scrape {
-    scrape_url(&format!("http://{addr}/metrics")).await
-}
-
-pub async fn scrape_url(url: &str) -> Scrape {
-    let text = reqwest::get(url)
-        .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("scrape {url}: {e}"))
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(&text)
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `limit`.
-pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out after {limit:?} waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The `q` quantile (0-1) estimated from cumulative histogram buckets of
-/// `name` (with `labels`), by linear interpolation inside the bucket.
-pub fn histogram_quantile(s: &Scrape, name: &str, labels: &[(&str, &str)], q: f64) -> f64 {
-    let mut buckets: Vec<(f64, f64)> = s
-        .series
-        .iter()
-        .filter_map(|(k, v)| {
-            let (n, ls) = split(k);
-            if n != format!("{name}_bucket") {
-                return None;
-            }
-            let mut le = None;
-            for l in &ls {
-                if let Some(x) = l.strip_prefix("le=\"") {
-                    le = Some(x.trim_end_matches('"').to_owned());
-                } else if !labels.iter().any(|(lk, lv)| *l == format!("{lk}=\"{lv}\"")) {
-                    return None;
-                }
-            }
-            let le = le?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
-            Some((le, *v))
-        })
-        .collect();
-    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let total = buckets.last().map_or(0.0, |b| b.1);
-    assert!(total > 0.0, "histogram {name} {labels:?} is empty");
-    let rank = q * total;
-    let mut prev = (0.0, 0.0);
-    for (le, c) in buckets {
-        if c >= rank {
-            if le.is_infinite() {
-                return prev.0;
-            }
-            let frac = if c > prev.1 {
-                (rank - prev.1) / (c - prev.1)
-            } else {
-                0.0
-            };
-            return prev.0 + (le - prev.0) * frac;
-        }
-        prev = (le, c);
-    }
-    prev.0
+/// GET `url`, the body as JSON.
+pub async fn fetch_json(url: &str) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
 }

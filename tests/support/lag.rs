@@ -1,46 +1,31 @@
 //! Helpers of the lag probe tests: a reference API and a daemon sending no
 //! load traffic (so the simulator's ground truth is the probes' alone), and
 //! readers for the lag series.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
-use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
+use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 
-use crate::support::Scrape;
+pub use super::stack::start_daemon;
+use super::stack::{
+    daemon_config_for, shared_dev_token_file, start_sim as start_sim_with, with_faults,
+};
+use super::Scrape;
 
 pub const PROJECTIONS: [&str; 4] = ["stream", "adherence", "quality", "work_queue"];
 
 pub async fn start_sim(faults: Faults, tweak: impl FnOnce(&mut SimConfig)) -> SimHandle {
-    let mut cfg = SimConfig {
-        faults,
-        ..SimConfig::default()
-    };
+    let mut cfg = with_faults(faults);
     tweak(&mut cfg);
-    sim::start(([127, 0, 0, 1], 0).into(), cfg)
-        .await
-        .expect("sim starts")
-}
-
-/// The reference API's development token, given the way production gives one.
-pub fn dev_token_file() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("rehab-canary-lag-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("token");
-    std::fs::write(&path, "dev-token\n").unwrap();
-    path
+    start_sim_with(cfg).await
 }
 
 /// A daemon against `sim` with no load traffic and only the named probes.
 pub fn config(sim: &SimHandle, probes: &[&str], tweak: impl FnOnce(&mut Config)) -> Config {
-    let mut cfg = Config::default();
-    cfg.server.listen = "127.0.0.1:0".into();
-    cfg.target.base_url = sim.base_url();
-    cfg.auth.token_file = Some(dev_token_file());
+    let mut cfg = daemon_config_for(sim, shared_dev_token_file());
     cfg.traffic.events_per_second = 0.0;
-    cfg.traffic.burst.duration = Duration::ZERO;
     let p = &mut cfg.lag.probes;
     p.stream.enabled = probes.contains(&"stream");
     p.adherence.enabled = probes.contains(&"adherence");
@@ -48,10 +33,6 @@ pub fn config(sim: &SimHandle, probes: &[&str], tweak: impl FnOnce(&mut Config))
     p.work_queue.enabled = probes.contains(&"work_queue");
     tweak(&mut cfg);
     cfg
-}
-
-pub async fn start_daemon(cfg: Config) -> Daemon {
-    Daemon::start(cfg).await.expect("daemon starts")
 }
 
 pub fn failures(s: &Scrape, projection: &str, reason: &str) -> f64 {

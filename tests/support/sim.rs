@@ -1,17 +1,16 @@
-//! Helpers shared by the simulator's integration tests: start a sim on
-//! 127.0.0.1:0, build events, read ground-truth metrics, poll with a deadline.
-#![allow(dead_code)]
+//! The reference API's HTTP contract, for the simulator's own tests: a
+//! quick sim with a client, events in the quickstart's envelope, reads.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rehab_canary::sim::{self, SimConfig, SimHandle};
+use rehab_canary::sim::{SimConfig, SimHandle};
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "Bearer dev-token";
+pub use super::metrics::{metric, metrics_text, sample};
+pub use super::stack::DEV_TOKEN;
+pub use super::wait::{eventually, DEADLINE};
 
-/// A generous deadline: the box has two noisy cores.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub const TOKEN: &str = "Bearer dev-token";
 
 /// A config whose pipeline is quick, so tests wait little.
 pub fn fast_config() -> SimConfig {
@@ -20,10 +19,11 @@ pub fn fast_config() -> SimConfig {
     cfg
 }
 
-pub async fn start(cfg: SimConfig) -> SimHandle {
-    sim::start("127.0.0.1:0".parse().unwrap(), cfg)
-        .await
-        .expect("sim starts")
+/// A reference API started from `cfg`, a client and the API's base URL.
+pub async fn api(cfg: SimConfig) -> (SimHandle, reqwest::Client, String) {
+    let sim = super::stack::start_sim(cfg).await;
+    let base = sim.base_url();
+    (sim, client(), base)
 }
 
 pub fn client() -> reqwest::Client {
@@ -31,22 +31,6 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
-}
-
-/// Polls `f` until it yields `Some`, failing the test after `DEADLINE`.
-pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// An `exercise_session` start in the quickstart's envelope shape.
@@ -145,31 +129,44 @@ pub async fn stream_notes(c: &reqwest::Client, base: &str, patient: &str) -> Vec
         .collect()
 }
 
-/// The ground-truth metrics as text.
-pub async fn metrics_text(c: &reqwest::Client, base: &str) -> String {
-    c.get(format!("{base}/metrics"))
+/// Sets the reference API's faults through its control plane.
+pub async fn put_faults(c: &reqwest::Client, base: &str, f: Value) {
+    let r = c
+        .put(format!("{base}/sim/faults"))
+        .json(&f)
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200, "{f}");
 }
 
-/// Value of the sample whose name-and-labels part is exactly `series`
-/// (e.g. `rehab_sim_requests_total{route="health",status="200"}`); 0 if absent.
-pub fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == series)
-                .then(|| value.parse::<f64>().ok())
-                .flatten()
-        })
-        .unwrap_or(0.0)
+/// [`api`] with [`fast_config`] and these faults set through the control plane.
+pub async fn faulty_api(faults: Value) -> (SimHandle, reqwest::Client, String) {
+    let (sim, c, base) = api(fast_config()).await;
+    put_faults(&c, &base, faults).await;
+    (sim, c, base)
 }
 
-pub async fn metric(c: &reqwest::Client, base: &str, series: &str) -> f64 {
-    sample(&metrics_text(c, base).await, series)
+/// Asserts the ground truth, one scrape: each series (as [`sample`] reads
+/// it) has its value.
+pub async fn assert_truth(c: &reqwest::Client, base: &str, want: &[(&str, f64)]) {
+    let text = metrics_text(c, base).await;
+    for (series, value) in want {
+        assert_eq!(sample(&text, series), *value, "{series}");
+    }
+}
+
+/// POSTs `body` as JSON to `url`, with no token.
+pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> reqwest::Response {
+    c.post(url).json(body).send().await.unwrap()
+}
+
+/// The versions of the events in a stream read, in order.
+pub fn versions(read: &Value) -> Vec<u64> {
+    read["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect()
 }
