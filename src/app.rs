@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use reqwest::Url;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::admin::control::{self, Control};
 use crate::admin::{self, AdminState, RuntimeInfo};
@@ -30,6 +28,8 @@ use crate::status::StatusSection;
 use crate::traffic::engine::Engine;
 use crate::traffic::gate::Gate;
 use crate::traffic::journeys::{Journeys, Naming};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision, when the build environment provides one.
@@ -86,9 +86,13 @@ pub struct Daemon {
     lag_metrics: LagMetrics,
     controls: Arc<Controls>,
     auth: AuthTask,
-    admin_stop: watch::Sender<bool>,
-    admin_task: JoinHandle<std::io::Result<()>>,
-    background: Vec<JoinHandle<()>>,
+    /// Cancelled first: the engine's scheduler thread and the lag probes
+    /// stop starting work.
+    drain: CancellationToken,
+    /// Cancelled once the drain is over: the admin server and every
+    /// background task stop on it, and `tasks` tells when they have.
+    stop: CancellationToken,
+    tasks: TaskTracker,
     sim: Option<SimHandle>,
     grace: Duration,
 }
@@ -145,7 +149,19 @@ impl Daemon {
         }
         let metrics = Arc::new(metrics);
         let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
-        let (admin_stop, mut admin_stop_rx) = watch::channel(false);
+        // Two phases of shutdown, two tokens: `drain` stops the traffic and
+        // the probes starting anything new; `stop`, once the drain is over,
+        // ends the admin server and every background task.
+        let drain = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        // Every background task ends when `stop` is cancelled.
+        let background = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                stop.run_until_cancelled(fut).await;
+            });
+        };
         let http = TargetClient::new(&cfg.target)?;
         let auth = credentials::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
         match &auth.source {
@@ -158,11 +174,11 @@ impl Daemon {
         }
 
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
-        let mut background = vec![tokio::spawn(rotate_windows(
+        background(Box::pin(rotate_windows(
             metrics.clone(),
             lag_metrics.clone(),
-        ))];
-        background.push(tokio::spawn(poll_target_health(
+        )));
+        background(Box::pin(poll_target_health(
             http.clone(),
             target.join(&cfg.target.health_path)?,
             cfg.target.health_interval,
@@ -184,6 +200,7 @@ impl Daemon {
             metrics.clone(),
             gate.clone(),
             auth.signal.clone(),
+            drain.clone(),
         )
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
@@ -195,6 +212,7 @@ impl Daemon {
             client: http.clone(),
             metrics: lag_metrics,
             gate: gate.clone(),
+            drain: drain.clone(),
         };
         let probes = factory.spawn(&cfg.shard_lag())?;
         info.add_status_section(probes.status());
@@ -227,15 +245,18 @@ impl Daemon {
             basic_auth = web_now.auth.is_some(),
             "admin server listening (/metrics, /status, /-/healthy)"
         );
-        let admin_task = tokio::spawn(admin::serve_with(
+        let served = admin::serve_with(
             listener,
             router,
             web.clone(),
-            async move {
-                let _ = admin_stop_rx.wait_for(|stop| *stop).await;
-            },
-        ));
-        background.push(tokio::spawn(web.watch()));
+            stop.clone().cancelled_owned(),
+        );
+        tasks.spawn(async move {
+            if let Err(e) = served.await {
+                tracing::error!("admin server: {e}");
+            }
+        });
+        background(Box::pin(web.watch()));
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -254,9 +275,9 @@ impl Daemon {
             lag_metrics: lag_watch,
             controls,
             auth,
-            admin_stop,
-            admin_task,
-            background,
+            drain,
+            stop,
+            tasks,
             sim,
             grace: cfg.server.shutdown_grace,
         })
@@ -343,6 +364,7 @@ impl Daemon {
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
         self.info.set_ready(false);
+        self.drain.cancel();
         let probes = self.lag.running.lock().take();
         if let Some(probes) = probes {
             probes.stop().await;
@@ -353,12 +375,10 @@ impl Daemon {
         } else {
             tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
         }
-        for task in self.background {
-            task.abort();
-        }
         self.auth.abort();
-        self.admin_stop.send_replace(true);
-        let _ = self.admin_task.await;
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
         if let Some(sim) = self.sim {
             sim.shutdown().await;
         }
@@ -444,6 +464,9 @@ struct ProbeFactory {
     client: TargetClient,
     metrics: LagMetrics,
     gate: Arc<Gate>,
+    /// Each start stops on its own child of the daemon's drain token, so a
+    /// reload can stop one start while the drain stops them all.
+    drain: CancellationToken,
 }
 
 impl ProbeFactory {
@@ -459,6 +482,7 @@ impl ProbeFactory {
             self.client.clone(),
             self.metrics.clone(),
             self.gate.clone(),
+            self.drain.child_token(),
         )
     }
 }

@@ -30,9 +30,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::TargetClient;
 pub use crate::config::lag::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
@@ -154,7 +155,7 @@ impl ProbeState {
 /// The running probes. Stop them with [`LagProbes::stop`].
 #[derive(Debug)]
 pub struct LagProbes {
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
     status: Arc<LagStatus>,
 }
@@ -168,6 +169,7 @@ impl LagProbes {
         client: TargetClient,
         metrics: LagMetrics,
         gate: Arc<Gate>,
+        stop: CancellationToken,
     ) -> Result<LagProbes, LagError> {
         let mut probes = Vec::new();
         for (p, (name, pcfg)) in Projection::ALL.into_iter().zip(cfg.probes()) {
@@ -203,7 +205,6 @@ impl LagProbes {
             },
             logged: std::array::from_fn(|_| AtomicBool::new(false)),
         });
-        let (stop, stop_rx) = watch::channel(false);
         tracing::info!(
             probes = ?probes.iter().map(|p| p.probe.projection.as_str()).collect::<Vec<_>>(),
             interval = ?cfg.interval,
@@ -211,7 +212,7 @@ impl LagProbes {
             epoch = format_args!("{:016x}", setup.epoch.0),
             "lag probes running"
         );
-        let task = tokio::spawn(schedule(shared, probes, cfg.max_in_flight, stop_rx));
+        let task = tokio::spawn(schedule(shared, probes, cfg.max_in_flight, stop.clone()));
         Ok(LagProbes {
             stop,
             task,
@@ -231,7 +232,7 @@ impl LagProbes {
     /// Stops scheduling and cancels the runs in progress: their events are
     /// neither lost nor seen, just no longer watched.
     pub async fn stop(self) {
-        self.stop.send_replace(true);
+        self.stop.cancel();
         let _ = self.task.await;
     }
 }
@@ -252,7 +253,7 @@ async fn schedule(
     shared: Arc<Shared>,
     probes: Vec<Arc<ProbeState>>,
     max_in_flight: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let permits = Arc::new(Semaphore::new(max_in_flight));
     let mut runs = JoinSet::new();
@@ -338,7 +339,7 @@ async fn schedule(
             .unwrap_or(next_prune);
         tokio::select! {
             () = tokio::time::sleep_until(wake) => {}
-            _ = stop.changed() => break,
+            () = stop.cancelled() => break,
         }
     }
     runs.abort_all();

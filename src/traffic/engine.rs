@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use std::time::Instant;
 
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::api::Endpoint;
 use crate::client::Outcome;
@@ -115,6 +116,7 @@ impl Engine {
         metrics: Arc<Metrics>,
         gate: Arc<Gate>,
         auth: AuthSignal,
+        drain: CancellationToken,
     ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
         let shared = Arc::new(Shared {
@@ -127,7 +129,7 @@ impl Engine {
             drained: Notify::new(),
         });
         let control = Arc::new(Control {
-            stop: AtomicBool::new(false),
+            stop: drain,
             pending: AtomicBool::new(false),
             update: parking_lot::Mutex::new(None),
         });
@@ -167,10 +169,11 @@ impl Engine {
         }
     }
 
-    /// Stops scheduling, then waits up to `grace` for in-flight requests.
-    /// Returns whether everything in flight finished in time.
+    /// Stops scheduling (cancels the daemon's drain token, if not yet),
+    /// then waits up to `grace` for in-flight requests. Returns whether
+    /// everything in flight finished in time.
     pub async fn stop(self, grace: Duration) -> bool {
-        self.control.stop.store(true, Ordering::Release);
+        self.control.stop.cancel();
         self.thread.unpark();
         let _ = self.exited.await;
         tokio::time::timeout(grace, self.shared.drained())
@@ -218,7 +221,8 @@ fn epoch_now() -> f64 {
 
 /// Commands from the async side to the scheduler thread.
 struct Control {
-    stop: AtomicBool,
+    /// The daemon's drain token, checked by the scheduler thread.
+    stop: CancellationToken,
     /// Set with `update`, so the loop reads one atomic per tick, not a lock.
     pending: AtomicBool,
     update: parking_lot::Mutex<Option<Arc<TrafficConfig>>>,
@@ -239,7 +243,7 @@ const MAX_PARK: Duration = Duration::from_millis(50);
 /// clock once), or `None` when a command is waiting.
 fn park_until(at: Option<Instant>, control: &Control, mut now: Instant) -> Option<Instant> {
     loop {
-        if control.stop.load(Ordering::Acquire) || control.pending.load(Ordering::Acquire) {
+        if control.stop.is_cancelled() || control.pending.load(Ordering::Acquire) {
             return None;
         }
         let wait = match at {
@@ -298,7 +302,7 @@ impl Loop {
                 last_wake = at;
             }
             let Some(now) = woke else {
-                if self.control.stop.load(Ordering::Acquire) {
+                if self.control.stop.is_cancelled() {
                     break;
                 }
                 self.control.pending.store(false, Ordering::Release);
