@@ -16,7 +16,7 @@ use crate::admin::{self, AdminState, RuntimeInfo};
 use crate::client::Outcome;
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
-use crate::credentials::{self, AuthError, AuthTask, TokenSource};
+use crate::credentials::{self, AuthError, TokenSource};
 use crate::exit::{Exit, ExitStatus};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, SignalEvents};
@@ -85,7 +85,6 @@ pub struct Daemon {
     lag: Arc<LagSupervisor>,
     lag_metrics: LagMetrics,
     controls: Arc<Controls>,
-    auth: AuthTask,
     /// Cancelled first: the engine's scheduler thread and the lag probes
     /// stop starting work.
     drain: CancellationToken,
@@ -163,7 +162,7 @@ impl Daemon {
             });
         };
         let http = TargetClient::new(&cfg.target)?;
-        let auth = credentials::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
+        let mut auth = credentials::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
         match &auth.source {
             TokenSource::None => tracing::warn!(
                 env = %cfg.auth.token_env,
@@ -173,6 +172,9 @@ impl Daemon {
             source => tracing::info!(?source, "bearer token source"),
         }
 
+        if let Some(refresher) = auth.refresher.take() {
+            background(refresher);
+        }
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
         background(Box::pin(rotate_windows(
             metrics.clone(),
@@ -274,7 +276,6 @@ impl Daemon {
             lag,
             lag_metrics: lag_watch,
             controls,
-            auth,
             drain,
             stop,
             tasks,
@@ -375,7 +376,6 @@ impl Daemon {
         } else {
             tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
         }
-        self.auth.abort();
         self.stop.cancel();
         self.tasks.close();
         self.tasks.wait().await;

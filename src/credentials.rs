@@ -12,7 +12,6 @@ use bytes::Bytes;
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::Outcome;
@@ -149,15 +148,9 @@ impl AuthSignal {
 pub struct AuthTask {
     pub source: TokenSource,
     pub signal: AuthSignal,
-    task: Option<JoinHandle<()>>,
-}
-
-impl AuthTask {
-    pub fn abort(&self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
+    /// What keeps the token fresh (the login's refresh, the file watch), if
+    /// anything: the caller runs it until shutdown.
+    pub refresher: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -175,47 +168,48 @@ pub fn start(
 ) -> Result<AuthTask, AuthError> {
     let (token, source) = resolve_token(cfg, embedded)?;
     let signal = AuthSignal::default();
-    let task = match &source {
-        TokenSource::Login => {
-            let password = login_password(cfg)?;
-            let login = Login {
-                client: client.clone(),
-                login_url: base
-                    .join("api/v1/auth/login")
-                    .map_err(|_| AuthError::NoPassword)?,
-                refresh_url: base
-                    .join("api/v1/auth/refresh")
-                    .map_err(|_| AuthError::NoPassword)?,
-                username: cfg.login.username.clone(),
-                password,
-                refresh_before: cfg.login.refresh_before,
-                metrics,
-            };
-            Some(tokio::spawn(login.run(signal.clone())))
-        }
-        TokenSource::File(path) => {
-            let t = token.as_deref().unwrap_or_default();
-            client.set_auth(Some(bearer(t, "auth.token_file")?));
-            Some(tokio::spawn(watch_file(
-                path.clone(),
-                t.to_owned(),
-                cfg.token_file_check_interval,
-                client.clone(),
-                metrics,
-                signal.clone(),
-            )))
-        }
-        TokenSource::Env(_) | TokenSource::Development => {
-            let t = token.as_deref().unwrap_or_default();
-            client.set_auth(Some(bearer(t, "auth token")?));
-            None
-        }
-        TokenSource::None => None,
-    };
+    let refresher: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> =
+        match &source {
+            TokenSource::Login => {
+                let password = login_password(cfg)?;
+                let login = Login {
+                    client: client.clone(),
+                    login_url: base
+                        .join("api/v1/auth/login")
+                        .map_err(|_| AuthError::NoPassword)?,
+                    refresh_url: base
+                        .join("api/v1/auth/refresh")
+                        .map_err(|_| AuthError::NoPassword)?,
+                    username: cfg.login.username.clone(),
+                    password,
+                    refresh_before: cfg.login.refresh_before,
+                    metrics,
+                };
+                Some(Box::pin(login.run(signal.clone())) as _)
+            }
+            TokenSource::File(path) => {
+                let t = token.as_deref().unwrap_or_default();
+                client.set_auth(Some(bearer(t, "auth.token_file")?));
+                Some(Box::pin(watch_file(
+                    path.clone(),
+                    t.to_owned(),
+                    cfg.token_file_check_interval,
+                    client.clone(),
+                    metrics,
+                    signal.clone(),
+                )) as _)
+            }
+            TokenSource::Env(_) | TokenSource::Development => {
+                let t = token.as_deref().unwrap_or_default();
+                client.set_auth(Some(bearer(t, "auth token")?));
+                None
+            }
+            TokenSource::None => None,
+        };
     Ok(AuthTask {
         source,
         signal,
-        task,
+        refresher,
     })
 }
 
