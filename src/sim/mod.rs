@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use config::{
     AuthConfig, PipelineConfig, RetentionConfig, RulesConfig, SimConfig, UserConfig, TOKENS_ENV,
@@ -56,7 +56,7 @@ pub struct SimHandle {
     addr: SocketAddr,
     faults: Arc<faults::FaultState>,
     truth: Arc<truth::Truth>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -112,7 +112,7 @@ impl SimHandle {
     /// the processors and returns when every task has ended. Events still
     /// queued are discarded.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let _ = self.server.await;
         for t in self.tasks {
             let _ = t.await;
@@ -137,13 +137,13 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         cfg.rules.clone(),
         truth.clone(),
     ));
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (pipeline, tasks) = pipeline::spawn(
         &cfg.pipeline,
         store.clone(),
         faults.clone(),
         truth.clone(),
-        shutdown_rx.clone(),
+        shutdown.clone(),
     );
     let state = Arc::new(routes::AppState {
         auth: tokens::Auth::new(&cfg.auth),
@@ -155,7 +155,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         started: Instant::now(),
     });
     let router = routes::router(state);
-    let server = tokio::spawn(server::serve(listener, router, shutdown_rx));
+    let server = tokio::spawn(server::serve(listener, router, shutdown.clone()));
     Ok(SimHandle {
         addr,
         faults,

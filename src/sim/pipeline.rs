@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::config::PipelineConfig;
 use super::envelope::{now_ms, Event};
@@ -92,13 +93,13 @@ struct Ctx {
 }
 
 /// Starts the processors and the visibility timer; they stop when
-/// `shutdown` turns true.
+/// `shutdown` is cancelled.
 pub fn spawn(
     cfg: &PipelineConfig,
     store: Arc<Store>,
     faults: Arc<FaultState>,
     truth: Arc<Truth>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> (Pipeline, Vec<JoinHandle<()>>) {
     let (vis_tx, vis_rx) = mpsc::unbounded_channel();
     let ctx = Arc::new(Ctx {
@@ -130,10 +131,10 @@ pub fn spawn(
 /// Resolves when the projector is not stalled; `false` on shutdown.
 async fn wait_unstalled(
     faults: &mut watch::Receiver<Arc<Faults>>,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> bool {
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return false;
         }
         if !faults.borrow_and_update().stall_projector {
@@ -141,27 +142,23 @@ async fn wait_unstalled(
         }
         tokio::select! {
             r = faults.changed() => if r.is_err() { return false },
-            _ = shutdown.changed() => return false,
+            () = shutdown.cancelled() => return false,
         }
     }
 }
 
-async fn processor(
-    ctx: Arc<Ctx>,
-    mut rx: mpsc::Receiver<Queued>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn processor(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Queued>, shutdown: CancellationToken) {
     let mut faults = ctx.faults.subscribe();
     let mut batch: Vec<Queued> = Vec::with_capacity(ctx.cfg.batch_size);
     loop {
-        if !wait_unstalled(&mut faults, &mut shutdown).await {
+        if !wait_unstalled(&mut faults, &shutdown).await {
             return;
         }
         let started;
         {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, ctx.cfg.batch_size) => n,
-                _ = shutdown.changed() => return,
+                () = shutdown.cancelled() => return,
             };
             if n == 0 {
                 return; // every sender is gone
@@ -177,7 +174,7 @@ async fn processor(
             }
         }
         // A stall that began while gathering still holds the batch back.
-        if !wait_unstalled(&mut faults, &mut shutdown).await {
+        if !wait_unstalled(&mut faults, &shutdown).await {
             return;
         }
         apply_batch(&ctx, &mut batch);
@@ -214,7 +211,7 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
 async fn visibility_timer(
     mut rx: mpsc::UnboundedReceiver<(Instant, f64, Arc<str>)>,
     truth: Arc<Truth>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) {
     // (visible_at, lag in nanoseconds, event id): f64 is not `Ord`,
     // nanoseconds are.
@@ -228,7 +225,7 @@ async fn visibility_timer(
             }
         };
         tokio::select! {
-            _ = shutdown.changed() => return,
+            () = shutdown.cancelled() => return,
             msg = rx.recv() => {
                 let Some((at, lag, id)) = msg else { return };
                 if pending.len() >= MAX_PENDING_VISIBILITY {

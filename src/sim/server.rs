@@ -9,7 +9,8 @@ use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::middleware::ResetConnection;
@@ -29,14 +30,14 @@ impl std::fmt::Display for Reset {
 
 impl std::error::Error for Reset {}
 
-/// Serves until `shutdown` turns true, then drains connections.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>) {
+/// Serves until `shutdown` is cancelled, then drains connections.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) {
     // Every connection task holds a clone; `recv` returns `None` once all are
     // done, which is how the drain knows it is finished.
     let (done_tx, mut done_rx) = mpsc::channel::<Infallible>(1);
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
+            () = shutdown.cancelled() => break,
             a = listener.accept() => a,
         };
         let stream = match accepted {
@@ -50,7 +51,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
         };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
-        let mut shutdown = shutdown.clone();
+        let shutdown = shutdown.clone();
         let done = done_tx.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -73,7 +74,7 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = shutdown.changed() => {
+                () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
