@@ -85,13 +85,7 @@ pub struct Daemon {
     lag: Arc<LagSupervisor>,
     lag_metrics: LagMetrics,
     controls: Arc<Controls>,
-    /// Cancelled first: the engine's scheduler thread and the lag probes
-    /// stop starting work.
-    drain: CancellationToken,
-    /// Cancelled once the drain is over: the admin server and every
-    /// background task stop on it, and `tasks` tells when they have.
-    stop: CancellationToken,
-    tasks: TaskTracker,
+    life: Lifecycle,
     sim: Option<SimHandle>,
     grace: Duration,
 }
@@ -103,66 +97,22 @@ impl Daemon {
         Self::start_with(cfg, RunOptions::default()).await
     }
 
-    /// Like [`Daemon::start`], knowing the config file for reloads.
+    /// Like [`Daemon::start`], knowing the config file for reloads. The
+    /// phases in order: parse, bind, spawn; [`Daemon::shutdown`] drains.
     pub async fn start_with(cfg: Config, opts: RunOptions) -> Result<Daemon, AppError> {
         cfg.check()?;
-        let listen = cfg
-            .listen_addr()
-            .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;
-        // The web config (TLS, basic auth) is read before any port is bound.
-        let web = admin::WebState::load(cfg.server.web_config_file.as_deref())?;
-        let embedded = cfg.target.is_embedded();
-
-        let sim = if embedded {
-            let handle = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default()).await?;
-            tracing::info!(addr = %handle.addr(), "embedded reference API started");
-            Some(handle)
-        } else {
-            None
-        };
-        let target = match &sim {
-            Some(s) => Url::parse(&format!("{}/", s.base_url()))?,
-            None => base_url(&cfg.target.base_url)?,
-        };
-
-        let listener = TcpListener::bind(listen)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: listen,
-                source,
-            })?;
-        let admin_addr = listener.local_addr().map_err(|source| AppError::Bind {
-            addr: listen,
-            source,
-        })?;
-
-        let mut metrics = Metrics::new(BuildInfo {
-            version: VERSION,
-            revision: REVISION,
-        });
-        // Lag families join the registry before it is shared.
-        let lag_metrics = LagMetrics::register(metrics.registry_mut());
-        if let Some(tap) = &opts.tap {
-            metrics.attach_tap(tap.clone());
-            lag_metrics.attach_tap(tap.clone());
-        }
-        let metrics = Arc::new(metrics);
-        let info = Arc::new(RuntimeInfo::new(VERSION, target.as_str()));
-        // Two phases of shutdown, two tokens: `drain` stops the traffic and
-        // the probes starting anything new; `stop`, once the drain is over,
-        // ends the admin server and every background task.
-        let drain = CancellationToken::new();
-        let stop = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        // Every background task ends when `stop` is cancelled.
-        let background = |fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| {
-            let stop = stop.clone();
-            tasks.spawn(async move {
-                stop.run_until_cancelled(fut).await;
-            });
-        };
+        let bound = Bound::bind(&cfg).await?;
+        let (metrics, lag_metrics) = metrics(&opts);
+        let info = Arc::new(RuntimeInfo::new(VERSION, bound.target.as_str()));
+        let life = Lifecycle::new();
         let http = TargetClient::new(&cfg.target)?;
-        let mut auth = credentials::start(&cfg.auth, embedded, &http, &target, metrics.clone())?;
+        let mut auth = credentials::start(
+            &cfg.auth,
+            bound.sim.is_some(),
+            &http,
+            &bound.target,
+            metrics.clone(),
+        )?;
         match &auth.source {
             TokenSource::None => tracing::warn!(
                 env = %cfg.auth.token_env,
@@ -171,18 +121,17 @@ impl Daemon {
             ),
             source => tracing::info!(?source, "bearer token source"),
         }
-
         if let Some(refresher) = auth.refresher.take() {
-            background(refresher);
+            life.background(refresher);
         }
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
-        background(Box::pin(rotate_windows(
+        life.background(Box::pin(rotate_windows(
             metrics.clone(),
             lag_metrics.clone(),
         )));
-        background(Box::pin(poll_target_health(
+        life.background(Box::pin(poll_target_health(
             http.clone(),
-            target.join(&cfg.target.health_path)?,
+            bound.target.join(&cfg.target.health_path)?,
             cfg.target.health_interval,
             metrics.clone(),
         )));
@@ -194,7 +143,7 @@ impl Daemon {
             namespace: traffic.journeys.subject_prefix.clone(),
             run_id: run_id(),
         };
-        let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &target, naming)?;
+        let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &bound.target, naming)?;
         let engine = Engine::spawn(
             Arc::new(traffic.clone()),
             journeys,
@@ -202,27 +151,23 @@ impl Daemon {
             metrics.clone(),
             gate.clone(),
             auth.signal.clone(),
-            drain.clone(),
+            life.drain.clone(),
         )
         .map_err(AppError::Thread)?;
         // Lag probes: their own schedule on the runtime, never the engine's.
-        let lag_watch = lag_metrics.clone();
         let factory = ProbeFactory {
-            base: target.clone(),
+            base: bound.target.clone(),
             namespace: traffic.journeys.subject_prefix.clone(),
             payload: traffic.payload.clone(),
-            client: http.clone(),
-            metrics: lag_metrics,
+            client: http,
+            metrics: lag_metrics.clone(),
             gate: gate.clone(),
-            drain: drain.clone(),
+            drain: life.drain.clone(),
         };
-        let probes = factory.spawn(&cfg.shard_lag())?;
-        info.add_status_section(probes.status());
-        let lag = Arc::new(LagSupervisor {
-            running: parking_lot::Mutex::new(Some(probes)),
-            current: parking_lot::Mutex::new(cfg.shard_lag()),
-            factory,
-        });
+        let lag = Arc::new(LagSupervisor::start(factory, cfg.shard_lag())?);
+        if let Some(probes) = lag.running.lock().as_ref() {
+            info.add_status_section(probes.status());
+        }
 
         let reloader = Arc::new(Reloader::new(
             opts.config_path.clone(),
@@ -230,35 +175,16 @@ impl Daemon {
             vec![Arc::new(engine.updater()), gate.clone(), lag.clone()],
             metrics.clone(),
         ));
-        let controls = Arc::new(Controls {
-            reloader: reloader.clone(),
-            gate: gate.clone(),
-        });
+        let controls = Arc::new(Controls { reloader, gate });
         info.add_status_section(controls.clone());
-        let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
-            .merge(control::router(controls.clone()));
-        let web_now = web.current();
-        if web_now.auth.is_some() && web_now.tls.is_none() {
-            tracing::warn!("admin server: basic auth without TLS sends passwords in clear text");
-        }
-        tracing::info!(
-            addr = %admin_addr,
-            tls = web_now.tls.is_some(),
-            basic_auth = web_now.auth.is_some(),
-            "admin server listening (/metrics, /status, /-/healthy)"
-        );
-        let served = admin::serve_with(
+        let Bound {
             listener,
-            router,
-            web.clone(),
-            stop.clone().cancelled_owned(),
-        );
-        tasks.spawn(async move {
-            if let Err(e) = served.await {
-                tracing::error!("admin server: {e}");
-            }
-        });
-        background(Box::pin(web.watch()));
+            admin_addr,
+            web,
+            target,
+            sim,
+        } = bound;
+        serve_admin(listener, web, &life, &metrics, &info, &controls);
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -274,11 +200,9 @@ impl Daemon {
             info,
             engine,
             lag,
-            lag_metrics: lag_watch,
+            lag_metrics,
             controls,
-            drain,
-            stop,
-            tasks,
+            life,
             sim,
             grace: cfg.server.shutdown_grace,
         })
@@ -365,7 +289,7 @@ impl Daemon {
     /// then stops the admin server. Returns whether the drain finished in time.
     pub async fn shutdown(self) -> bool {
         self.info.set_ready(false);
-        self.drain.cancel();
+        self.life.drain.cancel();
         let probes = self.lag.running.lock().take();
         if let Some(probes) = probes {
             probes.stop().await;
@@ -376,9 +300,7 @@ impl Daemon {
         } else {
             tracing::warn!(grace = ?self.grace, "shutdown grace ran out with requests in flight");
         }
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.life.stop().await;
         if let Some(sim) = self.sim {
             sim.shutdown().await;
         }
@@ -391,6 +313,136 @@ impl Daemon {
         );
         drained
     }
+}
+
+/// Two phases of shutdown, two tokens: `drain` stops the traffic engine and
+/// the lag probes starting anything new; `stop`, once the drain is over,
+/// ends the admin server and every background task, which `tasks` tracks.
+struct Lifecycle {
+    drain: CancellationToken,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+impl Lifecycle {
+    fn new() -> Self {
+        Lifecycle {
+            drain: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// Runs `task` until the stop.
+    fn background(&self, task: Task) {
+        let stop = self.stop.clone();
+        self.tasks.spawn(async move {
+            stop.run_until_cancelled(task).await;
+        });
+    }
+
+    /// Stops the background tasks and the admin server, and waits for them.
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// What is read and bound before anything runs: the web config, the
+/// embedded target if asked for, the admin listener.
+struct Bound {
+    listener: TcpListener,
+    admin_addr: SocketAddr,
+    web: Arc<admin::WebState>,
+    target: Url,
+    sim: Option<SimHandle>,
+}
+
+impl Bound {
+    async fn bind(cfg: &Config) -> Result<Bound, AppError> {
+        let listen = cfg
+            .listen_addr()
+            .map_err(|e| AppError::Config(ConfigErrors(vec![e])))?;
+        // The web config (TLS, basic auth) is read before any port is bound.
+        let web = admin::WebState::load(cfg.server.web_config_file.as_deref())?;
+        let sim = if cfg.target.is_embedded() {
+            let handle = sim::start(([127, 0, 0, 1], 0).into(), SimConfig::default()).await?;
+            tracing::info!(addr = %handle.addr(), "embedded reference API started");
+            Some(handle)
+        } else {
+            None
+        };
+        let target = match &sim {
+            Some(s) => Url::parse(&format!("{}/", s.base_url()))?,
+            None => base_url(&cfg.target.base_url)?,
+        };
+        let bind_error = |source| AppError::Bind {
+            addr: listen,
+            source,
+        };
+        let listener = TcpListener::bind(listen).await.map_err(bind_error)?;
+        let admin_addr = listener.local_addr().map_err(bind_error)?;
+        Ok(Bound {
+            listener,
+            admin_addr,
+            web,
+            target,
+            sim,
+        })
+    }
+}
+
+/// Starts the admin server on the bound listener, until the stop.
+fn serve_admin(
+    listener: TcpListener,
+    web: Arc<admin::WebState>,
+    life: &Lifecycle,
+    metrics: &Arc<Metrics>,
+    info: &Arc<RuntimeInfo>,
+    controls: &Arc<Controls>,
+) {
+    let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
+        .merge(control::router(controls.clone()));
+    let web_now = web.current();
+    if web_now.auth.is_some() && web_now.tls.is_none() {
+        tracing::warn!("admin server: basic auth without TLS sends passwords in clear text");
+    }
+    tracing::info!(
+        addr = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()),
+        tls = web_now.tls.is_some(),
+        basic_auth = web_now.auth.is_some(),
+        "admin server listening (/metrics, /status, /-/healthy)"
+    );
+    let served = admin::serve_with(
+        listener,
+        router,
+        web.clone(),
+        life.stop.clone().cancelled_owned(),
+    );
+    life.tasks.spawn(async move {
+        if let Err(e) = served.await {
+            tracing::error!("admin server: {e}");
+        }
+    });
+    life.background(Box::pin(web.watch()));
+}
+
+/// The registry with every family, the lag families included (they join
+/// before it is shared), and the one-shot tap if there is one.
+fn metrics(opts: &RunOptions) -> (Arc<Metrics>, LagMetrics) {
+    let mut metrics = Metrics::new(BuildInfo {
+        version: VERSION,
+        revision: REVISION,
+    });
+    let lag_metrics = LagMetrics::register(metrics.registry_mut());
+    if let Some(tap) = &opts.tap {
+        metrics.attach_tap(tap.clone());
+        lag_metrics.attach_tap(tap.clone());
+    }
+    (Arc::new(metrics), lag_metrics)
 }
 
 /// A trailing slash makes `join` keep any path prefix of the base URL.
@@ -484,6 +536,17 @@ impl ProbeFactory {
             self.gate.clone(),
             self.drain.child_token(),
         )
+    }
+}
+
+impl LagSupervisor {
+    fn start(factory: ProbeFactory, cfg: LagConfig) -> Result<LagSupervisor, LagError> {
+        let probes = factory.spawn(&cfg)?;
+        Ok(LagSupervisor {
+            running: parking_lot::Mutex::new(Some(probes)),
+            current: parking_lot::Mutex::new(cfg),
+            factory,
+        })
     }
 }
 
