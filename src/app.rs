@@ -19,7 +19,7 @@ use crate::config::{Config, ConfigErrors};
 use crate::credentials::{self, AuthError, TokenSource};
 use crate::exit::{Exit, ExitStatus};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
-use crate::lifecycle::{Event, SignalEvents};
+use crate::lifecycle::{Event, Lifecycle, SignalEvents};
 use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
 use crate::reload::ReloadReport;
 use crate::reload::Reloader;
@@ -29,7 +29,6 @@ use crate::traffic::engine::Engine;
 use crate::traffic::gate::Gate;
 use crate::traffic::journeys::{Journeys, Naming};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git revision, when the build environment provides one.
@@ -104,7 +103,7 @@ impl Daemon {
         let bound = Bound::bind(&cfg).await?;
         let (metrics, lag_metrics) = metrics(&opts);
         let info = Arc::new(RuntimeInfo::new(VERSION, bound.target.as_str()));
-        let life = Lifecycle::new();
+        let life = Lifecycle::default();
         let http = TargetClient::new(&cfg.target)?;
         let mut auth = credentials::start(
             &cfg.auth,
@@ -312,42 +311,6 @@ impl Daemon {
             "stopped"
         );
         drained
-    }
-}
-
-/// Two phases of shutdown, two tokens: `drain` stops the traffic engine and
-/// the lag probes starting anything new; `stop`, once the drain is over,
-/// ends the admin server and every background task, which `tasks` tracks.
-struct Lifecycle {
-    drain: CancellationToken,
-    stop: CancellationToken,
-    tasks: TaskTracker,
-}
-
-type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
-
-impl Lifecycle {
-    fn new() -> Self {
-        Lifecycle {
-            drain: CancellationToken::new(),
-            stop: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        }
-    }
-
-    /// Runs `task` until the stop.
-    fn background(&self, task: Task) {
-        let stop = self.stop.clone();
-        self.tasks.spawn(async move {
-            stop.run_until_cancelled(task).await;
-        });
-    }
-
-    /// Stops the background tasks and the admin server, and waits for them.
-    async fn stop(&self) {
-        self.stop.cancel();
-        self.tasks.close();
-        self.tasks.wait().await;
     }
 }
 
