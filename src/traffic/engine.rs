@@ -278,8 +278,11 @@ impl Loop {
         let mut last_wake = Instant::now();
         let mut saturated = false;
         loop {
+            // Seen after the first tick of a new segment went out, so the
+            // gauges flip on time; judged at the segment's middle, because
+            // that tick's instant can round to just before the edge.
             if pacer.take_changed() {
-                let t = start.elapsed().as_secs_f64();
+                let t = pacer.segment_mid();
                 let p = pacer.profile();
                 metrics.set_target_rate(p.rate_at(t));
                 metrics.set_burst_active(p.burst_active(t));
