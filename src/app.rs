@@ -254,9 +254,7 @@ impl Daemon {
     /// The newest lag samples of one projection (`stream`, ...), oldest
     /// first: for comparing with a ground truth sample by sample.
     pub fn lag_samples(&self, projection: &str) -> Vec<lag::LagSample> {
-        lag::probe::Projection::ALL
-            .into_iter()
-            .find(|p| p.as_str() == projection)
+        lag::probe::Projection::from_name(projection)
             .map(|p| self.lag_metrics.recent_samples(p))
             .unwrap_or_default()
     }

@@ -13,7 +13,7 @@ mod support;
 
 use std::time::Duration;
 
-use rehab_canary::lag::{LagSample, ServerClockConfig};
+use rehab_canary::lag::{LagSample, Projection, ServerClockConfig};
 use rehab_canary::sim::Faults;
 use support::lag::*;
 use support::{scrape_sim, scrape_until};
@@ -91,8 +91,8 @@ fn cells(delay_ms: u64) -> Vec<Cell> {
 
 /// Server-clock pointers of the reference API for the measured probes.
 fn server_clock(c: &mut rehab_canary::config::Config) {
-    for p in [&mut c.lag.probes.stream, &mut c.lag.probes.adherence] {
-        p.server_clock = ServerClockConfig {
+    for p in [Projection::Stream, Projection::Adherence] {
+        c.lag.probes[p].server_clock = ServerClockConfig {
             committed: Some("/committed_at".into()),
             applied: Some("/projected_at".into()),
         };
@@ -245,7 +245,7 @@ async fn serial_probes_run_without_traffic_and_show_in_status_and_page() {
     let sim = start_sim(Faults::default(), |_| {}).await;
     let daemon = start_daemon(config(&sim, &PROJECTIONS, |c| {
         c.lag.interval = Duration::from_millis(200);
-        c.lag.probes.work_queue.interval = Some(Duration::from_millis(300));
+        c.lag.probes[Projection::WorkQueue].interval = Some(Duration::from_millis(300));
     }))
     .await;
     let addr = daemon.admin_addr();

@@ -8,6 +8,7 @@ mod support;
 
 use std::time::Duration;
 
+use rehab_canary::lag::Projection;
 use rehab_canary::sim::Faults;
 use support::lag::*;
 use support::{scrape, scrape_sim, scrape_until, Scrape};
@@ -35,7 +36,8 @@ async fn serial_lost_fraction_follows_the_drop_rate() {
     let daemon = start_daemon(config(&sim, &probes, |c| {
         c.lag.interval = Duration::from_millis(20);
         c.lag.timeout = Duration::from_millis(500);
-        c.lag.probes.stream.route = Some("api/v1/patients/{patient}/stream?limit=20".into());
+        c.lag.probes[Projection::Stream].route =
+            Some("api/v1/patients/{patient}/stream?limit=20".into());
     }))
     .await;
     let addr = daemon.admin_addr();

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rehab_canary::app::{Daemon, RunOptions};
 use rehab_canary::config::Config;
+use rehab_canary::lag::Projection;
 use rehab_canary::sim::{Faults, SimHandle};
 use rehab_canary::slo::{self, rules::Rule};
 use serde_json::Value;
@@ -125,9 +126,10 @@ fn daemon_config(base_url: String, token: PathBuf) -> Config {
     }
     let mut cfg: Config = serde_json::from_value(v).unwrap();
     // The reference API's own timestamps: the dashboard draws server-clock lag.
-    for p in [&mut cfg.lag.probes.stream, &mut cfg.lag.probes.adherence] {
-        p.server_clock.committed = Some("/committed_at".into());
-        p.server_clock.applied = Some("/projected_at".into());
+    for p in [Projection::Stream, Projection::Adherence] {
+        let clock = &mut cfg.lag.probes[p].server_clock;
+        clock.committed = Some("/committed_at".into());
+        clock.applied = Some("/projected_at".into());
     }
     cfg
 }

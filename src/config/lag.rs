@@ -67,33 +67,109 @@ impl Default for LagConfig {
     }
 }
 
-/// One entry per built-in probe. Unset options serialize as `null` (no
-/// `skip_serializing_if`): the config loader's known-key check reads the
-/// defaults' serialized tree, so every key must appear in it. A field left unset in a probe falls back to
-/// that probe's built-in default (see `probe.rs`), which is why the rule
-/// fields are options: a shared struct default could not differ per probe.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct ProbesConfig {
-    pub stream: ProbeConfig,
-    pub adherence: ProbeConfig,
-    pub quality: ProbeConfig,
-    pub work_queue: ProbeConfig,
+/// The read models the probes measure; the `projection` label values and
+/// the keys of `[lag.probes.NAME]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Projection {
+    Stream,
+    Adherence,
+    Quality,
+    WorkQueue,
 }
 
-impl Default for ProbesConfig {
-    fn default() -> Self {
-        ProbesConfig {
-            stream: ProbeConfig::default(),
-            adherence: ProbeConfig::default(),
-            quality: ProbeConfig::default(),
-            // Alert generation is slower to set up and to clean after (a
-            // fresh patient per event), so it runs less often.
-            work_queue: ProbeConfig {
-                interval: Some(Duration::from_secs(30)),
-                ..ProbeConfig::default()
-            },
+impl Projection {
+    pub const ALL: [Projection; 4] = [
+        Projection::Stream,
+        Projection::Adherence,
+        Projection::Quality,
+        Projection::WorkQueue,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Projection::Stream => "stream",
+            Projection::Adherence => "adherence",
+            Projection::Quality => "quality",
+            Projection::WorkQueue => "work_queue",
         }
+    }
+
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn from_name(name: &str) -> Option<Projection> {
+        Projection::ALL.into_iter().find(|p| p.as_str() == name)
+    }
+}
+
+/// The probe set: one [`ProbeConfig`] per projection, written in the file as
+/// a table keyed by projection (`[lag.probes.stream]`, ...); an unknown key
+/// is an error naming `lag.probes`. Unset fields fall back to the probe's
+/// built-in defaults in `lag/probe.rs`, so a table that sets one field keeps
+/// the rest of that probe's defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProbesConfig([ProbeConfig; 4]);
+
+impl ProbesConfig {
+    /// Every probe with its projection, in `Projection::ALL` order.
+    pub fn iter(&self) -> impl Iterator<Item = (Projection, &ProbeConfig)> {
+        Projection::ALL.into_iter().zip(&self.0)
+    }
+
+    pub fn any_enabled(&self) -> bool {
+        self.0.iter().any(|p| p.enabled)
+    }
+}
+
+impl std::ops::Index<Projection> for ProbesConfig {
+    type Output = ProbeConfig;
+    fn index(&self, p: Projection) -> &ProbeConfig {
+        &self.0[p.index()]
+    }
+}
+
+impl std::ops::IndexMut<Projection> for ProbesConfig {
+    fn index_mut(&mut self, p: Projection) -> &mut ProbeConfig {
+        &mut self.0[p.index()]
+    }
+}
+
+impl Serialize for ProbesConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+/// Keys are read as strings and an unknown one's value is skipped as
+/// `IgnoredAny`, so the loader's unknown-key check names it by its path
+/// (`lag.probes.streem`) and the other probes still load.
+impl<'de> Deserialize<'de> for ProbesConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ProbesConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of probes keyed by projection")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = ProbesConfig::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    match Projection::from_name(&name) {
+                        Some(p) => out[p] = map.next_value()?,
+                        None => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -113,7 +189,8 @@ pub enum RuleKind {
 #[serde(default)]
 pub struct ProbeConfig {
     pub enabled: bool,
-    /// Overrides `lag.interval` for this probe.
+    /// Overrides `lag.interval` for this probe (the work queue's built-in is
+    /// `lag.interval` but at least 30s).
     #[serde(with = "humantime_serde")]
     pub interval: Option<Duration>,
     /// The read to poll, relative to `target.base_url`; `{patient}`,
@@ -160,17 +237,6 @@ pub struct ServerClockConfig {
 pub const ROUTE_PLACEHOLDERS: [&str; 3] = ["{patient}", "{therapist}", "{marker}"];
 
 impl LagConfig {
-    /// The probes by name, in `Projection::ALL` order.
-    pub fn probes(&self) -> [(&'static str, &ProbeConfig); 4] {
-        let p = &self.probes;
-        [
-            ("stream", &p.stream),
-            ("adherence", &p.adherence),
-            ("quality", &p.quality),
-            ("work_queue", &p.work_queue),
-        ]
-    }
-
     /// Every violation, each naming its key.
     pub fn validate(&self, errs: &mut Errors) {
         let ms = Duration::from_millis;
@@ -221,7 +287,8 @@ impl LagConfig {
             "lag.late_poll_interval",
             "must be at least 10ms",
         );
-        for (name, p) in self.probes() {
+        for (projection, p) in self.probes.iter() {
+            let name = projection.as_str();
             let key = |field: &str| format!("lag.probes.{name}.{field}");
             if let Some(i) = p.interval {
                 if !(ms(10)..=hour).contains(&i) {
@@ -334,43 +401,43 @@ mod tests {
                 "lag.late_poll_interval",
             ),
             (
-                |c| c.probes.work_queue.interval = Some(Duration::ZERO),
+                |c| c.probes[Projection::WorkQueue].interval = Some(Duration::ZERO),
                 "lag.probes.work_queue.interval",
             ),
             (
-                |c| c.probes.stream.route = Some("/abs/path".into()),
+                |c| c.probes[Projection::Stream].route = Some("/abs/path".into()),
                 "lag.probes.stream.route",
             ),
             (
-                |c| c.probes.stream.route = Some("api/{nope}".into()),
+                |c| c.probes[Projection::Stream].route = Some("api/{nope}".into()),
                 "lag.probes.stream.route",
             ),
             (
-                |c| c.probes.stream.route = Some("api/{patient".into()),
+                |c| c.probes[Projection::Stream].route = Some("api/{patient".into()),
                 "lag.probes.stream.route",
             ),
             (
-                |c| c.probes.quality.pointer = Some("sessions".into()),
+                |c| c.probes[Projection::Quality].pointer = Some("sessions".into()),
                 "lag.probes.quality.pointer",
             ),
             (
-                |c| c.probes.adherence.rule = Some(RuleKind::Value),
+                |c| c.probes[Projection::Adherence].rule = Some(RuleKind::Value),
                 "lag.probes.adherence.expect",
             ),
             (|c| c.poll_max_in_flight = 0, "lag.poll_max_in_flight"),
             (|c| c.weak_share = 0.0, "lag.weak_share"),
             (|c| c.weak_share = f64::INFINITY, "lag.weak_share"),
             (
-                |c| c.probes.stream.server_clock.committed = Some("/c".into()),
+                |c| c.probes[Projection::Stream].server_clock.committed = Some("/c".into()),
                 "lag.probes.stream.server_clock.applied",
             ),
             (
-                |c| c.probes.quality.server_clock.applied = Some("/a".into()),
+                |c| c.probes[Projection::Quality].server_clock.applied = Some("/a".into()),
                 "lag.probes.quality.server_clock.committed",
             ),
             (
                 |c| {
-                    c.probes.stream.server_clock = ServerClockConfig {
+                    c.probes[Projection::Stream].server_clock = ServerClockConfig {
                         committed: Some("committed_at".into()),
                         applied: Some("/a".into()),
                     }

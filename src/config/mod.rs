@@ -162,17 +162,8 @@ impl Config {
     /// This shard's lag probes: the ones dealt to it.
     pub fn shard_lag(&self) -> lag::LagConfig {
         let mut l = self.lag.clone();
-        let p = &mut l.probes;
-        for (k, probe) in [
-            &mut p.stream,
-            &mut p.adherence,
-            &mut p.quality,
-            &mut p.work_queue,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            probe.enabled &= self.shard.owns_probe(k);
+        for p in lag::Projection::ALL {
+            l.probes[p].enabled &= self.shard.owns_probe(p.index());
         }
         l
     }
@@ -261,6 +252,40 @@ mod tests {
         assert_eq!(cfg.traffic.events_per_second, 200.0);
         assert_eq!(cfg.traffic.mix.admin, 5);
         assert_eq!(cfg.target.timeout, Duration::from_millis(750));
+    }
+
+    #[test]
+    fn the_probe_set_is_keyed_by_projection() {
+        use lag::Projection;
+        let cfg = load_str(
+            "[lag.probes.work_queue]\nroute = \"api/v1/x?t={therapist}\"\n",
+            &[("REHAB_CANARY__LAG__PROBES__QUALITY__ENABLED", "false")],
+        )
+        .unwrap();
+        let on: Vec<_> = cfg.lag.probes.iter().map(|(p, c)| (p, c.enabled)).collect();
+        assert_eq!(
+            on,
+            [
+                (Projection::Stream, true),
+                (Projection::Adherence, true),
+                (Projection::Quality, false),
+                (Projection::WorkQueue, true),
+            ]
+        );
+        let wq = &cfg.lag.probes[Projection::WorkQueue];
+        assert_eq!(wq.route.as_deref(), Some("api/v1/x?t={therapist}"));
+        // Unset stays unset: the probe's built-in applies (30s for this one).
+        assert_eq!(wq.interval, None);
+        let err = load_str(
+            "[lag.probes.streem]\nenabled = false\n[lag.probes.stream]\nroutee = \"x\"\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(&err),
+            ["lag.probes.stream.routee", "lag.probes.streem"],
+            "{err}"
+        );
     }
 
     #[test]
@@ -361,7 +386,7 @@ mod tests {
         assert_eq!(t.max_events_per_second, 300.0);
         assert_eq!(t.journeys.subject_prefix, "canary-s1-");
         let l = cfg.shard_lag();
-        let on: Vec<bool> = l.probes().iter().map(|(_, p)| p.enabled).collect();
+        let on: Vec<bool> = l.probes.iter().map(|(_, p)| p.enabled).collect();
         assert_eq!(on, vec![false, true, false, false]);
         // Unsharded: everything as configured.
         let one = Config::default();

@@ -36,11 +36,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::TargetClient;
-pub use crate::config::lag::{LagConfig, ProbeConfig, ProbesConfig, RuleKind, ServerClockConfig};
+pub use crate::config::lag::{
+    LagConfig, ProbeConfig, ProbesConfig, Projection, RuleKind, ServerClockConfig,
+};
 use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
-use probe::{Probe, Projection, Setup};
+use probe::{Probe, Setup};
 use status::LagStatus;
 use tracker::Tracker;
 use visibility::ReadFailure;
@@ -172,13 +174,13 @@ impl LagProbes {
         stop: CancellationToken,
     ) -> Result<LagProbes, LagError> {
         let mut probes = Vec::new();
-        for (p, (name, pcfg)) in Projection::ALL.into_iter().zip(cfg.probes()) {
+        for (p, pcfg) in cfg.probes.iter() {
             metrics.set_enabled(p, pcfg.enabled);
             if !pcfg.enabled {
                 continue;
             }
             let probe = Probe::new(p, pcfg, cfg, &setup).map_err(|source| LagError::Route {
-                probe: name,
+                probe: p.as_str(),
                 source,
             })?;
             probes.push(Arc::new(ProbeState {

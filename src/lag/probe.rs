@@ -27,40 +27,10 @@ use super::marker::{MarkerPrefix, RunEpoch};
 use super::server_clock::{self, ServerClock, StampError};
 use super::visibility::Visibility;
 use crate::api::EventKind;
+pub use crate::config::lag::Projection;
 use crate::config::lag::{LagConfig, ProbeConfig, RuleKind};
 use crate::config::PayloadConfig;
 use crate::traffic::journeys::{Meta, ObjWriter, PayloadWriter};
-
-/// The read models the probes measure; the `projection` label values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Projection {
-    Stream,
-    Adherence,
-    Quality,
-    WorkQueue,
-}
-
-impl Projection {
-    pub const ALL: [Projection; 4] = [
-        Projection::Stream,
-        Projection::Adherence,
-        Projection::Quality,
-        Projection::WorkQueue,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Projection::Stream => "stream",
-            Projection::Adherence => "adherence",
-            Projection::Quality => "quality",
-            Projection::WorkQueue => "work_queue",
-        }
-    }
-
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// `overall_quality` of the work-queue probe's session: below the service's
 /// 0.70 alert threshold.
@@ -77,6 +47,8 @@ struct Defaults {
     route: &'static str,
     rule: RuleKind,
     pointer: &'static str,
+    /// At least this interval when `interval` is unset.
+    min_interval: Duration,
 }
 
 fn defaults(p: Projection) -> Defaults {
@@ -85,21 +57,27 @@ fn defaults(p: Projection) -> Defaults {
             route: "api/v1/patients/{patient}/stream?limit=50",
             rule: RuleKind::Marker,
             pointer: "/events",
+            min_interval: Duration::ZERO,
         },
         Projection::Adherence => Defaults {
             route: "api/v1/projections/adherence?patient_id={patient}",
             rule: RuleKind::Marker,
             pointer: "/recent_sessions",
+            min_interval: Duration::ZERO,
         },
         Projection::Quality => Defaults {
             route: "api/v1/projections/quality?patient_id={patient}&window=7d",
             rule: RuleKind::Increment,
             pointer: "/sessions",
+            min_interval: Duration::ZERO,
         },
         Projection::WorkQueue => Defaults {
             route: "api/v1/projections/work-queue?therapist_id={therapist}",
             rule: RuleKind::Marker,
             pointer: "/items",
+            // Alert generation is slower to set up and to clean after (a
+            // fresh patient per event), so it runs less often.
+            min_interval: Duration::from_secs(30),
         },
     }
 }
@@ -172,7 +150,7 @@ impl Probe {
                 pointer: cfg.pointer.clone().unwrap_or_else(|| d.pointer.to_owned()),
                 expect: cfg.expect.clone().unwrap_or_default(),
             },
-            interval: cfg.interval.unwrap_or(lag.interval),
+            interval: cfg.interval.unwrap_or(lag.interval.max(d.min_interval)),
             events_url: setup.base.join("api/v1/events")?,
             server_clock: match &cfg.server_clock {
                 crate::config::lag::ServerClockConfig {
@@ -340,7 +318,7 @@ mod tests {
 
     fn probe(p: Projection, shape: PayloadShape) -> Probe {
         let lag = LagConfig::default();
-        let cfg = lag.probes()[p.index()].1.clone();
+        let cfg = lag.probes[p].clone();
         Probe::new(p, &cfg, &lag, &setup(shape)).unwrap()
     }
 
@@ -418,10 +396,10 @@ mod tests {
     #[test]
     fn per_event_routes_resolve_the_marker() {
         let mut lag = LagConfig::default();
-        lag.probes.stream.route = Some("api/v1/find/{marker}".into());
+        lag.probes[Projection::Stream].route = Some("api/v1/find/{marker}".into());
         let p = Probe::new(
             Projection::Stream,
-            &lag.probes.stream,
+            &lag.probes[Projection::Stream],
             &lag,
             &setup(PayloadShape::Envelope),
         )

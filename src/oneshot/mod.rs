@@ -96,7 +96,7 @@ pub async fn run(
     let profile = profile::resolve(&cfg, &opts.profile, opts.run_for)?;
     let mut cfg = cfg;
     cfg.traffic = profile.traffic.clone();
-    let lag_enabled = cfg.shard_lag().probes().iter().any(|(_, p)| p.enabled);
+    let lag_enabled = cfg.shard_lag().probes.any_enabled();
     let started = SystemTime::now();
     let started_at = humantime::format_rfc3339_seconds(started).to_string();
     // Made before the run, so an unwritable results dir fails in a second,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
+use rehab_canary::lag::Projection;
 use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 
 pub use super::stack::start_daemon;
@@ -26,11 +27,9 @@ pub async fn start_sim(faults: Faults, tweak: impl FnOnce(&mut SimConfig)) -> Si
 pub fn config(sim: &SimHandle, probes: &[&str], tweak: impl FnOnce(&mut Config)) -> Config {
     let mut cfg = daemon_config_for(sim, shared_dev_token_file());
     cfg.traffic.events_per_second = 0.0;
-    let p = &mut cfg.lag.probes;
-    p.stream.enabled = probes.contains(&"stream");
-    p.adherence.enabled = probes.contains(&"adherence");
-    p.quality.enabled = probes.contains(&"quality");
-    p.work_queue.enabled = probes.contains(&"work_queue");
+    for p in Projection::ALL {
+        cfg.lag.probes[p].enabled = probes.contains(&p.as_str());
+    }
     tweak(&mut cfg);
     cfg
 }
