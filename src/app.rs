@@ -460,7 +460,7 @@ async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metri
 }
 
 /// Restarts the lag probes when a reload changes `[lag]`. The new probes get
-/// a new run epoch, so the swap makes no false duplicates or losses; runs of
+/// a new run id, so the swap makes no false duplicates or losses; runs of
 /// the old ones in progress are cancelled, not counted.
 struct LagSupervisor {
     running: parking_lot::Mutex<Option<LagProbes>>,
@@ -469,7 +469,7 @@ struct LagSupervisor {
 }
 
 /// What every start of the lag probes shares; each start draws a new run
-/// epoch, so a restart makes no false duplicates or losses.
+/// id, so a restart makes no false duplicates or losses.
 struct ProbeFactory {
     base: Url,
     namespace: String,
@@ -490,7 +490,7 @@ impl ProbeFactory {
                 base: self.base.clone(),
                 namespace: self.namespace.clone(),
                 payload: self.payload.clone(),
-                epoch: lag::marker::RunEpoch::random(),
+                run: lag::marker::RunId::random(),
             },
             self.client.clone(),
             self.metrics.clone(),

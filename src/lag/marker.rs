@@ -1,8 +1,8 @@
 //! Probe markers: the string every probe event carries so a read can be
-//! searched for it, made of the namespace, the probe's stream id, a run epoch
+//! searched for it, made of the namespace, the probe's stream id, a run id
 //! and a sequence number (`canary-probe-stream-5f0c2a9e41d7b388-42`).
 //!
-//! The epoch is drawn at random each time the probes start, so after a
+//! The run id is drawn at random each time the probes start, so after a
 //! restart the events of the previous run (still in the service's streams)
 //! never match this run's prefix: they cannot pass for duplicates, and their
 //! absence from this run's bookkeeping cannot pass for losses. The sequence
@@ -13,15 +13,15 @@ use std::fmt::Write as _;
 
 /// Random per start of the probes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RunEpoch(pub u64);
+pub struct RunId(pub u64);
 
-impl RunEpoch {
+impl RunId {
     pub fn random() -> Self {
-        RunEpoch(rand::random::<u64>())
+        RunId(rand::random::<u64>())
     }
 }
 
-/// The marker prefix of one probe stream in one run: `{ns}probe-{stream}-{epoch}-`.
+/// The marker prefix of one probe stream in one run: `{ns}probe-{stream}-{run}-`.
 /// Markers are the prefix plus a decimal sequence number.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MarkerPrefix {
@@ -34,12 +34,12 @@ const MAX_SEQ_DIGITS: usize = 20;
 impl MarkerPrefix {
     /// `namespace` is the validated subject prefix (`[A-Za-z0-9-_.]`), so the
     /// marker is a valid id for the service and needs no JSON escaping.
-    pub fn new(namespace: &str, stream: &str, epoch: RunEpoch) -> Self {
+    pub fn new(namespace: &str, stream: &str, run: RunId) -> Self {
         let mut prefix = String::with_capacity(namespace.len() + stream.len() + 24);
         prefix.push_str(namespace);
         prefix.push_str("probe-");
         prefix.push_str(stream);
-        let _ = write!(prefix, "-{:016x}-", epoch.0);
+        let _ = write!(prefix, "-{:016x}-", run.0);
         MarkerPrefix { prefix }
     }
 
@@ -76,13 +76,13 @@ mod tests {
 
     #[test]
     fn markers_round_trip_and_reject_look_alikes() {
-        let p = MarkerPrefix::new("canary-", "stream", RunEpoch(0xabc));
+        let p = MarkerPrefix::new("canary-", "stream", RunId(0xabc));
         assert_eq!(p.as_str(), "canary-probe-stream-0000000000000abc-");
         let m = p.marker(42);
         assert_eq!(m, "canary-probe-stream-0000000000000abc-42");
         assert_eq!(p.parse(&m), Some(42));
-        let other_run = MarkerPrefix::new("canary-", "stream", RunEpoch(0xabd));
-        let other_stream = MarkerPrefix::new("canary-", "adherence", RunEpoch(0xabc));
+        let other_run = MarkerPrefix::new("canary-", "stream", RunId(0xabd));
+        let other_stream = MarkerPrefix::new("canary-", "adherence", RunId(0xabc));
         for (s, want) in [
             (other_run.marker(42), None),
             (other_stream.marker(42), None),
@@ -98,9 +98,9 @@ mod tests {
     }
 
     #[test]
-    fn epochs_differ_between_starts() {
+    fn run_ids_differ_between_starts() {
         // Two draws colliding has probability 2^-64; a failure here means the
         // generator is broken, not bad luck.
-        assert_ne!(RunEpoch::random(), RunEpoch::random());
+        assert_ne!(RunId::random(), RunId::random());
     }
 }

@@ -211,7 +211,7 @@ impl LagProbes {
             probes = ?probes.iter().map(|p| p.probe.projection.as_str()).collect::<Vec<_>>(),
             interval = ?cfg.interval,
             timeout = ?cfg.timeout,
-            epoch = format_args!("{:016x}", setup.epoch.0),
+            run_id = format_args!("{:016x}", setup.run.0),
             "lag probes running"
         );
         let task = tokio::spawn(schedule(shared, probes, cfg.max_in_flight, stop.clone()));

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::Url;
 
-use super::marker::{MarkerPrefix, RunEpoch};
+use super::marker::{MarkerPrefix, RunId};
 use super::server_clock::{self, ServerClock, StampError};
 use super::visibility::Visibility;
 use crate::api::EventKind;
@@ -90,7 +90,7 @@ pub struct Setup {
     /// The synthetic subject namespace (`traffic.journeys.subject_prefix`).
     pub namespace: String,
     pub payload: PayloadConfig,
-    pub epoch: RunEpoch,
+    pub run: RunId,
 }
 
 /// One marked event, ready to post.
@@ -135,7 +135,7 @@ impl Probe {
             // A fresh patient per event: its alert is its own, and carries
             // the marker as its patient id. A therapist per run keeps the
             // queue free of a previous run's leftovers.
-            Projection::WorkQueue => (None, format!("{ns}probe-therapist-{:016x}", setup.epoch.0)),
+            Projection::WorkQueue => (None, format!("{ns}probe-therapist-{:016x}", setup.run.0)),
             p => (
                 Some(format!("{ns}probe-{}", p.as_str())),
                 format!("{ns}probe-therapist"),
@@ -144,7 +144,7 @@ impl Probe {
         let route = cfg.route.clone().unwrap_or_else(|| d.route.to_owned());
         let mut probe = Probe {
             projection,
-            prefix: MarkerPrefix::new(ns, projection.as_str(), setup.epoch),
+            prefix: MarkerPrefix::new(ns, projection.as_str(), setup.run),
             rule: Visibility {
                 kind: cfg.rule.unwrap_or(d.rule),
                 pointer: cfg.pointer.clone().unwrap_or_else(|| d.pointer.to_owned()),
@@ -312,7 +312,7 @@ mod tests {
                 shape,
                 ..PayloadConfig::default()
             },
-            epoch: RunEpoch(0x1234),
+            run: RunId(0x1234),
         }
     }
 

@@ -144,7 +144,7 @@ pub fn lag(committed: SystemTime, applied: SystemTime) -> Result<Duration, Stamp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lag::marker::RunEpoch;
+    use crate::lag::marker::RunId;
     use serde_json::json;
 
     fn at(secs: u64, micros: u32) -> SystemTime {
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn the_applied_time_comes_from_the_marked_element() {
-        let p = MarkerPrefix::new("canary-", "stream", RunEpoch(1));
+        let p = MarkerPrefix::new("canary-", "stream", RunId(1));
         let read = json!({"events": [
             {"body": {"session_id": p.marker(1)}, "projected_at": "2025-12-01T10:00:00.100Z"},
             {"body": {"session_id": p.marker(2)}, "projected_at": "2025-12-01T10:00:00.200Z"},

@@ -154,7 +154,7 @@ fn collect(v: &Value, prefix: &MarkerPrefix, out: &mut Vec<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lag::marker::RunEpoch;
+    use crate::lag::marker::RunId;
     use serde_json::json;
 
     fn rule(kind: RuleKind, pointer: &str, expect: &str) -> Visibility {
@@ -167,8 +167,8 @@ mod tests {
 
     #[test]
     fn rules_judge_reads() {
-        let p = MarkerPrefix::new("canary-", "stream", RunEpoch(1));
-        let old = MarkerPrefix::new("canary-", "stream", RunEpoch(2));
+        let p = MarkerPrefix::new("canary-", "stream", RunId(1));
+        let old = MarkerPrefix::new("canary-", "stream", RunId(2));
         let m7 = p.marker(7);
         let doc = json!({
             "events": [

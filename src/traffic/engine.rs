@@ -25,7 +25,7 @@ use crate::traffic::schedule::{secs, Burst, Pacer, RateProfile, WeightedRoundRob
 
 /// Builds the rate profile of a traffic config; `max_events_per_second` is
 /// the hard cap no burst or ramp passes.
-pub fn profile(cfg: &TrafficConfig, epoch_unix_s: f64) -> RateProfile {
+pub fn profile(cfg: &TrafficConfig, start_unix_s: f64) -> RateProfile {
     RateProfile {
         base: cfg.events_per_second,
         ramp_up_s: cfg.ramp_up.as_secs_f64(),
@@ -35,7 +35,7 @@ pub fn profile(cfg: &TrafficConfig, epoch_unix_s: f64) -> RateProfile {
             multiplier: cfg.burst.multiplier,
         }),
         ceiling: cfg.max_events_per_second,
-        epoch_unix_s,
+        start_unix_s,
     }
 }
 
@@ -213,7 +213,7 @@ impl crate::reload::Apply for EngineUpdater {
     }
 }
 
-fn epoch_now() -> f64 {
+fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -270,8 +270,8 @@ impl Loop {
     /// never delay a send, and hands each request to the tokio runtime.
     fn run(mut self) {
         let start = Instant::now();
-        let epoch = epoch_now();
-        let mut pacer = Pacer::new(profile(&self.cfg, epoch), tick_scale(&self.cfg), 0.0);
+        let start_unix_s = unix_now();
+        let mut pacer = Pacer::new(profile(&self.cfg, start_unix_s), tick_scale(&self.cfg), 0.0);
         let mut mix = mix_of(&self.cfg);
         let mut capacity = self.cfg.max_in_flight;
         let metrics = self.shared.metrics.clone();
@@ -311,7 +311,7 @@ impl Loop {
                 self.control.pending.store(false, Ordering::Release);
                 if let Some(new) = self.control.update.lock().take() {
                     let now_t = start.elapsed().as_secs_f64();
-                    pacer.set_profile(profile(&new, epoch), tick_scale(&new), now_t);
+                    pacer.set_profile(profile(&new, start_unix_s), tick_scale(&new), now_t);
                     mix = mix_of(&new);
                     let _guard = self.runtime.enter();
                     resize(&self.permits, &mut capacity, new.max_in_flight);

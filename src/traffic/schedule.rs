@@ -33,7 +33,7 @@ pub struct RateProfile {
     pub ceiling: f64,
     /// Unix time (seconds) at t = 0, so bursts align to the wall clock and
     /// every shard bursts at the same moment.
-    pub epoch_unix_s: f64,
+    pub start_unix_s: f64,
 }
 
 impl RateProfile {
@@ -43,12 +43,12 @@ impl RateProfile {
             ramp_up_s: 0.0,
             burst: None,
             ceiling: f64::INFINITY,
-            epoch_unix_s: 0.0,
+            start_unix_s: 0.0,
         }
     }
 
     fn burst_phase(&self, b: &Burst, t: f64) -> f64 {
-        (self.epoch_unix_s + t).rem_euclid(b.every_s)
+        (self.start_unix_s + t).rem_euclid(b.every_s)
     }
 
     pub fn burst_active(&self, t: f64) -> bool {
@@ -283,7 +283,7 @@ mod tests {
                 multiplier: 5.0,
             }),
             // Start 7 s into a burst period: the first burst begins at t = 3.
-            epoch_unix_s: 1_000_007.0,
+            start_unix_s: 1_000_007.0,
             ..RateProfile::constant(100.0)
         };
         assert!(!profile.burst_active(0.0));
@@ -315,7 +315,7 @@ mod tests {
 
     #[test]
     fn gauges_judged_at_the_segment_middle_match_the_rate_in_force() {
-        // An epoch with a fraction no float holds exactly: the first tick of
+        // A start time with a fraction no float holds exactly: the first tick of
         // a burst can round to just before its edge, the middle cannot.
         let profile = RateProfile {
             burst: Some(Burst {
@@ -323,7 +323,7 @@ mod tests {
                 duration_s: 2.0,
                 multiplier: 4.0,
             }),
-            epoch_unix_s: 1_764_590_270.123_456_7,
+            start_unix_s: 1_764_590_270.123_456_7,
             ..RateProfile::constant(50.0)
         };
         let mut p = Pacer::new(profile.clone(), 1.0, 0.0);
