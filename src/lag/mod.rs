@@ -104,7 +104,8 @@ struct Timing {
 }
 
 #[derive(Debug)]
-struct Shared {
+/// What every probe run reads: the client, the metrics, the gate, the timing.
+struct ProbeContext {
     client: TargetClient,
     metrics: LagMetrics,
     /// The operator's kill switch stops probes too: a paused canary sends
@@ -114,7 +115,7 @@ struct Shared {
     logged: [AtomicBool; Once::COUNT],
 }
 
-impl Shared {
+impl ProbeContext {
     fn log_once(&self, what: Once, projection: Projection, detail: &dyn std::fmt::Display) {
         if !self.logged[what.index()].swap(true, Ordering::Relaxed) {
             tracing::warn!(
@@ -191,7 +192,7 @@ impl LagProbes {
                 busy: AtomicBool::new(false),
             }));
         }
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(ProbeContext {
             client,
             metrics: metrics.clone(),
             gate,
@@ -252,7 +253,7 @@ fn advance(due: Instant, every: Duration, now: Instant) -> Instant {
 }
 
 async fn schedule(
-    shared: Arc<Shared>,
+    shared: Arc<ProbeContext>,
     probes: Vec<Arc<ProbeState>>,
     max_in_flight: usize,
     stop: CancellationToken,
@@ -352,7 +353,7 @@ async fn schedule(
 fn launch(
     runs: &mut JoinSet<()>,
     permits: &Arc<Semaphore>,
-    shared: &Shared,
+    shared: &ProbeContext,
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> bool {
     let Ok(permit) = permits.clone().try_acquire_owned() else {

@@ -22,7 +22,7 @@ use super::probe::Projection;
 use super::server_clock::{self, StampError};
 use super::tracker::Observed;
 use super::visibility::{Check, ReadFailure};
-use super::{Once, ProbeState, RuleKind, Shared, Timing, FINAL_ATTEMPTS};
+use super::{Once, ProbeContext, ProbeState, RuleKind, Timing, FINAL_ATTEMPTS};
 use crate::client::Outcome;
 use crate::client::TargetClient;
 
@@ -68,7 +68,7 @@ struct PollDone {
 /// probe's in-flight bound (if it took one) until the answer is in, also
 /// when it finishes in the background after its run is over.
 fn poll(
-    shared: &Arc<Shared>,
+    shared: &Arc<ProbeContext>,
     proj: Projection,
     url: &Url,
     k: u32,
@@ -155,7 +155,7 @@ enum Unseen {
 /// on the geometric schedule, polls overlapping each other and the POST
 /// (bounded per probe by `lag.poll_max_in_flight`), until a poll sees the event or
 /// the timeout passes; then the sample and its error bar (`estimate.rs`).
-pub(super) async fn run(shared: Arc<Shared>, p: Arc<ProbeState>) {
+pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
     let _busy = p.serial().then(|| Busy(&p));
     let proj = p.probe.projection;
     let m = &shared.metrics;
@@ -429,7 +429,7 @@ fn far_future() -> Instant {
 /// Records what a read (answered over `span`) revealed beyond the probe's
 /// own event; late events get their lag recorded and, for the work queue,
 /// their cleanup (in the background: a poll loop never waits for it).
-fn account(shared: &Arc<Shared>, p: &Arc<ProbeState>, o: Observed, span: Span) {
+fn account(shared: &Arc<ProbeContext>, p: &Arc<ProbeState>, o: Observed, span: Span) {
     let proj = p.probe.projection;
     let m = &shared.metrics;
     m.duplicated(proj, o.duplicated);
@@ -462,7 +462,7 @@ fn account(shared: &Arc<Shared>, p: &Arc<ProbeState>, o: Observed, span: Span) {
 }
 
 /// One low-rate read looking for lost events.
-pub(super) async fn late_watch(shared: Arc<Shared>, p: Arc<ProbeState>) {
+pub(super) async fn late_watch(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
     let Some(url) = p.probe.fixed_read() else {
         return;
     };
@@ -482,7 +482,7 @@ pub(super) async fn late_watch(shared: Arc<Shared>, p: Arc<ProbeState>) {
 }
 
 /// Posts the probe's cleanup events for `marker` (none for most probes).
-pub(super) async fn cleanup(shared: Arc<Shared>, p: Arc<ProbeState>, marker: String) {
+pub(super) async fn cleanup(shared: Arc<ProbeContext>, p: Arc<ProbeState>, marker: String) {
     for body in p.probe.cleanup(&marker) {
         let resp = shared
             .client

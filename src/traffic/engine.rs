@@ -45,7 +45,7 @@ fn tick_scale(cfg: &TrafficConfig) -> f64 {
     f64::from(m.patient + m.therapist + m.admin) / f64::from(m.patient.max(1))
 }
 
-struct Shared {
+struct SendContext {
     client: TargetClient,
     metrics: Arc<Metrics>,
     gate: Arc<Gate>,
@@ -61,7 +61,7 @@ fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
 }
 
-impl Shared {
+impl SendContext {
     async fn drained(&self) {
         loop {
             let notified = self.drained.notified();
@@ -83,10 +83,10 @@ impl Shared {
 }
 
 /// Counts a job as running for as long as it lives.
-struct Running(Arc<Shared>);
+struct Running(Arc<SendContext>);
 
 impl Running {
-    fn new(shared: &Arc<Shared>) -> Self {
+    fn new(shared: &Arc<SendContext>) -> Self {
         shared.running.fetch_add(1, Ordering::AcqRel);
         Running(shared.clone())
     }
@@ -105,7 +105,7 @@ pub struct Engine {
     control: Arc<Control>,
     thread: std::thread::Thread,
     exited: oneshot::Receiver<()>,
-    shared: Arc<Shared>,
+    shared: Arc<SendContext>,
 }
 
 impl Engine {
@@ -119,7 +119,7 @@ impl Engine {
         drain: CancellationToken,
     ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SendContext {
             client,
             metrics,
             gate,
@@ -259,7 +259,7 @@ fn park_until(at: Option<Instant>, control: &Control, mut now: Instant) -> Optio
 struct Loop {
     cfg: Arc<TrafficConfig>,
     journeys: Journeys,
-    shared: Arc<Shared>,
+    shared: Arc<SendContext>,
     permits: Arc<Semaphore>,
     control: Arc<Control>,
     runtime: tokio::runtime::Handle,
@@ -388,7 +388,7 @@ fn resize(permits: &Arc<Semaphore>, capacity: &mut usize, new: usize) {
 /// left early): latency counts from there, so time spent waiting for the
 /// scheduler is never hidden.
 async fn run_job(
-    shared: Arc<Shared>,
+    shared: Arc<SendContext>,
     class: usize,
     job: Job,
     since: Instant,
