@@ -103,8 +103,9 @@ struct Timing {
     late_poll_interval: Duration,
 }
 
+/// One per start of the probes, behind an `Arc`: every run of every probe
+/// reads it, none writes it (the once-per-kind log flags aside).
 #[derive(Debug)]
-/// What every probe run reads: the client, the metrics, the gate, the timing.
 struct ProbeContext {
     client: TargetClient,
     metrics: LagMetrics,
