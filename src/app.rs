@@ -68,7 +68,9 @@ pub enum AppError {
 impl ExitStatus for AppError {
     fn exit(&self) -> Exit {
         match self {
-            AppError::Config(_) | AppError::WebConfig(_) => Exit::Usage,
+            AppError::Config(_)
+            | AppError::WebConfig(_)
+            | AppError::Client(ClientError::Tls(_)) => Exit::Usage,
             _ => Exit::Failure,
         }
     }
@@ -122,6 +124,9 @@ impl Daemon {
         }
         if let Some(refresher) = auth.refresher.take() {
             life.background(refresher);
+        }
+        if let Some(identity) = http.identity() {
+            life.background(Box::pin(identity.watch(cfg.target.tls.cert_check_interval)));
         }
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
         life.background(Box::pin(rotate_windows(

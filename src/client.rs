@@ -2,13 +2,19 @@
 //! keep-alive pool limits and a per-request timeout, the bearer token, and the
 //! typed outcome of each request.
 //!
+//! Every answer is read under two bounds: `target.max_body_bytes` per body
+//! and a budget for all bodies held at once, so a target answering with
+//! endless or huge bodies costs the canary a counted `body_too_large`, never
+//! its memory. Redirects are not followed: a 3xx is the target's answer.
+//!
 //! The token is held as a *sensitive* header value behind an `ArcSwap`, so it
 //! can be rotated without locks and never shows up in `Debug` output or logs.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
@@ -16,10 +22,20 @@ use reqwest::Url;
 
 use crate::config::TargetConfig;
 
+pub mod tls;
+
+pub use tls::{ClientIdentity, TargetTls, TlsError};
+
+/// All response bodies held at once, per `max_body_bytes` allowed: with the
+/// default 1 MiB that is 16 MiB, far under the pod's memory limit.
+const BODIES_HELD_PER_LIMIT: u64 = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{origin}: the token is empty or not a valid header value")]
     BadToken { origin: String },
 }
@@ -41,10 +57,16 @@ pub enum Outcome {
     Status(u16),
     /// No complete answer within the request timeout.
     Timeout,
-    /// The connection could not be established (refused, DNS, TLS handshake).
+    /// The connection could not be established (refused, DNS).
     ConnectError,
+    /// The TLS handshake failed: the target's certificate is not trusted
+    /// or not for this name, or it refused the client certificate.
+    TlsError,
     /// Any other transport failure (reset mid-response, body read error, ...).
     IoError,
+    /// The body passed `target.max_body_bytes` (or the budget of all bodies
+    /// held at once); it was cut and its connection closed.
+    BodyTooLarge,
 }
 
 impl Outcome {
@@ -58,6 +80,65 @@ impl Outcome {
 pub struct TargetClient {
     http: reqwest::Client,
     auth: Arc<ArcSwapOption<HeaderValue>>,
+    bodies: Arc<BodyBudget>,
+    identity: Option<Arc<ClientIdentity>>,
+}
+
+/// The bytes of all response bodies held at once, and the bounds on them.
+#[derive(Debug)]
+pub struct BodyBudget {
+    per_body: u64,
+    total: u64,
+    held: AtomicU64,
+}
+
+impl BodyBudget {
+    pub fn new(per_body: u64) -> Self {
+        BodyBudget {
+            per_body,
+            total: per_body.saturating_mul(BODIES_HELD_PER_LIMIT),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of bodies held right now (for tests and the status page).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    fn try_take(self: &Arc<Self>, lease: &mut BodyLease, n: u64) -> bool {
+        let mut cur = self.held.load(Ordering::Relaxed);
+        loop {
+            if lease.bytes + n > self.per_body || cur + n > self.total {
+                return false;
+            }
+            match self
+                .held
+                .compare_exchange_weak(cur, cur + n, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    lease.bytes += n;
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+}
+
+/// A body's share of the budget, given back when the response is dropped.
+#[derive(Debug, Default)]
+pub struct BodyLease {
+    budget: Option<Arc<BodyBudget>>,
+    bytes: u64,
+}
+
+impl Drop for BodyLease {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.held.fetch_sub(self.bytes, Ordering::AcqRel);
+        }
+    }
 }
 
 impl std::fmt::Debug for TargetClient {
@@ -72,6 +153,19 @@ pub struct Response {
     pub outcome: Outcome,
     pub body: Bytes,
     pub retry_after: Option<Duration>,
+    /// Holds the body's bytes against the budget until dropped.
+    pub lease: BodyLease,
+}
+
+impl Response {
+    fn failed(outcome: Outcome) -> Response {
+        Response {
+            outcome,
+            body: Bytes::new(),
+            retry_after: None,
+            lease: BodyLease::default(),
+        }
+    }
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
@@ -87,8 +181,10 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
 
 impl TargetClient {
     pub fn new(cfg: &TargetConfig) -> Result<Self, ClientError> {
+        let tls = TargetTls::new(&cfg.tls)?;
         let http = reqwest::Client::builder()
-            .use_rustls_tls()
+            .use_preconfigured_tls((*tls.config).clone())
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
@@ -100,7 +196,18 @@ impl TargetClient {
         Ok(TargetClient {
             http,
             auth: Arc::new(ArcSwapOption::empty()),
+            bodies: Arc::new(BodyBudget::new(cfg.max_body_bytes)),
+            identity: tls.identity,
         })
+    }
+
+    /// The mTLS identity, whose files the daemon watches for rotation.
+    pub fn identity(&self) -> Option<Arc<ClientIdentity>> {
+        self.identity.clone()
+    }
+
+    pub fn bodies(&self) -> &BodyBudget {
+        &self.bodies
     }
 
     /// Replaces the bearer token for every later request.
@@ -125,11 +232,11 @@ impl TargetClient {
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
-        execute(self.with_auth(req)).await
+        execute(self.with_auth(req), &self.bodies).await
     }
 
     pub async fn get(&self, url: Url) -> Response {
-        execute(self.with_auth(self.http.get(url))).await
+        execute(self.with_auth(self.http.get(url)), &self.bodies).await
     }
 
     /// A POST without the bearer token (login and refresh are public).
@@ -139,47 +246,89 @@ impl TargetClient {
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .body(body);
-        execute(req).await
+        execute(req, &self.bodies).await
     }
 
     /// A GET without the bearer token (health routes are public).
     pub async fn get_public(&self, url: Url) -> Response {
-        execute(self.http.get(url)).await
+        execute(self.http.get(url), &self.bodies).await
     }
 }
 
-async fn execute(req: reqwest::RequestBuilder) -> Response {
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            // Only throttling answers pay for the header lookup.
-            let retry_after = if status == 429 || status == 503 {
-                resp.headers()
-                    .get(RETRY_AFTER)
-                    .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()))
-            } else {
-                None
-            };
-            // The body is always read to the end, so the connection goes back
-            // to the pool and a body cut short counts as an error.
-            match resp.bytes().await {
-                Ok(body) => Response {
-                    outcome: Outcome::Status(status),
-                    body,
-                    retry_after,
-                },
-                Err(e) => Response {
-                    outcome: classify(&e),
-                    body: Bytes::new(),
-                    retry_after: None,
-                },
+async fn execute(req: reqwest::RequestBuilder, bodies: &Arc<BodyBudget>) -> Response {
+    let mut resp = match req.send().await {
+        Ok(resp) => resp,
+        Err(e) => return Response::failed(classify(&e)),
+    };
+    let status = resp.status().as_u16();
+    // Only throttling answers pay for the header lookup.
+    let retry_after = if status == 429 || status == 503 {
+        resp.headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()))
+    } else {
+        None
+    };
+    let mut lease = BodyLease {
+        budget: Some(bodies.clone()),
+        bytes: 0,
+    };
+    if resp.content_length().is_some_and(|n| n > bodies.per_body) {
+        return too_large(bodies);
+    }
+    // The body is read to the end, so the connection goes back to the pool
+    // and a body cut short counts as an error. One chunk (the usual answer)
+    // is kept as it came; only a body in several chunks is copied.
+    let mut first: Option<Bytes> = None;
+    let mut more = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if !bodies.try_take(&mut lease, chunk.len() as u64) {
+                    // Dropping `resp` unread closes the connection.
+                    return too_large(bodies);
+                }
+                match &first {
+                    None if more.is_empty() => first = Some(chunk),
+                    _ => {
+                        if let Some(f) = first.take() {
+                            more.extend_from_slice(&f);
+                        }
+                        more.extend_from_slice(&chunk);
+                    }
+                }
             }
+            Ok(None) => break,
+            Err(e) => return Response::failed(classify(&e)),
         }
-        Err(e) => Response {
-            outcome: classify(&e),
-            body: Bytes::new(),
-            retry_after: None,
-        },
+    }
+    Response {
+        outcome: Outcome::Status(status),
+        body: first.unwrap_or_else(|| more.freeze()),
+        retry_after,
+        lease,
+    }
+}
+
+fn too_large(bodies: &BodyBudget) -> Response {
+    log_once(
+        &BODY_TOO_LARGE_LOGGED,
+        format_args!(
+            "a response body passed target.max_body_bytes ({} bytes) or the budget of all \
+             bodies held at once; it was cut and its connection closed (status=\"body_too_large\"; \
+             later ones are counted, not logged)",
+            bodies.per_body
+        ),
+    );
+    Response::failed(Outcome::BodyTooLarge)
+}
+
+static BODY_TOO_LARGE_LOGGED: AtomicBool = AtomicBool::new(false);
+static TLS_FAILURE_LOGGED: AtomicBool = AtomicBool::new(false);
+
+fn log_once(flag: &AtomicBool, msg: std::fmt::Arguments<'_>) {
+    if !flag.swap(true, Ordering::Relaxed) {
+        tracing::warn!("{msg}");
     }
 }
 
@@ -187,11 +336,34 @@ async fn execute(req: reqwest::RequestBuilder) -> Response {
 pub fn classify(e: &reqwest::Error) -> Outcome {
     if e.is_timeout() {
         Outcome::Timeout
+    } else if tls::is_tls_failure(e) {
+        log_once(
+            &TLS_FAILURE_LOGGED,
+            format_args!(
+                "TLS with the target failed (status=\"tls_error\"; later ones are counted, not \
+                 logged): {}",
+                error_chain(e)
+            ),
+        );
+        Outcome::TlsError
     } else if e.is_connect() {
         Outcome::ConnectError
     } else {
         Outcome::IoError
     }
+}
+
+/// The error and its sources on one line: reqwest's own message alone says
+/// only "error sending request".
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }
 
 #[cfg(test)]

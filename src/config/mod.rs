@@ -19,7 +19,9 @@ mod target;
 mod traffic;
 
 pub use server::{LogConfig, LogFormat, ServerConfig, ShardConfig};
-pub use target::{is_loopback, AuthConfig, CircuitBreakerConfig, LoginConfig, TargetConfig};
+pub use target::{
+    is_loopback, AuthConfig, CircuitBreakerConfig, LoginConfig, TargetConfig, TargetTlsConfig,
+};
 pub use traffic::{
     BurstConfig, JourneyConfig, MixConfig, PayloadConfig, PayloadShape, TrafficConfig,
 };

@@ -34,6 +34,89 @@ pub struct TargetConfig {
     pub health_path: String,
     #[serde(with = "humantime_serde")]
     pub health_interval: Duration,
+    /// The longest response body the canary reads, on every client path; a
+    /// longer one is cut here, counted, and its connection closed, so a
+    /// broken target cannot grow the canary's memory.
+    pub max_body_bytes: u64,
+    /// Trust and identity towards an https target.
+    pub tls: TargetTlsConfig,
+}
+
+/// TLS towards the target: a private CA, a client certificate (mTLS), and
+/// the name its certificate must carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TargetTlsConfig {
+    /// A PEM bundle of CAs to trust (a private staging CA).
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the Mozilla roots built into the binary (webpki-roots), so
+    /// the trust does not depend on the host's store. Set false, with
+    /// `ca_file`, to trust the private CA alone.
+    pub web_roots: bool,
+    /// The client certificate chain (PEM) and its private key, for mTLS;
+    /// both or neither. Re-read when either changes, like the token file.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    #[serde(with = "humantime_serde")]
+    pub cert_check_interval: Duration,
+    /// The name the server certificate is checked against (and the SNI),
+    /// when it is not the base URL's host: an IP address, a mesh alias.
+    pub server_name: Option<String>,
+}
+
+impl Default for TargetTlsConfig {
+    fn default() -> Self {
+        TargetTlsConfig {
+            ca_file: None,
+            web_roots: true,
+            cert_file: None,
+            key_file: None,
+            cert_check_interval: Duration::from_secs(10),
+            server_name: None,
+        }
+    }
+}
+
+impl TargetTlsConfig {
+    /// True when anything differs from trusting the web roots by host name.
+    pub fn is_custom(&self) -> bool {
+        *self
+            != TargetTlsConfig {
+                cert_check_interval: self.cert_check_interval,
+                ..TargetTlsConfig::default()
+            }
+    }
+
+    pub fn validate(&self, errs: &mut Errors) {
+        errs.check(
+            self.web_roots || self.ca_file.is_some(),
+            "target.tls.web_roots",
+            "false needs target.tls.ca_file: nothing would be trusted",
+        );
+        match (&self.cert_file, &self.key_file) {
+            (Some(_), None) => errs.invalid(
+                "target.tls.key_file",
+                "is required with target.tls.cert_file",
+            ),
+            (None, Some(_)) => errs.invalid(
+                "target.tls.cert_file",
+                "is required with target.tls.key_file",
+            ),
+            _ => {}
+        }
+        errs.check(
+            !self.cert_check_interval.is_zero(),
+            "target.tls.cert_check_interval",
+            "must be greater than 0",
+        );
+        if let Some(name) = &self.server_name {
+            errs.check(
+                rustls_pki_types::ServerName::try_from(name.as_str()).is_ok(),
+                "target.tls.server_name",
+                "must be a DNS name or an IP address",
+            );
+        }
+    }
 }
 
 impl Default for TargetConfig {
@@ -48,6 +131,8 @@ impl Default for TargetConfig {
             allow_insecure_http: false,
             health_path: "health".to_owned(),
             health_interval: Duration::from_secs(5),
+            max_body_bytes: 1 << 20,
+            tls: TargetTlsConfig::default(),
         }
     }
 }
@@ -213,6 +298,17 @@ impl TargetConfig {
             !self.health_path.starts_with('/') && !self.health_path.contains("://"),
             "target.health_path",
             "must be a path relative to target.base_url, like `health`",
+        );
+        errs.check(
+            (1024..=1 << 30).contains(&self.max_body_bytes),
+            "target.max_body_bytes",
+            "must be between 1024 and 1073741824",
+        );
+        self.tls.validate(errs);
+        errs.check(
+            !self.tls.is_custom() || self.base_url.starts_with("https://"),
+            "target.tls",
+            "is set but target.base_url is not https",
         );
     }
 }

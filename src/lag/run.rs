@@ -41,7 +41,11 @@ async fn read(client: &TargetClient, url: &Url) -> Result<Value, ReadFailure> {
     match resp.outcome {
         Outcome::Status(200..=299) => super::visibility::parse(&resp.body),
         Outcome::Status(code) => Err(ReadFailure::Status(code)),
-        Outcome::Timeout | Outcome::ConnectError | Outcome::IoError => Err(ReadFailure::Transport),
+        Outcome::Timeout
+        | Outcome::ConnectError
+        | Outcome::TlsError
+        | Outcome::IoError
+        | Outcome::BodyTooLarge => Err(ReadFailure::Transport),
     }
 }
 

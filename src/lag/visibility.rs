@@ -23,7 +23,9 @@ use crate::config::lag::RuleKind;
 pub enum ReadFailure {
     #[error("the read answered status {0}")]
     Status(u16),
-    #[error("the read failed in transport (timeout, connect, reset)")]
+    #[error(
+        "the read failed in transport (timeout, connect, TLS, reset, or a body over target.max_body_bytes)"
+    )]
     Transport,
     #[error("the read body is not JSON")]
     NotJson,

@@ -97,7 +97,7 @@ pub const SCHEDULE_DELAY_BUCKETS: [f64; 13] = [
 const CACHED_CODES: [u16; 17] = [
     200, 201, 202, 204, 400, 401, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504,
 ];
-const N_CACHED: usize = CACHED_CODES.len() + 3;
+const N_CACHED: usize = CACHED_CODES.len() + 5;
 /// Label values of the cached statuses, in cache-index order.
 const CACHED_LABELS: [&str; N_CACHED] = [
     "200",
@@ -120,6 +120,8 @@ const CACHED_LABELS: [&str; N_CACHED] = [
     "timeout",
     "connect_error",
     "io_error",
+    "tls_error",
+    "body_too_large",
 ];
 
 /// Failure statuses pre-created at zero for every endpoint, so `rate()` and
@@ -150,6 +152,8 @@ const fn cache_index(outcome: Outcome) -> Option<usize> {
         Outcome::Timeout => CACHED_CODES.len(),
         Outcome::ConnectError => CACHED_CODES.len() + 1,
         Outcome::IoError => CACHED_CODES.len() + 2,
+        Outcome::TlsError => CACHED_CODES.len() + 3,
+        Outcome::BodyTooLarge => CACHED_CODES.len() + 4,
     })
 }
 
@@ -162,6 +166,8 @@ fn status_label(outcome: Outcome) -> Cow<'static, str> {
         (None, Outcome::Timeout) => Cow::Borrowed("timeout"),
         (None, Outcome::ConnectError) => Cow::Borrowed("connect_error"),
         (None, Outcome::IoError) => Cow::Borrowed("io_error"),
+        (None, Outcome::TlsError) => Cow::Borrowed("tls_error"),
+        (None, Outcome::BodyTooLarge) => Cow::Borrowed("body_too_large"),
     }
 }
 

@@ -182,10 +182,23 @@ pub async fn push(base: &url::Url, r: &RunReport, exposition: &str) -> Result<()
         tracing::info!(url = %shown, "metrics pushed to the gateway");
         Ok(())
     } else {
-        let text = resp.text().await.unwrap_or_default();
+        // Only the start of the gateway's explanation: a body without end
+        // must not hold the run's end.
+        let mut resp = resp;
+        let mut text = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            text.extend_from_slice(&chunk[..chunk.len().min(ERROR_TEXT_MAX - text.len())]);
+            if text.len() >= ERROR_TEXT_MAX {
+                break;
+            }
+        }
+        let text = String::from_utf8_lossy(&text);
         Err(failed(format!("HTTP {status}: {}", text.trim())))
     }
 }
+
+/// Bytes of a refusing gateway's body kept for the error message.
+const ERROR_TEXT_MAX: usize = 4096;
 
 /// The URL without credentials, for logs and errors.
 fn redacted(u: &url::Url) -> String {

@@ -23,7 +23,7 @@ pub const BURN_PAIRS: [(f64, &str, &str, &str); 4] = [
 
 /// Request statuses that count against availability: server errors, the
 /// target refusing service (429), and no answer at all.
-pub const ERROR_STATUSES: &str = "5..|429|timeout|connect_error|io_error";
+pub const ERROR_STATUSES: &str = "5..|429|timeout|connect_error|io_error|tls_error|body_too_large";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleFile {

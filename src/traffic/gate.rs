@@ -155,9 +155,11 @@ impl Gate {
             }
             Outcome::Timeout
             | Outcome::ConnectError
+            | Outcome::TlsError
             | Outcome::IoError
             | Outcome::Status(502..=504) => self.failure(),
-            Outcome::Status(_) => self.success(),
+            // The target answered; only the canary refused to read it all.
+            Outcome::Status(_) | Outcome::BodyTooLarge => self.success(),
         }
     }
 
