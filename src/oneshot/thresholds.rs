@@ -294,26 +294,16 @@ mod tests {
     #[test]
     fn each_breach_fails_its_own_row() {
         let t = thresholds();
-        assert_eq!(
-            failed(&judge(&t, &totals(300, 0, 40, 0, 1000), true)),
-            ["latency"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 50, 40, 0, 1000), true)),
-            ["error_rate"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 40, 0, 900), true)),
-            ["events_per_second"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 150, 0, 1000), true)),
-            ["projection_lag"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 40, 1, 1000), true)),
-            ["lost_events"]
-        );
+        let cases = [
+            (totals(300, 0, 40, 0, 1000), "latency"),
+            (totals(50, 50, 40, 0, 1000), "error_rate"),
+            (totals(50, 0, 40, 0, 900), "events_per_second"),
+            (totals(50, 0, 150, 0, 1000), "projection_lag"),
+            (totals(50, 0, 40, 1, 1000), "lost_events"),
+        ];
+        for (totals, row) in cases {
+            assert_eq!(failed(&judge(&t, &totals, true)), [row]);
+        }
     }
 
     #[test]
