@@ -133,14 +133,21 @@ fn fmt_num(v: f64) -> String {
 /// whether any lag probe ran: without one, the lag row is skipped, not failed.
 pub fn judge(t: &Thresholds, totals: &Totals, lag_enabled: bool) -> Vec<Verdict> {
     let requests = totals.requests.count();
-    let lat_name = format!("{} latency", percentile_label(t.latency_quantile));
-    let latency = Verdict::new(
+    let ceiling = |id, name, quantile: Option<f64>, max: Duration| {
+        Verdict::new(
+            id,
+            name,
+            quantile,
+            Comparison::AtMost,
+            max.as_secs_f64(),
+            Unit::Seconds,
+        )
+    };
+    let latency = ceiling(
         id::LATENCY,
-        lat_name,
+        format!("{} latency", percentile_label(t.latency_quantile)),
         totals.requests.quantile(t.latency_quantile),
-        Comparison::AtMost,
-        t.latency.as_secs_f64(),
-        Unit::Seconds,
+        t.latency,
     );
     let error_rate = Verdict::new(
         id::ERROR_RATE,
@@ -160,14 +167,11 @@ pub fn judge(t: &Thresholds, totals: &Totals, lag_enabled: bool) -> Vec<Verdict>
         Unit::EventsPerSecond,
     )
     .detail(how);
-    let lag_name = format!("projection lag {}", percentile_label(t.lag_quantile));
-    let mut lag = Verdict::new(
+    let mut lag = ceiling(
         id::PROJECTION_LAG,
-        lag_name,
+        format!("projection lag {}", percentile_label(t.lag_quantile)),
         totals.lag.quantile(t.lag_quantile),
-        Comparison::AtMost,
-        t.lag.as_secs_f64(),
-        Unit::Seconds,
+        t.lag,
     );
     if !lag_enabled {
         lag.status = Status::Skipped;
