@@ -226,13 +226,15 @@ impl TargetClient {
         req
     }
 
-    pub async fn post_json(&self, url: Url, body: Bytes) -> Response {
-        let req = self
-            .http
+    fn json_post(&self, url: Url, body: Bytes) -> reqwest::RequestBuilder {
+        self.http
             .post(url)
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        execute(self.with_auth(req), &self.bodies).await
+            .body(body)
+    }
+
+    pub async fn post_json(&self, url: Url, body: Bytes) -> Response {
+        execute(self.with_auth(self.json_post(url, body)), &self.bodies).await
     }
 
     pub async fn get(&self, url: Url) -> Response {
@@ -241,12 +243,7 @@ impl TargetClient {
 
     /// A POST without the bearer token (login and refresh are public).
     pub async fn post_json_public(&self, url: Url, body: Bytes) -> Response {
-        let req = self
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(body);
-        execute(req, &self.bodies).await
+        execute(self.json_post(url, body), &self.bodies).await
     }
 
     /// A GET without the bearer token (health routes are public).

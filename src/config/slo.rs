@@ -161,25 +161,28 @@ impl SloConfig {
                 fail(key, format!("must be a percentage in {range}"));
             }
         }
-        let latency = self.latency.threshold.as_secs_f64();
-        if !DURATION_BUCKETS.contains(&latency) {
-            fail(
+        // The rules read the bucket at the threshold, so it must be a bound.
+        let thresholds: [(&str, Duration, &[f64], &str); 2] = [
+            (
                 "slo.latency.threshold",
-                format!(
-                    "must be a bucket bound of rehab_canary_request_duration_seconds ({})",
-                    list(&DURATION_BUCKETS)
-                ),
-            );
-        }
-        let lag = self.projection_lag.threshold.as_secs_f64();
-        if !LAG_SLO_BOUNDS.contains(&lag) {
-            fail(
+                self.latency.threshold,
+                &DURATION_BUCKETS,
+                "rehab_canary_request_duration_seconds",
+            ),
+            (
                 "slo.projection_lag.threshold",
-                format!(
-                    "must be a bucket bound of rehab_canary_projection_lag_seconds ({})",
-                    list(&LAG_SLO_BOUNDS)
-                ),
-            );
+                self.projection_lag.threshold,
+                &LAG_SLO_BOUNDS,
+                "rehab_canary_projection_lag_seconds",
+            ),
+        ];
+        for (key, threshold, bounds, histogram) in thresholds {
+            if !bounds.contains(&threshold.as_secs_f64()) {
+                fail(
+                    key,
+                    format!("must be a bucket bound of {histogram} ({})", list(bounds)),
+                );
+            }
         }
         let min = self.throughput.min_events_per_second;
         if !(min.is_finite() && min >= 0.0) {

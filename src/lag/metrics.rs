@@ -26,6 +26,7 @@ use super::estimate::Estimate;
 use super::probe::Projection;
 use crate::metrics::tap::RunTap;
 use crate::metrics::window::{LatencyWindows, QuantileCollector, SLOTS, SLOT_PERIOD};
+use crate::metrics::{registered, series};
 
 /// Bounds of the lag histograms: the contract's 0.025 ... 30 s plus finer
 /// steps where a healthy pipeline lives, and 0.1 s / 1 s (the service's
@@ -268,22 +269,20 @@ impl LagMetrics {
             lag_histogram,
         );
         let counter_family = |registry: &mut Registry, name: &str, help: &str| {
-            let f = Family::<ProjectionLabels, Counter>::default();
-            registry.register(name, help, f.clone());
-            Projection::ALL.map(|p| f.get_or_create_owned(&label(p)))
+            series::<_, Counter, N>(registry, name, help, Projection::ALL.map(label))
         };
         let probes = counter_family(
             registry,
             "rehab_canary_lag_probes",
             "Probe events attempted (POSTs sent), by projection",
         );
-        let failure_family = Family::<FailureLabels, Counter>::default();
-        registry.register(
+        let failure_family = registered(
+            registry,
             "rehab_canary_lag_probe_failures",
             "Probe events without an in-time lag sample, by projection and reason: lost (not \
              visible before lag.timeout), late (visible after it; also counted lost), error \
              (POST transport failure or unreadable reads), rejected (non-2xx POST)",
-            failure_family.clone(),
+            Family::<FailureLabels, Counter>::default(),
         );
         let failures = Projection::ALL.map(|p| {
             Failure::ALL.map(|f| {
@@ -327,22 +326,21 @@ impl LagMetrics {
             "Probe events seen whose server-clock lag could not be read (timestamp missing, \
              unparseable, or applied before committed), by projection",
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            registry,
             "rehab_canary_lag_probes_in_flight",
             "Probe runs in progress (events being watched, late-watch reads, cleanups)",
-            in_flight.clone(),
+            Gauge::default(),
         );
-        let windows = Arc::new(LatencyWindows::new(N));
-        registry.register_collector(Box::new(QuantileCollector {
-            name: "rehab_canary_projection_lag_window_seconds",
-            help: "Projection lag quantiles per projection over the last minute, from rotating \
-                   HDR histograms. Absent when the projection had no in-time or late sample in \
-                   the window.",
-            label: "projection",
-            values: Projection::ALL.iter().map(|p| p.as_str()).collect(),
-            windows: windows.clone(),
-        }));
+        let windows = QuantileCollector::register(
+            registry,
+            "rehab_canary_projection_lag_window_seconds",
+            "Projection lag quantiles per projection over the last minute, from rotating \
+             HDR histograms. Absent when the projection had no in-time or late sample in \
+             the window.",
+            "projection",
+            Projection::ALL.iter().map(|p| p.as_str()).collect(),
+        );
         LagMetrics {
             inner: Arc::new(Inner {
                 lag,

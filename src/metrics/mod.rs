@@ -14,6 +14,7 @@
 mod ops;
 mod process;
 mod rate;
+mod register;
 pub mod tap;
 pub mod window;
 
@@ -34,6 +35,7 @@ use crate::api::{Endpoint, EventKind};
 use crate::client::Outcome;
 use process::ProcessCollector;
 use rate::RateWindow;
+pub(crate) use register::{registered, series};
 use tap::RunTap;
 use window::{LatencyWindows, SLOTS, SLOT_PERIOD};
 
@@ -301,13 +303,13 @@ impl Metrics {
     pub fn new(build: BuildInfo) -> Self {
         let mut registry = Registry::default();
 
-        let requests = Family::<RequestLabels, Counter>::default();
         // `Registry::register` appends a '.' to help texts, hence none here.
-        registry.register(
+        let requests = registered(
+            &mut registry,
             "rehab_canary_requests",
             "HTTP requests sent to the target, by endpoint and status (HTTP code, or \
              timeout / connect_error / io_error)",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
         let requests_cache: [[OnceLock<Counter>; N_CACHED]; N_ENDPOINTS] =
             std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new()));
@@ -324,98 +326,83 @@ impl Metrics {
             }
         }
 
-        let duration_family =
-            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            );
-        registry.register(
+        let duration_family = registered(
+            &mut registry,
             "rehab_canary_request_duration_seconds",
             "Request latency per endpoint, measured from the intended send time (so a late \
              scheduler shows up here too), every outcome included",
-            duration_family.clone(),
+            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                duration_histogram,
+            ),
         );
-        let durations = std::array::from_fn(|i| {
+        let durations = Endpoint::ALL.map(|ep| {
             duration_family.get_or_create_owned(&EndpointLabels {
-                endpoint: Endpoint::ALL[i].as_str(),
+                endpoint: ep.as_str(),
             })
         });
 
-        let sent_family = Family::<KindLabels, Counter>::default();
-        registry.register(
+        let kinds = EventKind::ALL.map(|k| KindLabels { kind: k.as_str() });
+        let events_sent = series(
+            &mut registry,
             "rehab_canary_events_sent",
             "Events POSTed to the target, by event kind",
-            sent_family.clone(),
+            kinds.clone(),
         );
-        let accepted_family = Family::<KindLabels, Counter>::default();
-        registry.register(
+        let events_accepted = series(
+            &mut registry,
             "rehab_canary_events_accepted",
             "Events the target accepted (2xx), by event kind",
-            accepted_family.clone(),
+            kinds,
         );
-        let kind = |i: usize| KindLabels {
-            kind: EventKind::ALL[i].as_str(),
-        };
-        let events_sent = std::array::from_fn(|i| sent_family.get_or_create_owned(&kind(i)));
-        let events_accepted =
-            std::array::from_fn(|i| accepted_family.get_or_create_owned(&kind(i)));
-
-        let dropped_family = Family::<ReasonLabels, Counter>::default();
-        registry.register(
+        let dropped = series(
+            &mut registry,
             "rehab_canary_iterations_dropped",
             "Scheduled iterations that were not sent, by reason (max_in_flight, circuit_open, \
              paused, rate_limited)",
-            dropped_family.clone(),
+            DropReason::ALL.map(|r| ReasonLabels { reason: r.as_str() }),
         );
-        let dropped = std::array::from_fn(|i| {
-            dropped_family.get_or_create_owned(&ReasonLabels {
-                reason: DropReason::ALL[i].as_str(),
-            })
-        });
-
-        let schedule_delay = Histogram::new(SCHEDULE_DELAY_BUCKETS);
-        registry.register(
+        let schedule_delay = registered(
+            &mut registry,
             "rehab_canary_schedule_delay_seconds",
             "How late requests left compared with their intended send time",
-            schedule_delay.clone(),
+            Histogram::new(SCHEDULE_DELAY_BUCKETS),
         );
-
-        let target_rate = Gauge::<f64, AtomicU64>::default();
-        registry.register(
+        let target_rate = registered(
+            &mut registry,
             "rehab_canary_target_events_per_second",
             "Current target event rate, bursts and ramps included",
-            target_rate.clone(),
+            Gauge::<f64, AtomicU64>::default(),
         );
-        let burst_active = Gauge::default();
-        registry.register(
+        let burst_active = registered(
+            &mut registry,
             "rehab_canary_burst_active",
             "1 while a traffic burst is in progress, else 0",
-            burst_active.clone(),
+            Gauge::default(),
         );
-        let in_flight = Gauge::default();
-        registry.register(
+        let in_flight = registered(
+            &mut registry,
             "rehab_canary_in_flight_requests",
             "Requests sent and not yet answered",
-            in_flight.clone(),
+            Gauge::default(),
         );
 
-        let windows = Arc::new(LatencyWindows::new(N_ENDPOINTS));
-        registry.register_collector(Box::new(window::QuantileCollector {
-            name: "rehab_canary_request_latency_window_seconds",
-            help: "Request latency quantiles per endpoint over the last minute, from rotating HDR \
-                   histograms (latency measured from the intended send time). Absent when the \
-                   endpoint had no request in the window.",
-            label: "endpoint",
-            values: Endpoint::ALL.iter().map(|e| e.as_str()).collect(),
-            windows: Arc::clone(&windows),
-        }));
+        let windows = window::QuantileCollector::register(
+            &mut registry,
+            "rehab_canary_request_latency_window_seconds",
+            "Request latency quantiles per endpoint over the last minute, from rotating HDR \
+             histograms (latency measured from the intended send time). Absent when the \
+             endpoint had no request in the window.",
+            "endpoint",
+            Endpoint::ALL.iter().map(|e| e.as_str()).collect(),
+        );
 
         // A gauge at 1 rather than an OpenMetrics `info` metric: this is the
         // `*_build_info` shape every Prometheus client and dashboard knows.
-        let build_family = Family::<BuildLabels, Gauge>::default();
-        registry.register(
+        let build_family = registered(
+            &mut registry,
             "rehab_canary_build_info",
             "Build metadata; the value is always 1",
-            build_family.clone(),
+            Family::<BuildLabels, Gauge>::default(),
         );
         build_family
             .get_or_create(&BuildLabels {

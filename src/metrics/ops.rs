@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::register::{registered, series};
 use crate::api::Endpoint;
 
 /// Why getting or using a token failed (the `reason` label).
@@ -93,116 +94,95 @@ impl std::fmt::Debug for OpsMetrics {
 
 impl OpsMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let reload_successful = Gauge::default();
-        registry.register(
-            "rehab_canary_config_last_reload_successful",
-            "1 if the last config reload succeeded (or none was tried), 0 if it failed",
-            reload_successful.clone(),
-        );
-        reload_successful.set(1);
-        let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "rehab_canary_config_last_reload_success_timestamp_seconds",
-            "Unix time of the last successful config load or reload",
-            reload_success_timestamp.clone(),
-        );
-        let reloads = Counter::default();
-        registry.register(
-            "rehab_canary_config_reloads",
-            "Config reloads attempted (SIGHUP or POST /-/reload), unchanged files excluded",
-            reloads.clone(),
-        );
-        let reload_failures = Counter::default();
-        registry.register(
-            "rehab_canary_config_reload_failures",
-            "Config reloads that failed; the running config was kept",
-            reload_failures.clone(),
-        );
-        let auth_family = Family::<ReasonLabel, Counter>::default();
-        registry.register(
-            "rehab_canary_auth_failures",
-            "Failures to obtain or use a bearer token, by reason (login, refresh, token_file, \
-             unauthorized)",
-            auth_family.clone(),
-        );
-        let auth_failures = std::array::from_fn(|i| {
-            auth_family.get_or_create_owned(&ReasonLabel {
-                reason: AuthFailure::ALL[i].as_str(),
-            })
-        });
-        let circuit_open = Gauge::default();
-        registry.register(
-            "rehab_canary_circuit_open",
-            "1 while the circuit breaker is open (the target looks down; only trial requests go out)",
-            circuit_open.clone(),
-        );
-        let target_up = Gauge::default();
-        registry.register(
-            "rehab_canary_target_up",
-            "1 if the target's health route answered 2xx at the last poll, else 0",
-            target_up.clone(),
-        );
-        let paused = Gauge::default();
-        registry.register(
-            "rehab_canary_paused",
-            "1 while traffic is paused by POST /-/pause (the kill switch)",
-            paused.clone(),
-        );
-        let limited_family = Family::<ClassLabel, Counter>::default();
-        registry.register(
-            "rehab_canary_rate_limited",
-            "429 answers that imposed a wait on a traffic class",
-            limited_family.clone(),
-        );
-        let wait_family = Family::<ClassLabel, Counter<f64, AtomicU64>>::default();
-        registry.register(
-            "rehab_canary_rate_limit_wait_seconds",
-            "Seconds a traffic class was held back honouring Retry-After",
-            wait_family.clone(),
-        );
-        let invalid_family = Family::<EndpointLabel, Counter>::default();
-        registry.register(
-            "rehab_canary_invalid_responses",
-            "2xx answers whose body was not valid JSON, by endpoint",
-            invalid_family.clone(),
-        );
-        let invalid = std::array::from_fn(|i| {
-            invalid_family.get_or_create_owned(&EndpointLabel {
-                endpoint: Endpoint::ALL[i].as_str(),
-            })
-        });
-        let shard_info = Family::<ShardLabels, Gauge>::default();
-        registry.register(
-            "rehab_canary_shard_info",
-            "This instance's shard; the value is always 1",
-            shard_info.clone(),
-        );
-        let shards_configured = Gauge::default();
-        registry.register(
-            "rehab_canary_shards_configured",
-            "shard.total: how many shards the deployment should have; an alert compares it with \
-             the number of shards that report",
-            shards_configured.clone(),
-        );
-        let class = |i: usize| ClassLabel {
-            class: TRAFFIC_CLASSES[i],
-        };
-        OpsMetrics {
-            reload_successful,
-            reload_success_timestamp,
-            reloads,
-            reload_failures,
-            auth_failures,
-            circuit_open,
-            target_up,
-            paused,
-            rate_limited: std::array::from_fn(|i| limited_family.get_or_create_owned(&class(i))),
-            rate_limit_wait: std::array::from_fn(|i| wait_family.get_or_create_owned(&class(i))),
-            shards_configured,
-            invalid,
+        let classes = TRAFFIC_CLASSES.map(|class| ClassLabel { class });
+        // Fields in registration order: it is the exposition order.
+        let ops = OpsMetrics {
+            reload_successful: registered(
+                registry,
+                "rehab_canary_config_last_reload_successful",
+                "1 if the last config reload succeeded (or none was tried), 0 if it failed",
+                Gauge::default(),
+            ),
+            reload_success_timestamp: registered(
+                registry,
+                "rehab_canary_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful config load or reload",
+                Gauge::default(),
+            ),
+            reloads: registered(
+                registry,
+                "rehab_canary_config_reloads",
+                "Config reloads attempted (SIGHUP or POST /-/reload), unchanged files excluded",
+                Counter::default(),
+            ),
+            reload_failures: registered(
+                registry,
+                "rehab_canary_config_reload_failures",
+                "Config reloads that failed; the running config was kept",
+                Counter::default(),
+            ),
+            auth_failures: series(
+                registry,
+                "rehab_canary_auth_failures",
+                "Failures to obtain or use a bearer token, by reason (login, refresh, token_file, \
+                 unauthorized)",
+                AuthFailure::ALL.map(|f| ReasonLabel { reason: f.as_str() }),
+            ),
+            circuit_open: registered(
+                registry,
+                "rehab_canary_circuit_open",
+                "1 while the circuit breaker is open (the target looks down; only trial requests go out)",
+                Gauge::default(),
+            ),
+            target_up: registered(
+                registry,
+                "rehab_canary_target_up",
+                "1 if the target's health route answered 2xx at the last poll, else 0",
+                Gauge::default(),
+            ),
+            paused: registered(
+                registry,
+                "rehab_canary_paused",
+                "1 while traffic is paused by POST /-/pause (the kill switch)",
+                Gauge::default(),
+            ),
+            rate_limited: series(
+                registry,
+                "rehab_canary_rate_limited",
+                "429 answers that imposed a wait on a traffic class",
+                classes.clone(),
+            ),
+            rate_limit_wait: series(
+                registry,
+                "rehab_canary_rate_limit_wait_seconds",
+                "Seconds a traffic class was held back honouring Retry-After",
+                classes,
+            ),
+            invalid: series(
+                registry,
+                "rehab_canary_invalid_responses",
+                "2xx answers whose body was not valid JSON, by endpoint",
+                Endpoint::ALL.map(|e| EndpointLabel {
+                    endpoint: e.as_str(),
+                }),
+            ),
             invalid_logged: Default::default(),
-            shard_info,
-        }
+            shard_info: registered(
+                registry,
+                "rehab_canary_shard_info",
+                "This instance's shard; the value is always 1",
+                Family::default(),
+            ),
+            shards_configured: registered(
+                registry,
+                "rehab_canary_shards_configured",
+                "shard.total: how many shards the deployment should have; an alert compares it with \
+                 the number of shards that report",
+                Gauge::default(),
+            ),
+        };
+        ops.reload_successful.set(1);
+        ops
     }
 
     pub fn auth_failure(&self, reason: AuthFailure) {

@@ -17,6 +17,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Number of slots in a ring. With [`SLOT_PERIOD`] this makes the window cover
 /// between 50 s (just after a rotation) and 60 s (just before the next one).
@@ -333,6 +334,28 @@ pub struct QuantileCollector {
     /// ...and its value for each window, in window order.
     pub values: Vec<&'static str>,
     pub windows: Arc<LatencyWindows>,
+}
+
+impl QuantileCollector {
+    /// Registers a collector over new windows, one per value of `label`, and
+    /// returns the windows for the recorders.
+    pub fn register(
+        registry: &mut Registry,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        values: Vec<&'static str>,
+    ) -> Arc<LatencyWindows> {
+        let windows = Arc::new(LatencyWindows::new(values.len()));
+        registry.register_collector(Box::new(QuantileCollector {
+            name,
+            help,
+            label,
+            values,
+            windows: Arc::clone(&windows),
+        }));
+        windows
+    }
 }
 
 impl Collector for QuantileCollector {

@@ -79,15 +79,15 @@ pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} gauge");
     };
-    gauge(
+    let single = |out: &mut String, name: &str, help: &str, value: &dyn std::fmt::Display| {
+        gauge(out, name, help);
+        let _ = writeln!(out, "{name} {value}");
+    };
+    single(
         &mut out,
         "rehab_canary_run_success",
         "1 if the run passed every threshold, else 0",
-    );
-    let _ = writeln!(
-        out,
-        "rehab_canary_run_success {}",
-        u8::from(r.outcome == RunVerdict::Pass)
+        &u8::from(r.outcome == RunVerdict::Pass),
     );
     gauge(
         &mut out,
@@ -116,32 +116,25 @@ pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
             );
         }
     }
-    gauge(
+    single(
         &mut out,
         "rehab_canary_run_duration_seconds",
         "Seconds of traffic the run sent",
-    );
-    let _ = writeln!(
-        out,
-        "rehab_canary_run_duration_seconds {}",
-        r.totals.seconds
+        &r.totals.seconds,
     );
     if let Some(cap) = r.capacity.as_ref().and_then(|c| c.events_per_second) {
-        gauge(
+        single(
             &mut out,
             "rehab_canary_run_capacity_events_per_second",
             "Highest event rate sustained within all SLOs",
+            &cap,
         );
-        let _ = writeln!(out, "rehab_canary_run_capacity_events_per_second {cap}");
     }
-    gauge(
+    single(
         &mut out,
         "rehab_canary_run_last_completion_timestamp_seconds",
         "When the run finished, in Unix seconds",
-    );
-    let _ = writeln!(
-        out,
-        "rehab_canary_run_last_completion_timestamp_seconds {now_unix}"
+        &now_unix,
     );
     out
 }

@@ -133,14 +133,21 @@ fn fmt_num(v: f64) -> String {
 /// whether any lag probe ran: without one, the lag row is skipped, not failed.
 pub fn judge(t: &Thresholds, totals: &Totals, lag_enabled: bool) -> Vec<Verdict> {
     let requests = totals.requests.count();
-    let lat_name = format!("{} latency", percentile_label(t.latency_quantile));
-    let latency = Verdict::new(
+    let ceiling = |id, name, quantile: Option<f64>, max: Duration| {
+        Verdict::new(
+            id,
+            name,
+            quantile,
+            Comparison::AtMost,
+            max.as_secs_f64(),
+            Unit::Seconds,
+        )
+    };
+    let latency = ceiling(
         id::LATENCY,
-        lat_name,
+        format!("{} latency", percentile_label(t.latency_quantile)),
         totals.requests.quantile(t.latency_quantile),
-        Comparison::AtMost,
-        t.latency.as_secs_f64(),
-        Unit::Seconds,
+        t.latency,
     );
     let error_rate = Verdict::new(
         id::ERROR_RATE,
@@ -160,14 +167,11 @@ pub fn judge(t: &Thresholds, totals: &Totals, lag_enabled: bool) -> Vec<Verdict>
         Unit::EventsPerSecond,
     )
     .detail(how);
-    let lag_name = format!("projection lag {}", percentile_label(t.lag_quantile));
-    let mut lag = Verdict::new(
+    let mut lag = ceiling(
         id::PROJECTION_LAG,
-        lag_name,
+        format!("projection lag {}", percentile_label(t.lag_quantile)),
         totals.lag.quantile(t.lag_quantile),
-        Comparison::AtMost,
-        t.lag.as_secs_f64(),
-        Unit::Seconds,
+        t.lag,
     );
     if !lag_enabled {
         lag.status = Status::Skipped;
@@ -294,26 +298,16 @@ mod tests {
     #[test]
     fn each_breach_fails_its_own_row() {
         let t = thresholds();
-        assert_eq!(
-            failed(&judge(&t, &totals(300, 0, 40, 0, 1000), true)),
-            ["latency"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 50, 40, 0, 1000), true)),
-            ["error_rate"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 40, 0, 900), true)),
-            ["events_per_second"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 150, 0, 1000), true)),
-            ["projection_lag"]
-        );
-        assert_eq!(
-            failed(&judge(&t, &totals(50, 0, 40, 1, 1000), true)),
-            ["lost_events"]
-        );
+        let cases = [
+            (totals(300, 0, 40, 0, 1000), "latency"),
+            (totals(50, 50, 40, 0, 1000), "error_rate"),
+            (totals(50, 0, 40, 0, 900), "events_per_second"),
+            (totals(50, 0, 150, 0, 1000), "projection_lag"),
+            (totals(50, 0, 40, 1, 1000), "lost_events"),
+        ];
+        for (totals, row) in cases {
+            assert_eq!(failed(&judge(&t, &totals, true)), [row]);
+        }
     }
 
     #[test]

@@ -470,6 +470,12 @@ mod tests {
     use super::*;
     use crate::sim::envelope::parse_ts_ms;
 
+    /// Folds a session event of patient `p` under the default rules.
+    fn fold(a: &mut Aggregates, sid: &str, ts: &str, completion: bool, reps: u32, q: Option<f64>) {
+        let d = session(sid, ts, completion, reps, q);
+        a.fold("p", EventKind::ExerciseSession, &d, &RulesConfig::default());
+    }
+
     fn session(sid: &str, ts: &str, completion: bool, reps: u32, q: Option<f64>) -> Domain {
         Domain {
             ts_ms: parse_ts_ms(ts).unwrap(),
@@ -485,21 +491,9 @@ mod tests {
 
     #[test]
     fn twelve_of_fifteen_shows_in_adherence() {
-        let rules = RulesConfig::default();
         let mut a = Aggregates::default();
-        let k = EventKind::ExerciseSession;
-        a.fold(
-            "p",
-            k,
-            &session("s1", "2025-09-08T10:00:00Z", false, 0, None),
-            &rules,
-        );
-        a.fold(
-            "p",
-            k,
-            &session("s1", "2025-09-08T10:30:00Z", true, 12, Some(0.8)),
-            &rules,
-        );
+        fold(&mut a, "s1", "2025-09-08T10:00:00Z", false, 0, None);
+        fold(&mut a, "s1", "2025-09-08T10:30:00Z", true, 12, Some(0.8));
         let j = a.adherence_json("p");
         assert_eq!(j["sessions_completed"], 1);
         assert_eq!(j["prescribed_reps"], 15);
@@ -513,32 +507,22 @@ mod tests {
     fn low_quality_raises_and_recovery_resolves() {
         let rules = RulesConfig::default();
         let mut a = Aggregates::default();
-        let k = EventKind::ExerciseSession;
         for i in 0..14 {
             let ts = format!("2025-09-{:02}T10:00:00Z", 1 + i / 2);
-            a.fold(
-                "p",
-                k,
-                &session(&format!("s{i}"), &ts, true, 15, Some(0.65)),
-                &rules,
-            );
+            fold(&mut a, &format!("s{i}"), &ts, true, 15, Some(0.65));
         }
         a.evaluate_rules("p", &rules);
         assert_eq!(a.alerts().len(), 1);
         assert_eq!(&*a.alerts()[0].alert_type, QUALITY_DEGRADATION);
         assert_eq!(&*a.alerts()[0].priority, "high");
         for i in 0..30 {
-            a.fold(
-                "p",
-                k,
-                &session(
-                    &format!("r{i}"),
-                    "2025-09-07T12:00:00Z",
-                    true,
-                    15,
-                    Some(0.95),
-                ),
-                &rules,
+            fold(
+                &mut a,
+                &format!("r{i}"),
+                "2025-09-07T12:00:00Z",
+                true,
+                15,
+                Some(0.95),
             );
         }
         a.evaluate_rules("p", &rules);
@@ -547,28 +531,11 @@ mod tests {
 
     #[test]
     fn missed_days_raise_missed_sessions() {
-        let rules = RulesConfig::default();
         let mut a = Aggregates::default();
-        let k = EventKind::ExerciseSession;
-        a.fold(
-            "p",
-            k,
-            &session("s1", "2025-09-01T10:00:00Z", false, 0, None),
-            &rules,
-        );
-        a.fold(
-            "p",
-            k,
-            &session("s2", "2025-09-02T10:00:00Z", false, 0, None),
-            &rules,
-        );
+        fold(&mut a, "s1", "2025-09-01T10:00:00Z", false, 0, None);
+        fold(&mut a, "s2", "2025-09-02T10:00:00Z", false, 0, None);
         assert!(a.alerts().is_empty());
-        a.fold(
-            "p",
-            k,
-            &session("s3", "2025-09-05T10:00:00Z", false, 0, None),
-            &rules,
-        );
+        fold(&mut a, "s3", "2025-09-05T10:00:00Z", false, 0, None);
         assert_eq!(&*a.alerts()[0].alert_type, MISSED_SESSIONS);
     }
 

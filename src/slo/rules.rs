@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::config::slo::SloConfig;
+use crate::config::slo::{SloConfig, ThresholdObjectiveConfig};
 
 /// Short windows of the SLIs; the compliance window (`slo.window`) is added.
 pub const SLI_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
@@ -115,10 +115,53 @@ fn le(seconds: f64) -> String {
     format!("{seconds:?}")
 }
 
+/// `bad / all`, each counter summed by job over the window.
+fn counter_ratio(bad: String, all: &'static str) -> Box<dyn Fn(&str) -> String> {
+    Box::new(move |w| {
+        format!("sum by (job) (rate({bad}[{w}]))\n/\nsum by (job) (rate({all}[{w}]))")
+    })
+}
+
+/// "objective % of `what` within the threshold": the error ratio is the share
+/// of `histogram`'s observations (those matching `matcher`, if any) above the
+/// threshold's bucket.
+fn threshold_slo(
+    (name, stem, metric): (&'static str, &'static str, &'static str),
+    cfg: &ThresholdObjectiveConfig,
+    what: &str,
+    histogram: &'static str,
+    matcher: &'static str,
+) -> Slo {
+    let le = le(cfg.threshold.as_secs_f64());
+    let (bucket, count) = if matcher.is_empty() {
+        (format!("{{le=\"{le}\"}}"), String::new())
+    } else {
+        (
+            format!("{{{matcher},le=\"{le}\"}}"),
+            format!("{{{matcher}}}"),
+        )
+    };
+    Slo {
+        name,
+        stem,
+        metric,
+        objective: cfg.objective,
+        what: format!(
+            "{}% {what} within {} ms",
+            num(cfg.objective),
+            cfg.threshold.as_millis()
+        ),
+        ratio: Box::new(move |w| {
+            format!(
+                "1 - (\n  sum by (job) (rate({histogram}_bucket{bucket}[{w}]))\n  /\n  \
+                 sum by (job) (rate({histogram}_count{count}[{w}]))\n)"
+            )
+        }),
+        gate: None,
+    }
+}
+
 fn slos(cfg: &SloConfig) -> Vec<Slo> {
-    let lat_le = le(cfg.latency.threshold.as_secs_f64());
-    let lag_le = le(cfg.projection_lag.threshold.as_secs_f64());
-    let ms = |d: Duration| d.as_millis();
     vec![
         Slo {
             name: "availability",
@@ -129,51 +172,32 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                 "{}% of requests answered without a 5xx, 429 or transport error",
                 num(cfg.availability.objective)
             ),
-            ratio: Box::new(|w| {
+            ratio: counter_ratio(
                 format!(
-                    "sum by (job) (rate(rehab_canary_requests_total{{endpoint!=\"health\",status=~\"{ERROR_STATUSES}\"}}[{w}]))\n\
-                     /\n\
-                     sum by (job) (rate(rehab_canary_requests_total{{endpoint!=\"health\"}}[{w}]))"
-                )
-            }),
-            gate: None,
-        },
-        Slo {
-            name: "latency",
-            stem: "Latency",
-            metric: "rehab_canary_request_slow",
-            objective: cfg.latency.objective,
-            what: format!(
-                "{}% of requests answered within {} ms",
-                num(cfg.latency.objective),
-                ms(cfg.latency.threshold)
+                    "rehab_canary_requests_total{{endpoint!=\"health\",status=~\"{ERROR_STATUSES}\"}}"
+                ),
+                "rehab_canary_requests_total{endpoint!=\"health\"}",
             ),
-            ratio: Box::new(move |w| {
-                format!(
-                    "1 - (\n  sum by (job) (rate(rehab_canary_request_duration_seconds_bucket{{endpoint!=\"health\",le=\"{lat_le}\"}}[{w}]))\n  /\n  \
-                     sum by (job) (rate(rehab_canary_request_duration_seconds_count{{endpoint!=\"health\"}}[{w}]))\n)"
-                )
-            }),
             gate: None,
         },
-        Slo {
-            name: "projection_lag",
-            stem: "ProjectionLag",
-            metric: "rehab_canary_projection_lag_slow",
-            objective: cfg.projection_lag.objective,
-            what: format!(
-                "{}% of probe events visible in their projection within {} ms",
-                num(cfg.projection_lag.objective),
-                ms(cfg.projection_lag.threshold)
+        threshold_slo(
+            ("latency", "Latency", "rehab_canary_request_slow"),
+            &cfg.latency,
+            "of requests answered",
+            "rehab_canary_request_duration_seconds",
+            "endpoint!=\"health\"",
+        ),
+        threshold_slo(
+            (
+                "projection_lag",
+                "ProjectionLag",
+                "rehab_canary_projection_lag_slow",
             ),
-            ratio: Box::new(move |w| {
-                format!(
-                    "1 - (\n  sum by (job) (rate(rehab_canary_projection_lag_seconds_bucket{{le=\"{lag_le}\"}}[{w}]))\n  /\n  \
-                     sum by (job) (rate(rehab_canary_projection_lag_seconds_count[{w}]))\n)"
-                )
-            }),
-            gate: None,
-        },
+            &cfg.projection_lag,
+            "of probe events visible in their projection",
+            "rehab_canary_projection_lag_seconds",
+            "",
+        ),
         Slo {
             name: "loss",
             stem: "Loss",
@@ -183,13 +207,10 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                 "{}% of probe events become visible (no lost events)",
                 num(cfg.loss.objective)
             ),
-            ratio: Box::new(|w| {
-                format!(
-                    "sum by (job) (rate(rehab_canary_lag_probe_failures_total{{reason=\"lost\"}}[{w}]))\n\
-                     /\n\
-                     sum by (job) (rate(rehab_canary_lag_probes_total[{w}]))"
-                )
-            }),
+            ratio: counter_ratio(
+                "rehab_canary_lag_probe_failures_total{reason=\"lost\"}".to_owned(),
+                "rehab_canary_lag_probes_total",
+            ),
             gate: None,
         },
         Slo {

@@ -291,72 +291,69 @@ impl Journeys {
         }
     }
 
-    fn render_start(&self, s: &Session) -> Bytes {
+    /// Every event of a session carries the same subject, meta and
+    /// `session_id`, and is stamped when it is rendered.
+    fn render_session(
+        &self,
+        kind: EventKind,
+        s: &Session,
+        fields: impl FnOnce(&mut ObjWriter, humantime::Rfc3339Timestamp),
+    ) -> Bytes {
         let sid = self.session_id(s);
         let now = humantime::format_rfc3339_millis(SystemTime::now());
         self.payload.render(
-            EventKind::ExerciseSession,
+            kind,
             &self.patient_ids[s.patient as usize],
             &self.meta(s, &sid),
             |b| {
                 b.str("session_id", &sid);
-                b.str("prescribed_exercise_id", "canary_template_knee");
-                b.str("exercise_id", "canary_knee_flexion");
-                b.display_str("start_time", now);
-                b.display("prescribed_reps", s.prescribed);
-                b.raw(
-                    "device_info",
-                    concat!(
-                        "{\"model\":\"rehab-canary\",\"app_version\":\"",
-                        env!("CARGO_PKG_VERSION"),
-                        "\"}"
-                    ),
-                );
+                fields(b, now);
             },
         )
+    }
+
+    fn render_start(&self, s: &Session) -> Bytes {
+        self.render_session(EventKind::ExerciseSession, s, |b, now| {
+            b.str("prescribed_exercise_id", "canary_template_knee");
+            b.str("exercise_id", "canary_knee_flexion");
+            b.display_str("start_time", now);
+            b.display("prescribed_reps", s.prescribed);
+            b.raw(
+                "device_info",
+                concat!(
+                    "{\"model\":\"rehab-canary\",\"app_version\":\"",
+                    env!("CARGO_PKG_VERSION"),
+                    "\"}"
+                ),
+            );
+        })
     }
 
     fn render_rep(&mut self, s: &Session, quality: f64) -> Bytes {
-        let sid = self.session_id(s);
-        let now = humantime::format_rfc3339_millis(SystemTime::now());
         let confidence = self.rng.random_range(0.90..=1.0f64);
         let duration_ms = self.rng.random_range(2500..=3500u32);
-        self.payload.render(
-            EventKind::RepObservation,
-            &self.patient_ids[s.patient as usize],
-            &self.meta(s, &sid),
-            |b| {
-                b.str("session_id", &sid);
-                b.display("rep_number", s.done_reps);
-                b.display("quality_score", Round2(quality));
-                b.display("confidence_rating", Round2(confidence));
-                b.display("duration_ms", duration_ms);
-                b.display_str("timestamp", now);
-            },
-        )
+        self.render_session(EventKind::RepObservation, s, |b, now| {
+            b.display("rep_number", s.done_reps);
+            b.display("quality_score", Round2(quality));
+            b.display("confidence_rating", Round2(confidence));
+            b.display("duration_ms", duration_ms);
+            b.display_str("timestamp", now);
+        })
     }
 
     fn render_completion(&self, s: &Session) -> Bytes {
-        let sid = self.session_id(s);
-        let now = humantime::format_rfc3339_millis(SystemTime::now());
         let overall = if s.done_reps > 0 {
             s.quality_sum / f64::from(s.done_reps)
         } else {
             0.0
         };
-        self.payload.render(
-            EventKind::ExerciseSession,
-            &self.patient_ids[s.patient as usize],
-            &self.meta(s, &sid),
-            |b| {
-                b.str("session_id", &sid);
-                b.display_str("end_time", now);
-                b.str("completion_status", "completed");
-                b.display("completed_reps", s.done_reps);
-                b.display("prescribed_reps", s.prescribed);
-                b.display("overall_quality", Round2(overall));
-            },
-        )
+        self.render_session(EventKind::ExerciseSession, s, |b, now| {
+            b.display_str("end_time", now);
+            b.str("completion_status", "completed");
+            b.display("completed_reps", s.done_reps);
+            b.display("prescribed_reps", s.prescribed);
+            b.display("overall_quality", Round2(overall));
+        })
     }
 }
 

@@ -201,22 +201,16 @@ pub(super) fn build_tls(
         _ => None,
     };
 
-    let min = t
-        .min_version
-        .as_deref()
-        .map(|v| tls_version(&format!("{P}.min_version"), v))
-        .transpose()
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
-    let max = t
-        .max_version
-        .as_deref()
-        .map(|v| tls_version(&format!("{P}.max_version"), v))
-        .transpose()
-        .map_err(|e| errors.push(e))
-        .ok()
-        .flatten();
+    let mut version = |key: &str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| tls_version(&format!("{P}.{key}"), v))
+            .transpose()
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten()
+    };
+    let min = version("min_version", &t.min_version);
+    let max = version("max_version", &t.max_version);
     let min = min.unwrap_or(&rustls::version::TLS12);
     let max = max.unwrap_or(&rustls::version::TLS13);
     let versions: Vec<&'static SupportedProtocolVersion> =

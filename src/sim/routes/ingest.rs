@@ -220,13 +220,9 @@ fn opt_id(v: Option<String>, key: &str) -> Result<Option<Box<str>>, String> {
 }
 
 pub(super) async fn register(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+    let b: RegisterBody = match parsed_body(body, |e| format!("invalid registration: {e}")) {
         Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let b: RegisterBody = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return bad_request(&format!("invalid registration: {e}")),
+        Err(r) => return *r,
     };
     let (patient, therapist, consent) = match (
         opt_id(b.patient_id.or(b.id), "patient_id"),

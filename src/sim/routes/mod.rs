@@ -172,8 +172,16 @@ fn json_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     shape: &str,
 ) -> Result<T, Box<Response>> {
+    parsed_body(body, |_| format!("expected {shape}"))
+}
+
+/// Like [`json_body`], with the parse error worded by `message`.
+fn parsed_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    message: impl FnOnce(serde_json::Error) -> String,
+) -> Result<T, Box<Response>> {
     let body = body.map_err(|r| Box::new(body_rejection(r)))?;
-    serde_json::from_slice(&body).map_err(|_| Box::new(bad_request(&format!("expected {shape}"))))
+    serde_json::from_slice(&body).map_err(|e| Box::new(bad_request(&message(e))))
 }
 
 async fn login(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
@@ -216,13 +224,9 @@ async fn get_faults(State(s): S) -> Response {
 }
 
 async fn put_faults(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(r) => return body_rejection(r),
-    };
-    let patch: FaultsPatch = match serde_json::from_slice(&body) {
+    let patch: FaultsPatch = match parsed_body(body, |e| format!("invalid fault set: {e}")) {
         Ok(p) => p,
-        Err(e) => return bad_request(&format!("invalid fault set: {e}")),
+        Err(r) => return *r,
     };
     let next = patch.apply_to(&s.faults.get());
     if let Err(e) = next.validate("") {

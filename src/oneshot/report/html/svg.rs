@@ -355,17 +355,12 @@ impl Chart {
             let v = i as f64 * x_step;
             let x = px(v);
             if i > 0 {
-                let _ = write!(
-                    out,
-                    "<line class=\"grid-x\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" \
-                     y2=\"{bottom:.1}\"/>"
-                );
+                class_line(&mut out, "grid-x", (x, top), (x, bottom));
             }
+            class_line(&mut out, "axis", (x, bottom), (x, bottom + 5.0));
             let _ = write!(
                 out,
-                "<line class=\"axis\" x1=\"{x:.1}\" y1=\"{bottom:.1}\" x2=\"{x:.1}\" y2=\"{:.1}\"/>\
-                 <text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                bottom + 5.0,
+                "<text class=\"tick\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
                 bottom + 19.0,
                 x_label(v)
             );
@@ -375,11 +370,7 @@ impl Chart {
             let v = i as f64 * y_step;
             let y = py(v);
             if i > 0 {
-                let _ = write!(
-                    out,
-                    "<line class=\"grid-y\" x1=\"{left:.1}\" y1=\"{y:.1}\" x2=\"{right:.1}\" \
-                     y2=\"{y:.1}\"/>"
-                );
+                class_line(&mut out, "grid-y", (left, y), (right, y));
             }
             let label = if y_top >= 10_000.0 {
                 format!("{}k", tick_label(v / 1000.0, y_step / 1000.0))
@@ -462,6 +453,14 @@ impl Chart {
         );
         out
     }
+}
+
+/// A line styled by its class alone (grid and axis ticks).
+fn class_line(out: &mut String, class: &str, (x1, y1): (f64, f64), (x2, y2): (f64, f64)) {
+    let _ = write!(
+        out,
+        "<line class=\"{class}\" x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\"/>"
+    );
 }
 
 fn stroke_attrs(color: &str, stroke: Stroke) -> String {
