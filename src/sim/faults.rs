@@ -17,6 +17,9 @@ use super::error::SimError;
 /// the delayed-visibility queue finite.
 pub const MAX_DELAY_MS: u64 = 600_000;
 
+/// Largest sized huge body (the endless one has no size): 1 GiB.
+pub const MAX_HUGE_BODY_BYTES: u64 = 1 << 30;
+
 /// The active fault set. All fields default to "healthy".
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -45,6 +48,13 @@ pub struct Faults {
     pub reset_rate: f64,
     /// Fraction of successful read (GET) responses replaced by a non-JSON body.
     pub garbage_rate: f64,
+    /// Fraction of successful read (GET) responses replaced by a huge JSON
+    /// body: a broken read model dumping a whole table, or a proxy streaming
+    /// without end.
+    pub huge_body_rate: f64,
+    /// The huge body's size, sent with a `Content-Length`; 0 streams a
+    /// chunked JSON array that never ends.
+    pub huge_body_bytes: u64,
     /// Fraction of accepted events answered 201 but never applied.
     pub drop_rate: f64,
     /// Fraction of accepted events applied twice.
@@ -70,6 +80,8 @@ pub struct FaultsPatch {
     pub retry_after_s: Option<u64>,
     pub reset_rate: Option<f64>,
     pub garbage_rate: Option<f64>,
+    pub huge_body_rate: Option<f64>,
+    pub huge_body_bytes: Option<u64>,
     pub drop_rate: Option<f64>,
     pub duplicate_rate: Option<f64>,
     pub projection_delay_ms: Option<u64>,
@@ -90,6 +102,8 @@ impl FaultsPatch {
             retry_after_s: self.retry_after_s.unwrap_or(base.retry_after_s),
             reset_rate: self.reset_rate.unwrap_or(base.reset_rate),
             garbage_rate: self.garbage_rate.unwrap_or(base.garbage_rate),
+            huge_body_rate: self.huge_body_rate.unwrap_or(base.huge_body_rate),
+            huge_body_bytes: self.huge_body_bytes.unwrap_or(base.huge_body_bytes),
             drop_rate: self.drop_rate.unwrap_or(base.drop_rate),
             duplicate_rate: self.duplicate_rate.unwrap_or(base.duplicate_rate),
             projection_delay_ms: self.projection_delay_ms.unwrap_or(base.projection_delay_ms),
@@ -110,6 +124,7 @@ impl Faults {
             ("rate_limit_rate", self.rate_limit_rate),
             ("reset_rate", self.reset_rate),
             ("garbage_rate", self.garbage_rate),
+            ("huge_body_rate", self.huge_body_rate),
             ("drop_rate", self.drop_rate),
             ("duplicate_rate", self.duplicate_rate),
         ];
@@ -135,6 +150,12 @@ impl Faults {
                     format!("must be at most {MAX_DELAY_MS}, got {v}"),
                 ));
             }
+        }
+        if self.huge_body_bytes > MAX_HUGE_BODY_BYTES {
+            return Err(SimError::config(
+                format!("{prefix}huge_body_bytes"),
+                format!("must be at most {MAX_HUGE_BODY_BYTES} (0 = endless)"),
+            ));
         }
         if self.retry_after_s > 86_400 {
             return Err(SimError::config(

@@ -166,7 +166,53 @@ async fn answer(s: &AppState, f: &Faults, route: RouteInfo, req: Request, next: 
         );
         return r;
     }
+    if is_read && resp.status() == StatusCode::OK && roll(f.huge_body_rate) {
+        s.truth.fault(FaultKind::huge_body);
+        return huge_body(f.huge_body_bytes);
+    }
     resp
+}
+
+/// A JSON array of `{"pad":"xxxx..."}` items: `bytes` long (with a
+/// `Content-Length`; the last item is cut, a client must refuse it long
+/// before), or endless when 0. Chunks are produced only as fast as the
+/// client reads them, so the sim's own memory stays flat while it streams.
+fn huge_body(bytes: u64) -> Response {
+    const ITEM_BYTES: usize = 16 * 1024;
+    static ITEM: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let item: &'static [u8] = ITEM.get_or_init(|| {
+        let mut v = b"{\"pad\":\"".to_vec();
+        v.resize(ITEM_BYTES - 3, b'x');
+        v.extend_from_slice(b"\"},");
+        v
+    });
+    let endless = bytes == 0;
+    let stream = futures_util::stream::unfold((true, bytes), move |(first, left)| async move {
+        let chunk: &'static [u8] = if first { b"[" } else { item };
+        let take = if endless {
+            chunk.len()
+        } else {
+            chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX))
+        };
+        if take == 0 {
+            return None;
+        }
+        let rest = if endless { 0 } else { left - take as u64 };
+        Some((
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from_static(&chunk[..take])),
+            (false, rest),
+        ))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    if !endless {
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes));
+    }
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 #[cfg(test)]

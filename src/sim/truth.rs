@@ -55,6 +55,7 @@ pub enum FaultKind {
     rate_limit,
     reset,
     garbage,
+    huge_body,
     capacity,
 }
 
