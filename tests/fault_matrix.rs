@@ -16,8 +16,8 @@ use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 use support::stack::config_toml;
 use support::{
-    daemon_config_for, dev_token_file, scrape, scrape_over, scrape_sim, scrape_until, start_daemon,
-    start_sim, write, Scrape, DEV_TOKEN,
+    daemon_config_for, dev_token_file, faults, scrape, scrape_over, scrape_sim, scrape_until,
+    start_daemon, start_sim, write, Scrape, DEV_TOKEN,
 };
 use tokio::time::Instant;
 
@@ -180,11 +180,7 @@ async fn serial_target_down_for_10s_then_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_2s_latency_with_a_500ms_timeout() {
-    let faults = Faults {
-        latency_ms: 2000,
-        ..Faults::default()
-    };
-    fault_case(faults, "timeouts counted", |s| {
+    fault_case(faults(|f| f.latency_ms = 2000), "timeouts counted", |s| {
         status(s, "events_create", "timeout") >= 10.0
     })
     .await;
@@ -194,10 +190,7 @@ async fn serial_2s_latency_with_a_500ms_timeout() {
 async fn serial_50_percent_errors() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    r.sim.set_faults(Faults {
-        error_rate: 0.5,
-        ..Faults::default()
-    });
+    r.sim.set_faults(faults(|f| f.error_rate = 0.5));
     let s0 = scrape(addr).await;
     scrape_until(addr, "500s counted", Duration::from_secs(8), |s| {
         status(s, "events_create", "500") - status(&s0, "events_create", "500") >= 40.0
@@ -219,11 +212,10 @@ async fn serial_all_429_with_retry_after_2() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
     scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
-    r.sim.set_faults(Faults {
-        rate_limit_rate: 1.0,
-        retry_after_s: 2,
-        ..Faults::default()
-    });
+    r.sim.set_faults(faults(|f| {
+        f.rate_limit_rate = 1.0;
+        f.retry_after_s = 2;
+    }));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s0 = scrape(addr).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -249,13 +241,11 @@ async fn serial_all_429_with_retry_after_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_connection_resets() {
-    let faults = Faults {
-        reset_rate: 0.3,
-        ..Faults::default()
-    };
-    fault_case(faults, "resets counted as io_error", |s| {
-        s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0
-    })
+    fault_case(
+        faults(|f| f.reset_rate = 0.3),
+        "resets counted as io_error",
+        |s| s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0,
+    )
     .await;
 }
 
@@ -263,13 +253,9 @@ async fn serial_connection_resets() {
 async fn serial_garbage_bodies() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    let faults = Faults {
-        garbage_rate: 1.0,
-        ..Faults::default()
-    };
     inject(
         &r,
-        faults,
+        faults(|f| f.garbage_rate = 1.0),
         "invalid bodies counted",
         Duration::from_secs(8),
         |s| s.sum("rehab_canary_invalid_responses_total", &[]) >= 10.0,
@@ -300,14 +286,10 @@ async fn serial_stalled_projector() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.pipeline.queue_capacity = 200;
     let r = rig_with(sim_cfg, |_| {}).await;
-    let faults = Faults {
-        stall_projector: true,
-        ..Faults::default()
-    };
     // Once the queue is full the target answers 503: backpressure shows.
     inject(
         &r,
-        faults,
+        faults(|f| f.stall_projector = true),
         "503 from a full queue",
         Duration::from_secs(10),
         |s| status(s, "events_create", "503") >= 5.0,

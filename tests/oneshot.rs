@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 use serde_json::Value;
 use support::stack::config_toml;
-use support::{free_port, start_sim, DEV_TOKEN};
+use support::{faults, free_port, start_sim, DEV_TOKEN};
 
 struct Run {
     code: Option<i32>,
@@ -142,11 +142,7 @@ async fn serial_smoke_against_a_healthy_target_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_five_percent_errors_fail_the_error_rate_row() {
-    let sim = sim_with(Faults {
-        error_rate: 0.05,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.error_rate = 0.05)).await;
     let dir = tempfile::tempdir().unwrap();
     let run = smoke(&sim, &dir, "6s", &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
@@ -177,11 +173,7 @@ async fn serial_five_percent_errors_fail_the_error_rate_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_abort_on_fail_ends_a_doomed_run_early() {
-    let sim = sim_with(Faults {
-        error_rate: 0.5,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.error_rate = 0.5)).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = config_toml(
         &sim,
@@ -210,11 +202,7 @@ async fn serial_abort_on_fail_ends_a_doomed_run_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_capacity_finds_the_targets_ingestion_limit() {
-    let sim = sim_with(Faults {
-        max_events_per_second: 800,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.max_events_per_second = 800)).await;
     let dir = tempfile::tempdir().unwrap();
     // The sim's limit is a token bucket holding one second of capacity (800
     // events): a rate R above the limit is hidden for 800 / (R - 800) s. The

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rehab_canary::sim::{Faults, SimConfig};
 use serde_json::{json, Value};
+use support::faults;
 use support::sim::*;
 
 #[tokio::test]
@@ -449,11 +450,10 @@ async fn faults_from_config_and_handle() {
         .await
         .unwrap();
     assert_eq!(v["error_rate"], 1.0);
-    sim.set_faults(Faults {
-        rate_limit_rate: 1.0,
-        retry_after_s: 3,
-        ..Faults::default()
-    });
+    sim.set_faults(faults(|f| {
+        f.rate_limit_rate = 1.0;
+        f.retry_after_s = 3;
+    }));
     let r = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 429);
     c.delete(format!("{base}/sim/faults")).send().await.unwrap();

@@ -28,7 +28,7 @@ pub use metrics::{
     histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, scrape_url, Scrape,
 };
 pub use stack::{
-    daemon_config, daemon_config_for, dev_token_file, start_daemon, start_sim, start_stack,
+    daemon_config, daemon_config_for, dev_token_file, faults, start_daemon, start_sim, start_stack,
     with_faults, DEV_TOKEN,
 };
 pub use wait::{eventually, DEADLINE};
