@@ -153,12 +153,9 @@ async fn serial_target_down_for_10s_then_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s1 = scrape(addr).await;
     let key = [("reason", "circuit_open")];
-    let dropped = s1.value("rehab_canary_iterations_dropped_total", &key)
-        - s0.value("rehab_canary_iterations_dropped_total", &key);
-    let attempts = s1.sum(
-        "rehab_canary_requests_total",
-        &[("status", "connect_error")],
-    ) - s0.sum(
+    let dropped = s1.value_since(&s0, "rehab_canary_iterations_dropped_total", &key);
+    let attempts = s1.sum_since(
+        &s0,
         "rehab_canary_requests_total",
         &[("status", "connect_error")],
     );
@@ -220,15 +217,12 @@ async fn serial_all_429_with_retry_after_2() {
     let s0 = scrape(addr).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s1 = scrape(addr).await;
-    let sent = s1.sum("rehab_canary_requests_total", &[("status", "429")])
-        - s0.sum("rehab_canary_requests_total", &[("status", "429")]);
+    let sent = s1.sum_since(&s0, "rehab_canary_requests_total", &[("status", "429")]);
     // About 100 ticks/s are offered; honouring Retry-After: 2 leaves about one
     // request per traffic class per 2 s (plus those already in flight).
     assert!(sent <= 30.0, "{sent} requests in 6 s despite Retry-After");
-    let held = s1.value(
-        "rehab_canary_iterations_dropped_total",
-        &[("reason", "rate_limited")],
-    ) - s0.value(
+    let held = s1.value_since(
+        &s0,
         "rehab_canary_iterations_dropped_total",
         &[("reason", "rate_limited")],
     );
@@ -328,8 +322,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     // Three token lifetimes pass; refreshes keep every request authorised.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s1 = scrape(addr).await;
-    let unauthorized = s1.sum("rehab_canary_requests_total", &[("status", "401")])
-        - s0.sum("rehab_canary_requests_total", &[("status", "401")]);
+    let unauthorized = s1.sum_since(&s0, "rehab_canary_requests_total", &[("status", "401")]);
     assert!(accepted(&s1) - accepted(&s0) > 200.0);
     assert!(
         unauthorized <= 3.0,
@@ -401,8 +394,7 @@ async fn reloadable(eps: f64, extra: &str) -> (SimHandle, tempfile::TempDir, Pat
 
 async fn rate(addr: SocketAddr, over: Duration) -> f64 {
     let (s0, s1, secs) = scrape_over(addr, over).await;
-    (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
-        / secs
+    s1.sum_since(&s0, "rehab_canary_events_sent_total", &[]) / secs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,15 +507,12 @@ async fn serial_pause_and_resume_survive_a_reload() {
     );
     let probes = |s: &Scrape| s.sum("rehab_canary_lag_probes_total", &[]);
     assert!(probes(&s1) - probes(&s0) <= 4.0, "lag probes pause too");
-    assert!(
-        s1.value(
-            "rehab_canary_iterations_dropped_total",
-            &[("reason", "paused")]
-        ) > s0.value(
-            "rehab_canary_iterations_dropped_total",
-            &[("reason", "paused")]
-        ) + 100.0
+    let held = s1.value_since(
+        &s0,
+        "rehab_canary_iterations_dropped_total",
+        &[("reason", "paused")],
     );
+    assert!(held > 100.0, "{held} ticks held while paused");
     let status = support::fetch_json(&format!("http://{addr}/status")).await;
     assert_eq!(status["extras"]["control"]["paused"], true, "{status}");
     http.post(format!("http://{addr}/-/resume"))
