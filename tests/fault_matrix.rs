@@ -17,7 +17,7 @@ use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 use support::stack::config_toml;
 use support::{
     daemon_config_for, dev_token_file, faults, scrape, scrape_over, scrape_sim, scrape_until,
-    start_daemon, start_sim, write, Scrape, DEV_TOKEN,
+    start_daemon, start_sim, temp_file, write, Scrape, DEV_TOKEN,
 };
 use tokio::time::Instant;
 
@@ -299,9 +299,7 @@ async fn serial_stalled_projector() {
 async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.auth.token_ttl = Duration::from_secs(2);
-    let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("password");
-    std::fs::write(&password, "dev-password\n").unwrap();
+    let (_dir, password) = temp_file("password", "dev-password\n");
     let r = rig_with(sim_cfg, |c| {
         c.auth.token_file = None;
         c.auth.login.enabled = true;

@@ -63,6 +63,14 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// A new temporary dir holding `text` as `name`: the dir (removed on drop)
+/// and the file's path.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), name, text);
+    (dir, path)
+}
+
 /// GET `url`, the body as text.
 pub async fn fetch_text(url: &str) -> String {
     reqwest::get(url).await.unwrap().text().await.unwrap()
