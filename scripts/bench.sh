@@ -35,9 +35,9 @@ nginx -c "$ROOT/bench/nginx.conf" -p "$WORK/" &
 sleep 1
 curl -sf -XPOST "$TARGET/api/v1/events" >/dev/null || { echo "nginx not answering"; exit 1; }
 
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 calc() { awk "BEGIN { printf \"%.2f\", $* }"; }
-# metric NAME [LABELFILTER]: sums the series of NAME on the canary's /metrics.
-metric() { curl -s "http://$ADMIN/metrics" | awk -v n="$1" -v f="${2:-}" '$1 ~ "^"n"({|$)" && index($1, f) { s += $2 } END { printf "%.6f\n", s }'; }
 # quantile Q: from the schedule-delay histogram (upper bucket bound reached).
 delay_quantile() {
   curl -s "http://$ADMIN/metrics" | awk -v q="$1" '
@@ -46,23 +46,15 @@ delay_quantile() {
 }
 
 canary_config() { # base_url rate max_in_flight probes_enabled
-  cat > "$WORK/canary.toml" <<EOF
-[server]
-listen = "$ADMIN"
-[log]
-level = "warn"
-[target]
-base_url = "$1"
-[traffic]
-events_per_second = $2
+  {
+    canary_toml "$1" "$2"
+    cat <<EOF
 max_events_per_second = 1000000
 max_in_flight = $3
 [traffic.mix]
 patient = 1
 therapist = 0
 admin = 0
-[traffic.burst]
-duration = "0s"
 # The probes poll read models nginx cannot serve; (d) turns them back on.
 [lag.probes.stream]
 enabled = $4
@@ -73,19 +65,20 @@ enabled = $4
 [lag.probes.work_queue]
 enabled = $4
 EOF
+  } > "$WORK/canary.toml"
 }
 
 # run_canary SECONDS: runs the canary, prints "cpu_s peak_rss_kb requests p50 p99"
 # (CPU and peak RSS read from /proc just before SIGTERM).
 run_canary() {
-  REHAB_CANARY_TOKEN=dev-token "$BIN" run --config "$WORK/canary.toml" 2>>"$WORK/canary.log" &
+  start_canary
   local pid=$!
   sleep "$1"
   local sent p50 p99 ticks hwm
-  sent=$(metric rehab_canary_requests_total)
+  sent=$(metric_sum "http://$ADMIN/metrics" rehab_canary_requests_total)
   p50=$(delay_quantile 0.50)
   p99=$(delay_quantile 0.99)
-  ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  ticks=$(cpu_ticks "$pid")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status")
   kill -TERM "$pid"
   wait "$pid" || true

@@ -30,8 +30,10 @@ trap cleanup EXIT
 echo $! > "$WORK/sim.pid"
 for _ in $(seq 50); do curl -sf "http://$SIM/health" >/dev/null && break; sleep 0.1; done
 
+# shellcheck source=scripts/bench-lib.sh
+. "$ROOT/scripts/bench-lib.sh"
 # sum NAME FILTER URL: sums the series of NAME whose labels contain FILTER.
-sum() { curl -s "$3" | awk -v n="$1" -v f="$2" '$1 ~ "^"n"({|$)" && index($1, f) { s += $2 } END { printf "%.0f\n", s }'; }
+sum() { metric_sum "$3" "$1" "$2" "%.0f"; }
 reads() {
   local t=0
   for r in patient_stream adherence quality work_queue; do
@@ -39,29 +41,21 @@ reads() {
   done
   echo "$t"
 }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 printf "%-8s %-9s %8s %8s %10s %10s %12s\n" "rate" "response" "probes" "reads" "reads/evt" "cpu_s" "cpu_ms/evt"
 for delay in 0 30; do
   curl -sf -XPUT "http://$SIM/sim/faults" -d "{\"response_delay_ms\": $delay}" >/dev/null
   for interval in 1s 50ms; do
-    cat > "$WORK/canary.toml" <<EOF
-[server]
-listen = "$ADMIN"
-[log]
-level = "warn"
-[target]
-base_url = "http://$SIM"
-[traffic]
-events_per_second = 0
-[traffic.burst]
-duration = "0s"
+    {
+      canary_toml "http://$SIM" 0
+      cat <<EOF
 [lag]
 interval = "$interval"
 [lag.probes.work_queue]
 interval = "$interval"
 EOF
-    REHAB_CANARY_TOKEN=dev-token "$BIN" run --config "$WORK/canary.toml" 2>>"$WORK/canary.log" &
+    } > "$WORK/canary.toml"
+    start_canary
     pid=$!
     echo $pid > "$WORK/canary.pid"
     for _ in $(seq 50); do curl -sf "http://$ADMIN/-/ready" >/dev/null && break; sleep 0.1; done

@@ -4,7 +4,6 @@
 //! validating the web config.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 mod support;
 
@@ -12,6 +11,7 @@ use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
 use rehab_canary::sim::{SimConfig, SimHandle};
 use support::certs::{write_ca_and_client_cert, write_server_cert};
+use support::process::{canary, run};
 use support::{daemon_config_for, dev_token_file, start_daemon, start_sim};
 
 const USER: &str = "prometheus";
@@ -189,27 +189,19 @@ fn check_config_validates_the_web_config() {
     let certs = Certs::new();
     let cfg = certs.path("canary.toml");
     std::fs::write(&cfg, "").unwrap();
-    let run = |web: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-            .args(["check-config", "--config"])
+    let check = |web: &Path| {
+        run(canary(&["check-config", "--config"])
             .arg(&cfg)
             .arg("--web.config.file")
-            .arg(web)
-            .output()
-            .unwrap()
+            .arg(web))
     };
-    let good = run(&certs.write_web(&tls_and_auth_yaml()));
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    check(&certs.write_web(&tls_and_auth_yaml())).assert_success("check-config");
 
-    let bad = run(&certs.write_web(
+    let bad = check(&certs.write_web(
         "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  min_versoin: TLS12\nbasic_auth_users:\n  alice: hunter2\n",
     ));
-    assert_eq!(bad.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.code, Some(64));
+    let err = &bad.stderr;
     assert!(
         err.contains("tls_server_config.min_versoin: unknown key"),
         "{err}"
@@ -226,10 +218,6 @@ fn check_config_validates_the_web_config() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-        .args(["check-config", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
+    let out = run(canary(&["check-config", "--config"]).arg(&cfg));
+    assert_eq!(out.code, Some(64));
 }

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::process::Command;
-
 use rehab_canary::config::profile::ProfileConfig;
 use rehab_canary::config::Config;
-use support::root;
+use support::process::{canary, run};
+use support::{root, temp_file, write};
 
 #[test]
 fn default_toml_matches_the_built_in_defaults() {
@@ -79,70 +78,46 @@ fn example_configs_are_valid() {
 
 #[test]
 fn check_config_lists_every_error_and_exits_64() {
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.toml");
-    std::fs::write(
-        &bad,
+    let (dir, bad) = temp_file(
+        "bad.toml",
         "[traffic]\nevents_per_secnd = 5\nmax_in_flight = 0\n[target]\ntimeout = \"soon\"\n",
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-        .args(["check-config", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    let out = run(canary(&["check-config", "--config"]).arg(&bad));
+    assert_eq!(out.code, Some(64));
+    let err = &out.stderr;
     assert!(err.contains("traffic.events_per_secnd"), "{err}");
     assert!(err.contains("target.timeout"), "{err}");
 
-    let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[traffic]\nevents_per_second = 5\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-        .args(["check-config", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let good = write(
+        dir.path(),
+        "good.toml",
+        "[traffic]\nevents_per_second = 5\n",
     );
+    run(canary(&["check-config", "--config"]).arg(&good)).assert_success("check-config");
 }
 
 #[test]
 fn run_with_a_bad_config_exits_64_before_binding() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-        .args(["run"])
-        .env("REHAB_CANARY__TRAFFIC__MAX_IN_FLIGHT", "0")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("traffic.max_in_flight"));
+    let out = run(canary(&["run"]).env("REHAB_CANARY__TRAFFIC__MAX_IN_FLIGHT", "0"));
+    assert_eq!(out.code, Some(64));
+    assert!(out.stderr.contains("traffic.max_in_flight"));
 }
 
 #[test]
 fn version_flag_prints_the_version() {
-    let out = Command::new(env!("CARGO_BIN_EXE_rehab-canary"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
+    let out = run(&mut canary(&["--version"]));
+    assert_eq!(out.code, Some(0));
+    assert!(out.stdout.contains(env!("CARGO_PKG_VERSION")));
 }
 
 #[test]
 fn every_documented_lag_probe_key_is_accepted() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("probes.toml");
-    std::fs::write(
-        &path,
+    let (_dir, path) = temp_file(
+        "probes.toml",
         "[lag.probes.stream]\nenabled = true\ninterval = \"2s\"\n\
          route = \"patients/{patient}/stream?limit=50\"\nrule = \"marker\"\npointer = \"/events\"\n\
          [lag.probes.quality]\nrule = \"value\"\npointer = \"/x\"\nexpect = \"{marker}\"\n",
-    )
-    .unwrap();
+    );
     if let Err(e) = Config::load_with_env(Some(&path), []) {
         panic!("{e}");
     }

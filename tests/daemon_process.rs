@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rehab_canary::sim::{Faults, SimHandle};
 use support::process::Proc;
-use support::{eventually, scrape, scrape_sim, scrape_until, start_sim, with_faults, DEV_TOKEN};
+use support::{
+    eventually, faults, scrape, scrape_sim, scrape_until, start_sim, with_faults, DEV_TOKEN,
+};
 
 const TOKEN: &str = "s3cr3t-canary-token-5f1e9a";
 
@@ -67,11 +69,7 @@ async fn token_from_env_is_used_but_never_shown() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_sigterm_drains_in_flight_requests_and_exits_0() {
     // Every request takes 1.5 s, so SIGTERM always finds some in flight.
-    let faults = Faults {
-        latency_ms: 1500,
-        ..Faults::default()
-    };
-    let sim = sim_with(faults, Vec::new()).await;
+    let sim = sim_with(faults(|f| f.latency_ms = 1500), Vec::new()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut proc = Proc::start(
         &dir,

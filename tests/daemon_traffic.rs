@@ -11,8 +11,8 @@ use rehab_canary::app::Daemon;
 use rehab_canary::config::Config;
 use rehab_canary::sim::{Faults, SimHandle};
 use support::{
-    free_port, histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, start_stack,
-    with_faults, Scrape,
+    faults, free_port, histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until,
+    start_stack, with_faults, Scrape,
 };
 use tokio::time::Instant;
 
@@ -167,11 +167,7 @@ async fn serial_bursts_change_the_rate_on_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_drops_are_counted_when_the_in_flight_bound_is_full() {
-    let faults = Faults {
-        latency_ms: 300,
-        ..Faults::default()
-    };
-    let (sim, daemon) = start(faults, |c| {
+    let (sim, daemon) = start(faults(|f| f.latency_ms = 300), |c| {
         c.traffic.events_per_second = 100.0;
         c.traffic.max_in_flight = 4;
     })
@@ -201,11 +197,7 @@ async fn serial_drops_are_counted_when_the_in_flight_bound_is_full() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_latency_shows_and_the_offered_rate_holds() {
-    let faults = Faults {
-        latency_ms: 300,
-        ..Faults::default()
-    };
-    let (sim, daemon) = start(faults, |c| {
+    let (sim, daemon) = start(faults(|f| f.latency_ms = 300), |c| {
         c.traffic.events_per_second = 50.0;
     })
     .await;

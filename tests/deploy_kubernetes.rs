@@ -31,7 +31,8 @@ use rehab_canary::config::Config;
 use rehab_canary::slo;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use support::root;
+use support::process::{canary, run, tool};
+use support::{root, temp_file};
 
 const K8S: &str = "deploy/kubernetes";
 /// What gets applied: the base (not on its own in practice) and each overlay.
@@ -189,17 +190,9 @@ fn find_renderer() -> Option<(&'static str, &'static str)> {
 /// The rendered YAML of a target, with a renderer.
 fn render_text(target: &str) -> Option<String> {
     let (cmd, sub) = renderer()?;
-    let out = Command::new(cmd)
-        .arg(sub)
-        .arg(k8s().join(target))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd} {sub} {K8S}/{target} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(String::from_utf8(out.stdout).unwrap())
+    let out = run(Command::new(cmd).arg(sub).arg(k8s().join(target)));
+    out.assert_success(&format!("{cmd} {sub} {K8S}/{target}"));
+    Some(out.stdout)
 }
 
 /// A target's objects: rendered when a renderer exists, else the raw objects
@@ -245,20 +238,6 @@ fn selects(sel: &Value, obj: &Value) -> bool {
     .all(|(k, v)| sel.get(*k).and_then(Value::as_str).is_none_or(|w| w == *v))
 }
 
-fn run(cmd: &str, args: &[&str], hint: &str) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required ({hint}; scripts/test.sh installs it): {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
 fn kubernetes_validate(files: &[PathBuf], version: Option<&str>) -> (bool, String) {
     let mut args = vec!["--strict".to_owned()];
     if let Some(v) = version {
@@ -266,7 +245,7 @@ fn kubernetes_validate(files: &[PathBuf], version: Option<&str>) -> (bool, Strin
     }
     args.extend(files.iter().map(|f| f.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    run(
+    tool(
         "kubernetes-validate",
         &args,
         "PyPI package `kubernetes-validate`",
@@ -401,13 +380,10 @@ fn kustomization_references_exist_and_patches_hit_objects() {
 #[test]
 fn manifests_pass_kubernetes_validate_strict() {
     // The tool works and is strict: a misspelt field fails.
-    let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
+    let (dir, bad) = temp_file(
+        "bad.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {clusterIp: None}\n",
-    )
-    .unwrap();
+    );
     let (ok, text) = kubernetes_validate(std::slice::from_ref(&bad), None);
     assert!(
         !ok && text.contains("clusterIp"),
@@ -473,14 +449,9 @@ fn rules_file_groups() -> Value {
 }
 
 fn promtool_check_groups(groups: &Value, what: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("groups.yml");
-    std::fs::write(
-        &path,
-        serde_norway::to_string(&json!({ "groups": groups })).unwrap(),
-    )
-    .unwrap();
-    let (ok, text) = run(
+    let yaml = serde_norway::to_string(&json!({ "groups": groups })).unwrap();
+    let (_dir, path) = temp_file("groups.yml", &yaml);
+    let (ok, text) = tool(
         "promtool",
         &["check", "rules", path.to_str().unwrap()],
         "Debian package `prometheus`",
@@ -868,27 +839,19 @@ fn statefulset_is_sharded_probed_and_restricted() {
 /// shard's index, the shard total, the listen address and a token file.
 #[test]
 fn configs_pass_check_config_with_the_pod_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, "example-token\n").unwrap();
+    let (_dir, token) = temp_file("token", "example-token\n");
     let check = |config: &Path, index: &str, total: &str| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rehab-canary"));
+        let mut cmd = canary(&["check-config", "--config"]);
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REHAB_CANARY")) {
             cmd.env_remove(k);
         }
-        let out = cmd
-            .args(["check-config", "--config"])
+        let out = run(cmd
             .arg(config)
             .env("REHAB_CANARY__SHARD__INDEX", index)
             .env("REHAB_CANARY__SHARD__TOTAL", total)
             .env("REHAB_CANARY__SERVER__LISTEN", "0.0.0.0:8742")
-            .env("REHAB_CANARY__AUTH__TOKEN_FILE", &token)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+            .env("REHAB_CANARY__AUTH__TOKEN_FILE", &token));
+        (out.code, out.stderr)
     };
     for t in TARGETS {
         let (objs, _) = objects(t);

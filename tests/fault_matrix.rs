@@ -16,8 +16,8 @@ use rehab_canary::reload::ReloadOutcome;
 use rehab_canary::sim::{self, Faults, SimConfig, SimHandle};
 use support::stack::config_toml;
 use support::{
-    daemon_config_for, dev_token_file, scrape, scrape_over, scrape_sim, scrape_until, start_daemon,
-    start_sim, write, Scrape, DEV_TOKEN,
+    daemon_config_for, dev_token_file, faults, scrape, scrape_over, scrape_sim, scrape_until,
+    start_daemon, start_sim, temp_file, write, Scrape, DEV_TOKEN,
 };
 use tokio::time::Instant;
 
@@ -153,12 +153,9 @@ async fn serial_target_down_for_10s_then_back() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let s1 = scrape(addr).await;
     let key = [("reason", "circuit_open")];
-    let dropped = s1.value("rehab_canary_iterations_dropped_total", &key)
-        - s0.value("rehab_canary_iterations_dropped_total", &key);
-    let attempts = s1.sum(
-        "rehab_canary_requests_total",
-        &[("status", "connect_error")],
-    ) - s0.sum(
+    let dropped = s1.value_since(&s0, "rehab_canary_iterations_dropped_total", &key);
+    let attempts = s1.sum_since(
+        &s0,
         "rehab_canary_requests_total",
         &[("status", "connect_error")],
     );
@@ -180,11 +177,7 @@ async fn serial_target_down_for_10s_then_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_2s_latency_with_a_500ms_timeout() {
-    let faults = Faults {
-        latency_ms: 2000,
-        ..Faults::default()
-    };
-    fault_case(faults, "timeouts counted", |s| {
+    fault_case(faults(|f| f.latency_ms = 2000), "timeouts counted", |s| {
         status(s, "events_create", "timeout") >= 10.0
     })
     .await;
@@ -194,10 +187,7 @@ async fn serial_2s_latency_with_a_500ms_timeout() {
 async fn serial_50_percent_errors() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    r.sim.set_faults(Faults {
-        error_rate: 0.5,
-        ..Faults::default()
-    });
+    r.sim.set_faults(faults(|f| f.error_rate = 0.5));
     let s0 = scrape(addr).await;
     scrape_until(addr, "500s counted", Duration::from_secs(8), |s| {
         status(s, "events_create", "500") - status(&s0, "events_create", "500") >= 40.0
@@ -219,24 +209,20 @@ async fn serial_all_429_with_retry_after_2() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
     scrape_until(addr, "traffic flowing", RECOVERY, |s| accepted(s) > 10.0).await;
-    r.sim.set_faults(Faults {
-        rate_limit_rate: 1.0,
-        retry_after_s: 2,
-        ..Faults::default()
-    });
+    r.sim.set_faults(faults(|f| {
+        f.rate_limit_rate = 1.0;
+        f.retry_after_s = 2;
+    }));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let s0 = scrape(addr).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s1 = scrape(addr).await;
-    let sent = s1.sum("rehab_canary_requests_total", &[("status", "429")])
-        - s0.sum("rehab_canary_requests_total", &[("status", "429")]);
+    let sent = s1.sum_since(&s0, "rehab_canary_requests_total", &[("status", "429")]);
     // About 100 ticks/s are offered; honouring Retry-After: 2 leaves about one
     // request per traffic class per 2 s (plus those already in flight).
     assert!(sent <= 30.0, "{sent} requests in 6 s despite Retry-After");
-    let held = s1.value(
-        "rehab_canary_iterations_dropped_total",
-        &[("reason", "rate_limited")],
-    ) - s0.value(
+    let held = s1.value_since(
+        &s0,
         "rehab_canary_iterations_dropped_total",
         &[("reason", "rate_limited")],
     );
@@ -249,13 +235,11 @@ async fn serial_all_429_with_retry_after_2() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_connection_resets() {
-    let faults = Faults {
-        reset_rate: 0.3,
-        ..Faults::default()
-    };
-    fault_case(faults, "resets counted as io_error", |s| {
-        s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0
-    })
+    fault_case(
+        faults(|f| f.reset_rate = 0.3),
+        "resets counted as io_error",
+        |s| s.sum("rehab_canary_requests_total", &[("status", "io_error")]) >= 10.0,
+    )
     .await;
 }
 
@@ -263,13 +247,9 @@ async fn serial_connection_resets() {
 async fn serial_garbage_bodies() {
     let r = rig(|_| {}).await;
     let addr = r.addr();
-    let faults = Faults {
-        garbage_rate: 1.0,
-        ..Faults::default()
-    };
     inject(
         &r,
-        faults,
+        faults(|f| f.garbage_rate = 1.0),
         "invalid bodies counted",
         Duration::from_secs(8),
         |s| s.sum("rehab_canary_invalid_responses_total", &[]) >= 10.0,
@@ -300,14 +280,10 @@ async fn serial_stalled_projector() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.pipeline.queue_capacity = 200;
     let r = rig_with(sim_cfg, |_| {}).await;
-    let faults = Faults {
-        stall_projector: true,
-        ..Faults::default()
-    };
     // Once the queue is full the target answers 503: backpressure shows.
     inject(
         &r,
-        faults,
+        faults(|f| f.stall_projector = true),
         "503 from a full queue",
         Duration::from_secs(10),
         |s| status(s, "events_create", "503") >= 5.0,
@@ -323,9 +299,7 @@ async fn serial_stalled_projector() {
 async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     let mut sim_cfg = SimConfig::default();
     sim_cfg.auth.token_ttl = Duration::from_secs(2);
-    let dir = tempfile::tempdir().unwrap();
-    let password = dir.path().join("password");
-    std::fs::write(&password, "dev-password\n").unwrap();
+    let (_dir, password) = temp_file("password", "dev-password\n");
     let r = rig_with(sim_cfg, |c| {
         c.auth.token_file = None;
         c.auth.login.enabled = true;
@@ -346,8 +320,7 @@ async fn serial_token_expiring_mid_run_is_refreshed_by_login() {
     // Three token lifetimes pass; refreshes keep every request authorised.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let s1 = scrape(addr).await;
-    let unauthorized = s1.sum("rehab_canary_requests_total", &[("status", "401")])
-        - s0.sum("rehab_canary_requests_total", &[("status", "401")]);
+    let unauthorized = s1.sum_since(&s0, "rehab_canary_requests_total", &[("status", "401")]);
     assert!(accepted(&s1) - accepted(&s0) > 200.0);
     assert!(
         unauthorized <= 3.0,
@@ -419,8 +392,7 @@ async fn reloadable(eps: f64, extra: &str) -> (SimHandle, tempfile::TempDir, Pat
 
 async fn rate(addr: SocketAddr, over: Duration) -> f64 {
     let (s0, s1, secs) = scrape_over(addr, over).await;
-    (s1.sum("rehab_canary_events_sent_total", &[]) - s0.sum("rehab_canary_events_sent_total", &[]))
-        / secs
+    s1.sum_since(&s0, "rehab_canary_events_sent_total", &[]) / secs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,15 +505,12 @@ async fn serial_pause_and_resume_survive_a_reload() {
     );
     let probes = |s: &Scrape| s.sum("rehab_canary_lag_probes_total", &[]);
     assert!(probes(&s1) - probes(&s0) <= 4.0, "lag probes pause too");
-    assert!(
-        s1.value(
-            "rehab_canary_iterations_dropped_total",
-            &[("reason", "paused")]
-        ) > s0.value(
-            "rehab_canary_iterations_dropped_total",
-            &[("reason", "paused")]
-        ) + 100.0
+    let held = s1.value_since(
+        &s0,
+        "rehab_canary_iterations_dropped_total",
+        &[("reason", "paused")],
     );
+    assert!(held > 100.0, "{held} ticks held while paused");
     let status = support::fetch_json(&format!("http://{addr}/status")).await;
     assert_eq!(status["extras"]["control"]["paused"], true, "{status}");
     http.post(format!("http://{addr}/-/resume"))

@@ -38,50 +38,34 @@ struct Cell {
 }
 
 fn cells(delay_ms: u64) -> Vec<Cell> {
-    let f = |faults: Faults| Faults {
+    let lagging = |faults: Faults| Faults {
         projection_delay_ms: delay_ms,
         drop_rate: DROP_RATE,
         ..faults
     };
     let fixed = |name, faults| Cell {
         name,
-        faults: f(faults),
+        faults: lagging(faults),
         fixed: true,
         samples: 40,
         interval_ms: 100,
     };
     vec![
         fixed("healthy", Faults::default()),
-        fixed(
-            "response path 30 ms",
-            Faults {
-                response_delay_ms: 30,
-                ..Faults::default()
-            },
-        ),
+        fixed("response path 30 ms", faults(|f| f.response_delay_ms = 30)),
         fixed(
             "response path 100 ms",
-            Faults {
-                response_delay_ms: 100,
-                ..Faults::default()
-            },
+            faults(|f| f.response_delay_ms = 100),
         ),
-        fixed(
-            "request path 30 ms",
-            Faults {
-                latency_ms: 30,
-                ..Faults::default()
-            },
-        ),
+        fixed("request path 30 ms", faults(|f| f.latency_ms = 30)),
         // 100 ms ± 50 ms. The estimate's spread (≈ 18 ms) is wider than a
         // 40 ms lag's tolerance, so the median needs many samples.
         Cell {
             name: "response path 100 ± 50 ms",
-            faults: f(Faults {
-                response_delay_ms: 50,
-                response_jitter_ms: 100,
-                ..Faults::default()
-            }),
+            faults: lagging(faults(|f| {
+                f.response_delay_ms = 50;
+                f.response_jitter_ms = 100;
+            })),
             fixed: false,
             samples: if delay_ms < 100 { 300 } else { 60 },
             interval_ms: 50,

@@ -24,13 +24,9 @@ fn resolved(s: &Scrape, p: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_lost_fraction_follows_the_drop_rate() {
-    let sim = start_sim(
-        Faults {
-            drop_rate: 0.1,
-            ..Faults::default()
-        },
-        |c| c.pipeline.batch_timeout = Duration::from_millis(5),
-    )
+    let sim = start_sim(faults(|f| f.drop_rate = 0.1), |c| {
+        c.pipeline.batch_timeout = Duration::from_millis(5)
+    })
     .await;
     let probes = ["stream", "adherence", "quality"];
     let daemon = start_daemon(config(&sim, &probes, |c| {
@@ -77,13 +73,9 @@ async fn serial_lost_fraction_follows_the_drop_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_duplicates_are_detected() {
-    let sim = start_sim(
-        Faults {
-            duplicate_rate: 0.3,
-            ..Faults::default()
-        },
-        |c| c.pipeline.batch_timeout = Duration::from_millis(5),
-    )
+    let sim = start_sim(faults(|f| f.duplicate_rate = 0.3), |c| {
+        c.pipeline.batch_timeout = Duration::from_millis(5)
+    })
     .await;
     let daemon = start_daemon(config(&sim, &["stream"], |c| {
         c.lag.interval = Duration::from_millis(50);
@@ -120,10 +112,7 @@ async fn serial_a_stall_within_the_timeout_shows_as_lag_not_loss() {
         probes.iter().all(|p| samples(s, p) >= 2.0)
     })
     .await;
-    sim.set_faults(Faults {
-        stall_projector: true,
-        ..Faults::default()
-    });
+    sim.set_faults(faults(|f| f.stall_projector = true));
     tokio::time::sleep(Duration::from_secs(3)).await;
     sim.set_faults(Faults::default());
     let s = scrape_until(addr, "the stall measured", Duration::from_secs(15), |s| {
@@ -162,10 +151,7 @@ async fn serial_a_stall_past_the_timeout_is_lost_then_late() {
     }))
     .await;
     let addr = daemon.admin_addr();
-    sim.set_faults(Faults {
-        stall_projector: true,
-        ..Faults::default()
-    });
+    sim.set_faults(faults(|f| f.stall_projector = true));
     let stalled = scrape_until(addr, "losses while stalled", Duration::from_secs(10), |s| {
         probes.iter().all(|p| failures(s, p, "lost") >= 3.0)
     })
@@ -244,14 +230,7 @@ async fn serial_a_restart_fakes_no_duplicates_or_losses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_garbage_reads_count_as_errors_not_losses() {
-    let sim = start_sim(
-        Faults {
-            garbage_rate: 1.0,
-            ..Faults::default()
-        },
-        |_| {},
-    )
-    .await;
+    let sim = start_sim(faults(|f| f.garbage_rate = 1.0), |_| {}).await;
     let probes = ["stream", "adherence", "quality"];
     let daemon = start_daemon(config(&sim, &probes, |c| {
         c.lag.interval = Duration::from_millis(100);
@@ -268,10 +247,7 @@ async fn serial_garbage_reads_count_as_errors_not_losses() {
         assert_eq!(samples(&s, p), 0.0, "{p}: nothing can be seen");
     }
     // Reads heal: the probes measure again, and nothing was lost.
-    sim.set_faults(Faults {
-        garbage_rate: 0.3,
-        ..Faults::default()
-    });
+    sim.set_faults(faults(|f| f.garbage_rate = 0.3));
     let s = scrape_until(addr, "lag measured again", Duration::from_secs(15), |s| {
         probes.iter().all(|p| samples(s, p) >= 5.0)
     })
@@ -292,14 +268,7 @@ async fn serial_a_hanging_target_holds_at_most_the_poll_bound_open_per_probe() {
     // Every answer takes 3 s: polls start at each POST's send and nothing
     // comes back for the first 3 s, while a new probe event starts every
     // 50 ms. The probe's reads in flight never pass its bound.
-    let sim = start_sim(
-        Faults {
-            response_delay_ms: 3000,
-            ..Faults::default()
-        },
-        |_| {},
-    )
-    .await;
+    let sim = start_sim(faults(|f| f.response_delay_ms = 3000), |_| {}).await;
     let daemon = start_daemon(config(&sim, &["stream"], |c| {
         c.lag.interval = Duration::from_millis(50);
         c.lag.timeout = Duration::from_secs(10);

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 use serde_json::Value;
 use support::stack::config_toml;
-use support::{free_port, start_sim, DEV_TOKEN};
+use support::{faults, free_port, start_sim, write, DEV_TOKEN};
 
 struct Run {
     code: Option<i32>,
@@ -30,6 +30,12 @@ impl Run {
         });
         let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
         serde_json::from_str(&text).unwrap()
+    }
+
+    /// Asserts the run ended with `code` and its stderr says `says`.
+    fn assert_refused(&self, code: i32, says: &str) {
+        assert_eq!(self.code, Some(code), "{}", self.stderr);
+        assert!(self.stderr.contains(says), "{}", self.stderr);
     }
 
     fn row<'a>(summary: &'a Value, id: &str) -> &'a Value {
@@ -142,11 +148,7 @@ async fn serial_smoke_against_a_healthy_target_passes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_five_percent_errors_fail_the_error_rate_row() {
-    let sim = sim_with(Faults {
-        error_rate: 0.05,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.error_rate = 0.05)).await;
     let dir = tempfile::tempdir().unwrap();
     let run = smoke(&sim, &dir, "6s", &[]).await;
     assert_eq!(run.code, Some(1), "{}\n{}", run.stdout, run.stderr);
@@ -177,11 +179,7 @@ async fn serial_five_percent_errors_fail_the_error_rate_row() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_abort_on_fail_ends_a_doomed_run_early() {
-    let sim = sim_with(Faults {
-        error_rate: 0.5,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.error_rate = 0.5)).await;
     let dir = tempfile::tempdir().unwrap();
     let toml = config_toml(
         &sim,
@@ -210,11 +208,7 @@ async fn serial_abort_on_fail_ends_a_doomed_run_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_capacity_finds_the_targets_ingestion_limit() {
-    let sim = sim_with(Faults {
-        max_events_per_second: 800,
-        ..Faults::default()
-    })
-    .await;
+    let sim = sim_with(faults(|f| f.max_events_per_second = 800)).await;
     let dir = tempfile::tempdir().unwrap();
     // The sim's limit is a token bucket holding one second of capacity (800
     // events): a rate R above the limit is hidden for 800 / (R - 800) s. The
@@ -373,41 +367,28 @@ async fn usage_errors_exit_64() {
     let sim = sim_with(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let results = results_arg(&dir);
-    let unknown = run_once(
-        dir.path(),
-        &config_toml(&sim, ""),
-        &["--profile", "soak", "--results-dir", &results],
-    )
-    .await;
-    assert_eq!(unknown.code, Some(64), "{}", unknown.stderr);
-    assert!(
-        unknown.stderr.contains("known profiles: smoke, load"),
-        "{}",
-        unknown.stderr
-    );
-    let no_profile = run_once(dir.path(), &config_toml(&sim, ""), &["--for", "5s"]).await;
-    assert_eq!(no_profile.code, Some(64), "{}", no_profile.stderr);
-    let bad_for = run_once(
-        dir.path(),
-        &config_toml(&sim, ""),
-        &["--profile", "smoke", "--for", "soon"],
-    )
-    .await;
-    assert_eq!(bad_for.code, Some(64), "{}", bad_for.stderr);
-    let bad_profile = run_once(
-        dir.path(),
-        &config_toml(&sim, "[profiles.smoke.thresholds]\nlag_percentile = 100\n"),
-        &["--profile", "smoke"],
-    )
-    .await;
-    assert_eq!(bad_profile.code, Some(64), "{}", bad_profile.stderr);
-    assert!(
-        bad_profile
-            .stderr
-            .contains("profiles.smoke.thresholds.lag_percentile"),
-        "{}",
-        bad_profile.stderr
-    );
+    let plain = config_toml(&sim, "");
+    let bad_profile = config_toml(&sim, "[profiles.smoke.thresholds]\nlag_percentile = 100\n");
+    // The arguments, and what stderr must say besides exiting 64.
+    let cases: [(&str, &[&str], &str); 4] = [
+        (
+            &plain,
+            &["--profile", "soak", "--results-dir", &results],
+            "known profiles: smoke, load",
+        ),
+        (&plain, &["--for", "5s"], ""),
+        (&plain, &["--profile", "smoke", "--for", "soon"], ""),
+        (
+            &bad_profile,
+            &["--profile", "smoke"],
+            "profiles.smoke.thresholds.lag_percentile",
+        ),
+    ];
+    for (toml, args, says) in cases {
+        run_once(dir.path(), toml, args)
+            .await
+            .assert_refused(64, says);
+    }
     assert!(!dir.path().join("results").exists(), "no run happened");
     sim.shutdown().await;
 }
@@ -464,8 +445,7 @@ async fn serial_metrics_are_served_during_a_run_and_sigterm_ends_it_as_failed() 
 async fn an_unwritable_results_dir_exits_70_before_running() {
     let sim = sim_with(Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("a-file");
-    std::fs::write(&file, "").unwrap();
+    let file = write(dir.path(), "a-file", "");
     let results = file.join("results").display().to_string();
     let started = std::time::Instant::now();
     let run = run_once(
@@ -474,12 +454,7 @@ async fn an_unwritable_results_dir_exits_70_before_running() {
         &["--profile", "load", "--results-dir", &results],
     )
     .await;
-    assert_eq!(run.code, Some(70), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("cannot write results"),
-        "{}",
-        run.stderr
-    );
+    run.assert_refused(70, "cannot write results");
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "failed fast, no 10-minute run"

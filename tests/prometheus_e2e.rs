@@ -23,7 +23,7 @@ use rehab_canary::lag::Projection;
 use rehab_canary::sim::{Faults, SimHandle};
 use rehab_canary::slo::{self, rules::Rule};
 use serde_json::Value;
-use support::{dev_token_file, free_port, root, start_sim, with_faults};
+use support::{dev_token_file, faults, free_port, root, start_sim, with_faults};
 
 const JOB: &str = "rehab-canary";
 
@@ -197,12 +197,14 @@ fn substitute(expr: &str, instance: &str, range_s: u64) -> String {
 async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
     let dir = tempfile::tempdir().unwrap();
     // Errors (500s) and lost events (accepted, never projected) from the start.
-    let faults = Faults {
-        error_rate: 0.02,
-        drop_rate: 0.3,
-        ..Faults::default()
-    };
-    let (sim, daemon) = start_stack(faults, dir.path()).await;
+    let (sim, daemon) = start_stack(
+        faults(|f| {
+            f.error_rate = 0.02;
+            f.drop_rate = 0.3;
+        }),
+        dir.path(),
+    )
+    .await;
     let instance = daemon.admin_addr().to_string();
     let prom = start_prometheus(daemon.admin_addr(), sim.addr());
     let start = unix_now();
@@ -344,11 +346,7 @@ async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_check_metrics_finds_no_real_problem() {
     let dir = tempfile::tempdir().unwrap();
-    let faults = Faults {
-        error_rate: 0.05,
-        ..Faults::default()
-    };
-    let (sim, daemon) = start_stack(faults, dir.path()).await;
+    let (sim, daemon) = start_stack(faults(|f| f.error_rate = 0.05), dir.path()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let text = support::fetch_text(&format!("http://{}/metrics", daemon.admin_addr())).await;
     assert!(daemon.shutdown().await);

@@ -319,9 +319,9 @@ async fn projection_routes() {
     )
     .await;
     let p = format!("{base}/api/v1/projections");
-    eventually("completion applied", DEADLINE, || async {
-        let (_, v) = get_json(&c, &format!("{p}/adherence?patient_id=pp")).await;
-        (v["sessions_completed"] == 1).then_some(())
+    let adherence = format!("{p}/adherence?patient_id=pp");
+    read_until(&c, &adherence, "completion applied", |v| {
+        v["sessions_completed"] == 1
     })
     .await;
     let (s, v) = get_json(&c, &format!("{p}/quality?patient_id=pp&window=14d")).await;
@@ -384,12 +384,7 @@ async fn auth_routes() {
     assert_eq!(v["expires_in"], 900);
     let access = v["access_token"].as_str().unwrap().to_string();
     let refresh_token = v["refresh_token"].as_str().unwrap().to_string();
-    let r = c
-        .get(format!("{base}/api/v1/alerts"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&c, &format!("{base}/api/v1/alerts"), &access).await;
     assert_eq!(r.status(), 200);
     let r = post_json(&c, &login, &json!({"username": "dev", "password": "nope"})).await;
     assert_eq!(r.status(), 401);

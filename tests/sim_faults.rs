@@ -5,8 +5,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rehab_canary::sim::{Faults, SimConfig};
+use rehab_canary::sim::Faults;
 use serde_json::{json, Value};
+use support::faults;
 use support::sim::*;
 
 #[tokio::test]
@@ -55,12 +56,7 @@ async fn the_response_path_delay_comes_after_the_state_it_reports() {
     // Reads and health too; the read shows when the event became visible,
     // on the same clock as the commit.
     let t = Instant::now();
-    let r = c
-        .get(format!("{base}/api/v1/patients/prd/stream"))
-        .bearer_auth(DEV_TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = get_as(&c, &format!("{base}/api/v1/patients/prd/stream"), DEV_TOKEN).await;
     assert!(t.elapsed() >= Duration::from_millis(120));
     let stream: Value = r.json().await.unwrap();
     let ev = &stream["events"][0];
@@ -268,11 +264,8 @@ async fn duplicated_events_are_applied_twice() {
     let (sim, c, base) = faulty_api(json!({"duplicate_rate": 1.0})).await;
     let r = post_event(&c, &base, &feedback("pdup", "twice")).await;
     let id = r.json::<Value>().await.unwrap()["event_id"].clone();
-    let (_, v) = eventually("duplicate applied", DEADLINE, || async {
-        let (s, v) = get_json(&c, &format!("{base}/api/v1/patients/pdup/stream")).await;
-        (v["count"] == 2).then_some((s, v))
-    })
-    .await;
+    let stream = format!("{base}/api/v1/patients/pdup/stream");
+    let v = read_until(&c, &stream, "duplicate applied", |v| v["count"] == 2).await;
     assert_eq!(v["events"][0]["event_id"], id);
     assert_eq!(v["events"][1]["event_id"], id);
     assert_eq!(v["stream_version"], 2);
@@ -336,11 +329,12 @@ async fn projection_delay_holds_visibility_and_shows_in_the_lag_histogram() {
 
 #[tokio::test]
 async fn stalled_projector_accepts_but_applies_nothing_then_fills_the_queue() {
-    let mut cfg = fast_config();
-    cfg.pipeline.queue_capacity = 4;
-    cfg.pipeline.processors = 1;
-    cfg.faults.stall_projector = true;
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| {
+        cfg.pipeline.queue_capacity = 4;
+        cfg.pipeline.processors = 1;
+        cfg.faults.stall_projector = true;
+    })
+    .await;
     for i in 0..4 {
         let r = post_event(&c, &base, &feedback("pst", &format!("n{i}"))).await;
         assert_eq!(r.status(), 201);
@@ -429,9 +423,7 @@ async fn max_events_per_second_caps_ingestion_with_503() {
 
 #[tokio::test]
 async fn faults_from_config_and_handle() {
-    let mut cfg: SimConfig = fast_config();
-    cfg.faults.error_rate = 1.0;
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.faults.error_rate = 1.0).await;
     assert_eq!(
         c.get(format!("{base}/health"))
             .send()
@@ -449,11 +441,10 @@ async fn faults_from_config_and_handle() {
         .await
         .unwrap();
     assert_eq!(v["error_rate"], 1.0);
-    sim.set_faults(Faults {
-        rate_limit_rate: 1.0,
-        retry_after_s: 3,
-        ..Faults::default()
-    });
+    sim.set_faults(faults(|f| {
+        f.rate_limit_rate = 1.0;
+        f.retry_after_s = 3;
+    }));
     let r = c.get(format!("{base}/health")).send().await.unwrap();
     assert_eq!(r.status(), 429);
     c.delete(format!("{base}/sim/faults")).send().await.unwrap();

@@ -31,9 +31,8 @@ async fn twelve_of_fifteen_reps_show_in_adherence() {
     )
     .await;
     let url = format!("{base}/api/v1/projections/adherence?patient_id=patient_001");
-    let v = eventually("completion in adherence", DEADLINE, || async {
-        let (_, v) = get_json(&c, &url).await;
-        (v["sessions_completed"] == 1).then_some(v)
+    let v = read_until(&c, &url, "completion in adherence", |v| {
+        v["sessions_completed"] == 1
     })
     .await;
     assert_eq!(v["prescribed_reps"], 15);
@@ -89,13 +88,9 @@ async fn low_quality_week_raises_high_priority_alert_in_work_queue() {
             .unwrap();
         assert_eq!(r.status(), 201);
     }
-    eventually("all 14 sessions applied", DEADLINE, || async {
-        let (_, v) = get_json(
-            &c,
-            &format!("{base}/api/v1/projections/adherence?patient_id=patient_q"),
-        )
-        .await;
-        (v["sessions_completed"] == 14).then_some(())
+    let adherence = format!("{base}/api/v1/projections/adherence?patient_id=patient_q");
+    read_until(&c, &adherence, "all 14 sessions applied", |v| {
+        v["sessions_completed"] == 14
     })
     .await;
     let url = format!("{base}/api/v1/projections/work-queue?therapist_id=therapist_001");

@@ -10,9 +10,7 @@ use support::sim::*;
 
 #[tokio::test]
 async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
-    let mut cfg = fast_config();
-    cfg.retention.max_events_per_patient = 10;
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.retention.max_events_per_patient = 10).await;
     for i in 0..25 {
         assert_eq!(
             post_event(&c, &base, &feedback("pcap", &format!("{i}")))
@@ -22,11 +20,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
         );
     }
     let stream = format!("{base}/api/v1/patients/pcap/stream?limit=1000");
-    let v = eventually("25 applied", DEADLINE, || async {
-        let (_, v) = get_json(&c, &stream).await;
-        (v["stream_version"] == 25).then_some(v)
-    })
-    .await;
+    let v = read_until(&c, &stream, "25 applied", |v| v["stream_version"] == 25).await;
     assert_eq!(versions(&v), (16..=25).collect::<Vec<_>>());
     // The read models still count everything that was ever applied.
     let (_, s) = get_json(
@@ -49,9 +43,7 @@ async fn per_patient_cap_keeps_newest_and_versions_monotonic() {
 
 #[tokio::test]
 async fn per_patient_byte_cap_holds() {
-    let mut cfg = fast_config();
-    cfg.retention.max_bytes_per_patient = 4096;
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.retention.max_bytes_per_patient = 4096).await;
     let big = "y".repeat(1000);
     for i in 0..20 {
         post_event(
@@ -63,11 +55,7 @@ async fn per_patient_byte_cap_holds() {
         .await;
     }
     let stream = format!("{base}/api/v1/patients/pbytes/stream?limit=1000");
-    let v = eventually("20 applied", DEADLINE, || async {
-        let (_, v) = get_json(&c, &stream).await;
-        (v["stream_version"] == 20).then_some(v)
-    })
-    .await;
+    let v = read_until(&c, &stream, "20 applied", |v| v["stream_version"] == 20).await;
     let n = v["events"].as_array().unwrap().len();
     // Each event is ~1.3 KiB of JSON plus 400 B charged for bookkeeping.
     assert!((1..=3).contains(&n), "{n} events kept under 4 KiB");
@@ -76,9 +64,7 @@ async fn per_patient_byte_cap_holds() {
 
 #[tokio::test]
 async fn idle_patients_are_evicted_past_max_patients() {
-    let mut cfg = fast_config();
-    cfg.retention.max_patients = 3;
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.retention.max_patients = 3).await;
     for i in 0..6 {
         let p = format!("pe{i}");
         post_event(&c, &base, &feedback(&p, "x")).await;
@@ -111,9 +97,7 @@ async fn idle_patients_are_evicted_past_max_patients() {
 
 #[tokio::test]
 async fn issued_tokens_expire_and_refresh_renews() {
-    let mut cfg = fast_config();
-    cfg.auth.token_ttl = Duration::from_millis(300);
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.auth.token_ttl = Duration::from_millis(300)).await;
     let v: Value = post_json(
         &c,
         &format!("{base}/api/v1/auth/login"),
@@ -126,11 +110,9 @@ async fn issued_tokens_expire_and_refresh_renews() {
     let access = v["access_token"].as_str().unwrap().to_string();
     let issued = Instant::now();
     let alerts = format!("{base}/api/v1/alerts");
-    let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get_as(&c, &alerts, &access).await.status(), 200);
     eventually("token expired", DEADLINE, || async {
-        let r = c.get(&alerts).bearer_auth(&access).send().await.unwrap();
-        (r.status() == 401).then_some(())
+        (get_as(&c, &alerts, &access).await.status() == 401).then_some(())
     })
     .await;
     assert!(issued.elapsed() >= Duration::from_millis(290));
@@ -144,26 +126,16 @@ async fn issued_tokens_expire_and_refresh_renews() {
     .await
     .unwrap();
     let renewed = v["access_token"].as_str().unwrap();
-    let r = c.get(&alerts).bearer_auth(renewed).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(get_as(&c, &alerts, renewed).await.status(), 200);
     sim.shutdown().await;
 }
 
 #[tokio::test]
 async fn static_tokens_replace_the_dev_token() {
-    let mut cfg = fast_config();
-    cfg.auth.tokens = vec!["staging-secret".into()];
-    let (sim, c, base) = api(cfg).await;
+    let (sim, c, base) = api_with(|cfg| cfg.auth.tokens = vec!["staging-secret".into()]).await;
     let alerts = format!("{base}/api/v1/alerts");
-    let r = c
-        .get(&alerts)
-        .bearer_auth("staging-secret")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = c.get(&alerts).bearer_auth(DEV_TOKEN).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(get_as(&c, &alerts, "staging-secret").await.status(), 200);
+    assert_eq!(get_as(&c, &alerts, DEV_TOKEN).await.status(), 401);
     sim.shutdown().await;
 }
 

@@ -8,26 +8,14 @@ mod support;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::process::Command;
 
 use rehab_canary::config::Config;
 use rehab_canary::slo::{self, rules::Rule};
-use support::root;
+use support::process::{canary, run, tool};
+use support::{root, temp_file};
 
 fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("promtool is required (Debian package `prometheus`; scripts/test.sh installs it): {e}")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    tool("promtool", args, "Debian package `prometheus`")
 }
 
 fn rules_files() -> Vec<PathBuf> {
@@ -160,38 +148,23 @@ fn every_runbook_url_points_at_a_runbook_section() {
 
 #[test]
 fn slo_rules_cli_writes_the_rules_and_exits_64_on_a_bad_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let out_path = dir.path().join("rules.yml");
-    let cfg = dir.path().join("c.toml");
-    std::fs::write(
-        &cfg,
+    let (dir, cfg) = temp_file(
+        "c.toml",
         "[slo.latency]\nthreshold = \"150ms\"\n[slo]\nwindow = \"1d\"\n",
-    )
-    .unwrap();
-    let bin = env!("CARGO_BIN_EXE_rehab-canary");
-    let out = Command::new(bin)
-        .args(["slo-rules", "--config"])
-        .arg(&cfg)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
+    let out_path = dir.path().join("rules.yml");
+    let out = run(canary(&["slo-rules", "--config"]).arg(&cfg));
+    assert_eq!(out.code, Some(64));
+    let err = &out.stderr;
     assert!(err.contains("slo.latency.threshold"), "{err}");
     assert!(err.contains("slo.window"), "{err}");
 
     std::fs::write(&cfg, "[slo.availability]\nobjective = 99.5\n").unwrap();
-    let out = Command::new(bin)
-        .args(["slo-rules", "--config"])
+    let out = run(canary(&["slo-rules", "--config"])
         .arg(&cfg)
         .arg("--output")
-        .arg(&out_path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&out_path));
+    out.assert_success("slo-rules");
     let yaml = std::fs::read_to_string(&out_path).unwrap();
     assert!(yaml.contains("(14.4 * 0.005)"), "{yaml}");
 }

@@ -9,10 +9,10 @@ use rehab_canary::config::Config;
 use rehab_canary::lag::Projection;
 use rehab_canary::sim::{Faults, SimConfig, SimHandle};
 
-pub use super::stack::start_daemon;
 use super::stack::{
     daemon_config_for, shared_dev_token_file, start_sim as start_sim_with, with_faults,
 };
+pub use super::stack::{faults, start_daemon};
 use super::Scrape;
 
 pub const PROJECTIONS: [&str; 4] = ["stream", "adherence", "quality", "work_queue"];

@@ -60,6 +60,16 @@ impl Scrape {
             .map(|(_, v)| *v)
             .sum()
     }
+
+    /// How much [`Scrape::value`] grew since the scrape `before`.
+    pub fn value_since(&self, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.value(name, labels) - before.value(name, labels)
+    }
+
+    /// How much [`Scrape::sum`] grew since the scrape `before`.
+    pub fn sum_since(&self, before: &Scrape, name: &str, filter: &[(&str, &str)]) -> f64 {
+        self.sum(name, filter) - before.sum(name, filter)
+    }
 }
 
 fn split(k: &str) -> (&str, Vec<String>) {

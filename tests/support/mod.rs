@@ -28,7 +28,7 @@ pub use metrics::{
     histogram_quantile, scrape, scrape_over, scrape_sim, scrape_until, scrape_url, Scrape,
 };
 pub use stack::{
-    daemon_config, daemon_config_for, dev_token_file, start_daemon, start_sim, start_stack,
+    daemon_config, daemon_config_for, dev_token_file, faults, start_daemon, start_sim, start_stack,
     with_faults, DEV_TOKEN,
 };
 pub use wait::{eventually, DEADLINE};
@@ -61,6 +61,14 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// A new temporary dir holding `text` as `name`: the dir (removed on drop)
+/// and the file's path.
+pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), name, text);
+    (dir, path)
 }
 
 /// GET `url`, the body as text.

@@ -1,5 +1,6 @@
 //! A daemon run as a real process (`rehab-canary run`) with JSON logs
-//! captured, for tests of signals, logs and several instances at once.
+//! captured, for tests of signals, logs and several instances at once; and
+//! any program (the binary's one-off commands, external tools) run to its end.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -110,4 +111,58 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `rehab-canary` with these first arguments, to add to and [`run`].
+pub fn canary(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rehab-canary"));
+    cmd.args(args);
+    cmd
+}
+
+/// A program run to its end: its exit code and its output as text.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// Asserts that it exited 0, quoting its stderr; `what` names the run.
+    pub fn assert_success(&self, what: &str) {
+        assert_eq!(self.code, Some(0), "{what} failed:\n{}", self.stderr);
+    }
+}
+
+/// Runs `cmd` to its end with its output captured.
+pub fn run(cmd: &mut Command) -> Ran {
+    let name = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs a tool the test needs in the repository's root: whether it exited
+/// 0, and its stdout and stderr together. When it cannot run, panics saying
+/// how to `install` it.
+pub fn tool(cmd: &str, args: &[&str], install: &str) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .current_dir(super::root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{cmd} is required ({install}; scripts/test.sh installs it): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
 }

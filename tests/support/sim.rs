@@ -26,6 +26,13 @@ pub async fn api(cfg: SimConfig) -> (SimHandle, reqwest::Client, String) {
     (sim, client(), base)
 }
 
+/// [`api`] with [`fast_config`] changed by `tweak`.
+pub async fn api_with(tweak: impl FnOnce(&mut SimConfig)) -> (SimHandle, reqwest::Client, String) {
+    let mut cfg = fast_config();
+    tweak(&mut cfg);
+    api(cfg).await
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -111,6 +118,25 @@ pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
     let status = r.status().as_u16();
     let v = r.json().await.unwrap_or(Value::Null);
     (status, v)
+}
+
+/// GETs `url` (as [`get_json`]) until `ok` holds for the body; the body.
+pub async fn read_until(
+    c: &reqwest::Client,
+    url: &str,
+    what: &str,
+    ok: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(what, DEADLINE, || async {
+        let (_, v) = get_json(c, url).await;
+        ok(&v).then_some(v)
+    })
+    .await
+}
+
+/// GETs `url` with `token` as the bearer token.
+pub async fn get_as(c: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    c.get(url).bearer_auth(token).send().await.unwrap()
 }
 
 /// The notes of the feedback events visible in a stream.

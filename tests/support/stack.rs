@@ -26,6 +26,13 @@ pub fn shared_dev_token_file() -> PathBuf {
     dev_token_file(&dir)
 }
 
+/// No faults but those `set` turns on.
+pub fn faults(set: impl FnOnce(&mut Faults)) -> Faults {
+    let mut f = Faults::default();
+    set(&mut f);
+    f
+}
+
 /// The reference API's default config with these faults.
 pub fn with_faults(faults: Faults) -> SimConfig {
     SimConfig {
