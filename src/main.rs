@@ -247,6 +247,11 @@ fn check_config(config: PathBuf, web_config_file: Option<PathBuf>) -> Ended {
             })
         }
     };
+    // The files `run` reads at start: a private CA or client pair that does
+    // not load is found here, not by the first handshake.
+    if let Err(e) = rehab_canary::client::TargetTls::new(&cfg.target.tls) {
+        return fail(e);
+    }
     if let Some(web) = web_config_file.or(cfg.server.web_config_file) {
         if let Err(e) = rehab_canary::admin::WebConfig::load(&web) {
             return fail(e);

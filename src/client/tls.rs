@@ -37,6 +37,13 @@ pub enum TlsError {
     Setup(String),
 }
 
+/// Every TLS error is a setting that does not load: fix the file, not retry.
+impl crate::exit::ExitStatus for TlsError {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Usage
+    }
+}
+
 /// The client side of TLS to the target, shared by every connection.
 pub struct TargetTls {
     pub config: Arc<ClientConfig>,
@@ -290,23 +297,21 @@ impl ServerCertVerifier for FixedName {
     }
 }
 
-/// Whether a transport error was the TLS handshake failing (a certificate
-/// not trusted, a client certificate refused), as opposed to TCP.
+/// Whether a transport error was TLS failing (a certificate not trusted, a
+/// client certificate refused), as opposed to TCP. The rustls error sits
+/// inside one or more `io::Error`s, whose `source()` skips what they wrap.
 pub fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
+        if err.is::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
                 .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return true;
-            }
-        }
-        cur = err.source();
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
 }

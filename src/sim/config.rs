@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::error::SimError;
 use super::faults::Faults;
+use super::tls::TlsConfig;
 use crate::config::load::{self, Errors, Sources};
 
 /// Environment variable holding extra static bearer tokens, comma separated.
@@ -24,6 +25,8 @@ pub struct SimConfig {
     pub rules: RulesConfig,
     /// Faults active from start; `PUT /sim/faults` changes them at run time.
     pub faults: Faults,
+    /// https (and mTLS) instead of plain http.
+    pub tls: TlsConfig,
 }
 
 /// The asynchronous apply pipeline (a bounded queue drained in batches).
@@ -168,6 +171,7 @@ impl SimConfig {
 
     /// Range checks of every key, into `errs`.
     pub fn validate(&self, errs: &mut Errors) {
+        self.tls.validate(errs);
         let p = &self.pipeline;
         errs.range("pipeline.batch_size", p.batch_size, 1, 100_000);
         errs.range("pipeline.processors", p.processors, 1, 256);

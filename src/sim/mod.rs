@@ -10,6 +10,7 @@
 //! - `projections`: adherence, quality and alert rules per patient;
 //! - `tokens`: static and issued bearer tokens;
 //! - `clock`: the service clock behind the published timestamps;
+//! - `tls`: https and mTLS, for testing the canary's TLS settings;
 //! - `faults`: the fault set and its dice;
 //! - `middleware`: route naming, HTTP faults, auth, request counting;
 //! - `routes`: the handlers; `server`: the connection driver;
@@ -32,6 +33,7 @@ mod projections;
 mod routes;
 mod server;
 mod store;
+mod tls;
 mod tokens;
 mod truth;
 
@@ -49,11 +51,13 @@ pub use config::{
 };
 pub use error::SimError;
 pub use faults::{Faults, FaultsPatch};
+pub use tls::TlsConfig;
 pub use truth::LAG_BUCKETS;
 
 /// A running simulator.
 pub struct SimHandle {
     addr: SocketAddr,
+    https: bool,
     faults: Arc<faults::FaultState>,
     truth: Arc<truth::Truth>,
     shutdown: CancellationToken,
@@ -67,7 +71,8 @@ impl SimHandle {
         self.addr
     }
 
-    /// `http://IP:PORT`, with the unspecified address replaced by loopback.
+    /// `http://IP:PORT` (`https` with `[tls]`), with the unspecified address
+    /// replaced by loopback.
     pub fn base_url(&self) -> String {
         let ip = if self.addr.ip().is_unspecified() {
             match self.addr {
@@ -77,7 +82,8 @@ impl SimHandle {
         } else {
             self.addr.ip()
         };
-        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
     /// Replaces the whole fault set (what `PUT /sim/faults` does with a full
@@ -123,6 +129,7 @@ impl SimHandle {
 /// Validates `cfg`, binds `listen` (port 0 works) and starts serving.
 pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimError> {
     cfg.check()?;
+    let tls = cfg.tls.server_config()?;
     let listener = TcpListener::bind(listen)
         .await
         .map_err(|source| SimError::Bind {
@@ -155,9 +162,11 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         started: Instant::now(),
     });
     let router = routes::router(state);
-    let server = tokio::spawn(server::serve(listener, router, shutdown.clone()));
+    let https = tls.is_some();
+    let server = tokio::spawn(server::serve(listener, router, tls, shutdown.clone()));
     Ok(SimHandle {
         addr,
+        https,
         faults,
         truth,
         shutdown,

@@ -1,0 +1,263 @@
+//! TLS to a private staging API: the reference API serves https with a
+//! certificate from a test CA (and, for mTLS, requires client certificates
+//! from another). A trusted private CA passes; an untrusted one, a wrong
+//! name, a missing or foreign client certificate fail as `tls_error`, with
+//! the reason logged once; a rotated client pair is picked up.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rehab_canary::client::{bearer, Outcome, TargetClient};
+use rehab_canary::config::{TargetConfig, TargetTlsConfig};
+use rehab_canary::sim::{SimConfig, SimHandle, TlsConfig};
+use support::certs::TestCa;
+use support::process::Proc;
+use support::{scrape_until, start_sim, DEV_TOKEN};
+
+struct Pki {
+    dir: tempfile::TempDir,
+    server_ca: PathBuf,
+    other_ca: PathBuf,
+    client_ca: PathBuf,
+    client: (PathBuf, PathBuf),
+    foreign_client: (PathBuf, PathBuf),
+    server: (PathBuf, PathBuf),
+}
+
+fn pki(server_names: &[&str]) -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let server_ca = TestCa::new("staging CA");
+    let client_ca = TestCa::new("canary clients CA");
+    let other = TestCa::new("someone else's CA");
+    Pki {
+        server_ca: server_ca.write(d, "server-ca"),
+        other_ca: other.write(d, "other-ca"),
+        client_ca: client_ca.write(d, "client-ca"),
+        client: client_ca.issue(d, "client", &["rehab-canary"]),
+        foreign_client: other.issue(d, "foreign-client", &["rehab-canary"]),
+        server: server_ca.issue(d, "server", server_names),
+        dir,
+    }
+}
+
+async fn https_sim(p: &Pki, mtls: bool) -> SimHandle {
+    start_sim(SimConfig {
+        tls: TlsConfig {
+            cert_file: Some(p.server.0.clone()),
+            key_file: Some(p.server.1.clone()),
+            client_ca_file: mtls.then(|| p.client_ca.clone()),
+        },
+        ..SimConfig::default()
+    })
+    .await
+}
+
+/// One authorised read of the sim through a client built from `tls`.
+async fn read(sim: &SimHandle, tls: TargetTlsConfig) -> Outcome {
+    let cfg = TargetConfig {
+        base_url: sim.base_url(),
+        tls,
+        ..TargetConfig::default()
+    };
+    let c = TargetClient::new(&cfg).unwrap();
+    c.set_auth(Some(bearer(DEV_TOKEN, "test").unwrap()));
+    let url = reqwest::Url::parse(&sim.base_url())
+        .unwrap()
+        .join("api/v1/projections/work-queue?therapist_id=t-1")
+        .unwrap();
+    c.get(url).await.outcome
+}
+
+fn trusting(ca: &Path) -> TargetTlsConfig {
+    TargetTlsConfig {
+        ca_file: Some(ca.to_owned()),
+        ..TargetTlsConfig::default()
+    }
+}
+
+fn with_client(ca: &Path, pair: &(PathBuf, PathBuf)) -> TargetTlsConfig {
+    TargetTlsConfig {
+        cert_file: Some(pair.0.clone()),
+        key_file: Some(pair.1.clone()),
+        ..trusting(ca)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_and_a_wrong_one_is_a_tls_error() {
+    let p = pki(&["127.0.0.1", "localhost"]);
+    let sim = https_sim(&p, false).await;
+    assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+    assert_eq!(
+        read(&sim, trusting(&p.server_ca)).await,
+        Outcome::Status(200)
+    );
+    // The private CA alone, without the built-in web roots.
+    let alone = TargetTlsConfig {
+        web_roots: false,
+        ..trusting(&p.server_ca)
+    };
+    assert_eq!(read(&sim, alone).await, Outcome::Status(200));
+    // The built-in roots do not know a private CA; nor does another CA.
+    assert_eq!(
+        read(&sim, TargetTlsConfig::default()).await,
+        Outcome::TlsError
+    );
+    assert_eq!(read(&sim, trusting(&p.other_ca)).await, Outcome::TlsError);
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_name_checks_the_certificate_against_another_name() {
+    // The certificate names the service, not the address it is reached at.
+    let p = pki(&["rehab-staging.internal"]);
+    let sim = https_sim(&p, false).await;
+    assert_eq!(read(&sim, trusting(&p.server_ca)).await, Outcome::TlsError);
+    let named = |name: &str| TargetTlsConfig {
+        server_name: Some(name.to_owned()),
+        ..trusting(&p.server_ca)
+    };
+    assert_eq!(
+        read(&sim, named("rehab-staging.internal")).await,
+        Outcome::Status(200)
+    );
+    assert_eq!(
+        read(&sim, named("elsewhere.internal")).await,
+        Outcome::TlsError
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_needs_a_client_certificate_from_the_right_ca() {
+    let p = pki(&["127.0.0.1"]);
+    let sim = https_sim(&p, true).await;
+    assert_eq!(
+        read(&sim, with_client(&p.server_ca, &p.client)).await,
+        Outcome::Status(200)
+    );
+    assert_eq!(read(&sim, trusting(&p.server_ca)).await, Outcome::TlsError);
+    assert_eq!(
+        read(&sim, with_client(&p.server_ca, &p.foreign_client)).await,
+        Outcome::TlsError
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_pair_is_picked_up_and_a_broken_one_keeps_the_old() {
+    let p = pki(&["127.0.0.1"]);
+    let sim = https_sim(&p, true).await;
+    // Start with the foreign pair in place: refused.
+    let dir = p.dir.path();
+    let (crt, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&p.foreign_client.0, &crt).unwrap();
+    std::fs::copy(&p.foreign_client.1, &key).unwrap();
+    let cfg = TargetConfig {
+        base_url: sim.base_url(),
+        tls: with_client(&p.server_ca, &(crt.clone(), key.clone())),
+        ..TargetConfig::default()
+    };
+    let c = TargetClient::new(&cfg).unwrap();
+    c.set_auth(Some(bearer(DEV_TOKEN, "test").unwrap()));
+    let health = reqwest::Url::parse(&sim.base_url())
+        .unwrap()
+        .join("health")
+        .unwrap();
+    assert_eq!(c.get(health.clone()).await.outcome, Outcome::TlsError);
+    let id = c.identity().unwrap();
+    assert!(!id.reload_if_changed().unwrap(), "nothing changed yet");
+
+    // A half-written rotation (certificate only) is refused and keeps the
+    // running pair; the complete one is picked up.
+    std::fs::copy(&p.client.0, &crt).unwrap();
+    let err = id.reload_if_changed().unwrap_err().to_string();
+    assert!(err.contains("target.tls.key_file"), "{err}");
+    std::fs::copy(&p.client.1, &key).unwrap();
+    assert!(id.reload_if_changed().unwrap());
+    // New connections present the new pair (the refused ones were closed).
+    assert_eq!(c.get(health).await.outcome, Outcome::Status(200));
+    sim.shutdown().await;
+}
+
+#[test]
+fn bad_files_are_errors_naming_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = support::write(dir.path(), "junk.pem", "not a certificate\n");
+    let missing = dir.path().join("missing.pem");
+    let cases = [
+        (trusting(&junk), "target.tls.ca_file"),
+        (trusting(&missing), "target.tls.ca_file"),
+        (
+            with_client(&missing, &(junk.clone(), junk.clone())),
+            "target.tls.ca_file",
+        ),
+    ];
+    for (tls, key) in cases {
+        let cfg = TargetConfig {
+            base_url: "https://127.0.0.1:1/".into(),
+            tls,
+            ..TargetConfig::default()
+        };
+        let err = TargetClient::new(&cfg).unwrap_err().to_string();
+        assert!(err.starts_with(key), "{err}");
+    }
+    let p = pki(&["127.0.0.1"]);
+    // A key that is not the certificate's.
+    let mismatched = with_client(&p.server_ca, &(p.client.0.clone(), p.server.1.clone()));
+    let cfg = TargetConfig {
+        base_url: "https://127.0.0.1:1/".into(),
+        tls: mismatched,
+        ..TargetConfig::default()
+    };
+    let err = TargetClient::new(&cfg).unwrap_err().to_string();
+    assert!(err.starts_with("target.tls.key_file"), "{err}");
+
+    // check-config reads the files as `run` would, and exits 64.
+    let toml = format!(
+        "[target]\nbase_url = \"https://127.0.0.1:1/\"\n[target.tls]\nca_file = \"{}\"\n",
+        junk.display()
+    );
+    let config = support::write(dir.path(), "canary.toml", &toml);
+    let ran = support::process::run(&mut support::process::canary(&[
+        "check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ]));
+    assert_eq!(ran.code, Some(64), "{}", ran.stderr);
+    assert!(ran.stderr.contains("target.tls.ca_file"), "{}", ran.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_the_daemon_counts_an_untrusted_target_as_tls_error_and_logs_why_once() {
+    let p = pki(&["127.0.0.1"]);
+    let sim = https_sim(&p, false).await;
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [target]\nbase_url = \"{}\"\n\
+         [target.tls]\nca_file = \"{}\"\n\
+         [traffic]\nevents_per_second = 20\n\
+         [traffic.burst]\nduration = \"0s\"\n",
+        sim.base_url(),
+        p.other_ca.display()
+    );
+    let mut proc = Proc::start(&p.dir, &toml, &[("REHAB_CANARY_TOKEN", DEV_TOKEN)]);
+    let addr = proc.admin_addr();
+    scrape_until(addr, "tls_error counted", Duration::from_secs(15), |s| {
+        s.sum("rehab_canary_requests_total", &[("status", "tls_error")]) >= 10.0
+    })
+    .await;
+    proc.sigterm();
+    let (code, log) = proc.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    let why: Vec<_> = log
+        .iter()
+        .filter(|l| l.contains("TLS with the target failed"))
+        .collect();
+    assert_eq!(why.len(), 1, "logged once: {why:?}");
+    assert!(why[0].contains("UnknownIssuer"), "{}", why[0]);
+    sim.shutdown().await;
+}
