@@ -70,17 +70,10 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-# A 2-minute soak of the daemon at 1000 events/s with bursts (issue 5 item 7),
-# on the dev build the tests use. The bounds are generous for 2 noisy shared
-# cores: one burst that overlaps more requests than the others opens
-# connections worth 0.5-2.5 MB and raises the allocator's high-water mark for
-# good, which alone fits 46-106 MB/h over the 80 s after warm-up (seen on CI),
-# so soak.sh judges the smaller of the two halves' slopes (a leak grows in
-# both). 50 MB/h fails a leak of ~15 bytes per event. The real figure comes
-# from a 30-minute release run (`scripts/soak.sh 30`, goal < 1 MB/h, fds
-# flat; measured 0.24 MB/h).
-SOAK_PROFILE=${SOAK_PROFILE:-dev} SOAK_MAX_MB_PER_HOUR=${SOAK_MAX_MB_PER_HOUR:-50} \
-  SOAK_MAX_FD_GROWTH=${SOAK_MAX_FD_GROWTH:-5} SOAK_INTERVAL=${SOAK_INTERVAL:-5} scripts/soak.sh 2
+# Leak checks are deterministic tests in the suite (tests/bounds.rs: open fds
+# within the connection bounds across bursts; the lag bookkeeping within its
+# window), so they hold on a busy machine. The timed soak is a benchmark:
+# `scripts/soak.sh 30` (release build; figures in BENCHMARKS.md).
 profile=default
 [ -n "${CI:-}" ] && profile=ci
 cargo nextest run --locked --profile "$profile" "$@"

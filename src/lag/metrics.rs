@@ -166,6 +166,7 @@ struct Inner {
     duplicated: [Counter; N],
     out_of_order: [Counter; N],
     skipped: [Counter; N],
+    tracked: [Gauge; N],
     in_flight: Gauge,
     idle: tokio::sync::Notify,
     windows: Arc<LatencyWindows>,
@@ -326,6 +327,14 @@ impl LagMetrics {
             "Probe events seen whose server-clock lag could not be read (timestamp missing, \
              unparseable, or applied before committed), by projection",
         );
+        let tracked = series::<_, Gauge, N>(
+            registry,
+            "rehab_canary_lag_tracked_events",
+            "Probe events the loss and order bookkeeping holds, by projection: the ones being \
+             watched, plus those resolved within max(lag.late_window, lag.timeout, 60s). \
+             Bounded by construction; it never grows with run time",
+            Projection::ALL.map(label),
+        );
         let in_flight = registered(
             registry,
             "rehab_canary_lag_probes_in_flight",
@@ -355,6 +364,7 @@ impl LagMetrics {
                 duplicated,
                 out_of_order,
                 skipped,
+                tracked,
                 in_flight,
                 idle: tokio::sync::Notify::new(),
                 windows,
@@ -371,6 +381,10 @@ impl LagMetrics {
                 tap: OnceLock::new(),
             }),
         }
+    }
+
+    pub fn set_tracked(&self, p: Projection, events: usize) {
+        self.inner.tracked[p.index()].set(i64::try_from(events).unwrap_or(i64::MAX));
     }
 
     pub fn set_enabled(&self, p: Projection, enabled: bool) {

@@ -318,6 +318,9 @@ async fn schedule(
             next_prune = advance(next_prune, PRUNE_EVERY, now);
             for p in &probes {
                 let expired = p.tracker.prune(now, memory);
+                shared
+                    .metrics
+                    .set_tracked(p.probe.projection, p.tracker.len());
                 if !p.probe.has_cleanup() {
                     continue;
                 }

@@ -75,6 +75,12 @@ impl RateProfile {
         r.clamp(0.0, self.ceiling)
     }
 
+    /// Whether the rate is 0 at every instant: a 0 base is 0 through every
+    /// ramp step and burst, and so is a 0 ceiling.
+    pub fn never_sends(&self) -> bool {
+        self.base <= 0.0 || self.ceiling <= 0.0
+    }
+
     /// The next instant after `t` at which the rate may change
     /// (`INFINITY` when it never does).
     pub fn next_change(&self, t: f64) -> f64 {
@@ -187,7 +193,9 @@ impl Pacer {
                 let last = self.origin + self.n as f64 / self.rate;
                 self.frac = ((self.seg_end - last) * self.rate).clamp(0.0, 1.0);
             }
-            if !self.seg_end.is_finite() {
+            // A profile that never sends still has burst edges: without
+            // this check the walk over its segments would never end.
+            if !self.seg_end.is_finite() || self.profile.never_sends() || self.scale <= 0.0 {
                 return None;
             }
             let at = self.seg_end;
@@ -271,6 +279,19 @@ mod tests {
     #[test]
     fn zero_rate_never_ticks() {
         let mut p = Pacer::new(RateProfile::constant(0.0), 1.0, 0.0);
+        assert_eq!(p.next_instant(), None);
+        // Bursts of nothing are still nothing, and the pacer says so at once
+        // instead of walking burst edges for ever (the daemon hung on stop).
+        let bursty = RateProfile {
+            burst: Some(Burst {
+                every_s: 4.0,
+                duration_s: 2.0,
+                multiplier: 4.0,
+            }),
+            ramp_up_s: 10.0,
+            ..RateProfile::constant(0.0)
+        };
+        let mut p = Pacer::new(bursty, 1.0, 0.0);
         assert_eq!(p.next_instant(), None);
     }
 

@@ -1,0 +1,104 @@
+//! Leak checks that hold by construction, so they pass on a busy machine:
+//! across bursts that fill `traffic.max_in_flight`, the daemon's open file
+//! descriptors stay under its idle count plus every connection its bounds
+//! allow (requests in flight, lag probe posts and polls, the health check,
+//! idle keep-alive connections). The timed soak (`scripts/soak.sh 30`) is a
+//! benchmark, not a test.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use rehab_canary::sim::Faults;
+use support::process::Proc;
+use support::{faults, scrape, start_sim, with_faults, DEV_TOKEN};
+
+const MAX_IN_FLIGHT: usize = 16;
+const POOL_IDLE: usize = 8;
+const LAG_RUNS: usize = 4;
+const LAG_POLLS_PER_PROBE: usize = 2;
+const PROBES: usize = 4;
+/// The health check's request.
+const HEALTH: usize = 1;
+/// Slack for what the process opens on its own schedule (a log write, a
+/// /proc read by the process metrics).
+const SLACK: usize = 4;
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn config(base_url: &str, events_per_second: u32, probes: bool) -> String {
+    let on = if probes { "true" } else { "false" };
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\
+         [target]\nbase_url = \"{base_url}\"\npool_max_idle_per_host = {POOL_IDLE}\n\
+         [traffic]\nevents_per_second = {events_per_second}\nmax_in_flight = {MAX_IN_FLIGHT}\n\
+         [traffic.burst]\nevery = \"4s\"\nduration = \"2s\"\nmultiplier = 4\n\
+         [lag]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_in_flight = {LAG_RUNS}\n\
+         poll_max_in_flight = {LAG_POLLS_PER_PROBE}\n\
+         [lag.probes.stream]\nenabled = {on}\n[lag.probes.adherence]\nenabled = {on}\n\
+         [lag.probes.quality]\nenabled = {on}\n[lag.probes.work_queue]\nenabled = {on}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_open_fds_stay_within_the_connection_bounds_across_bursts() {
+    // 30-60 ms answers: a 4x burst wants more requests in flight than the
+    // bound allows, so the bound, not the load, decides the connections.
+    let sim = start_sim(with_faults(faults(|f: &mut Faults| {
+        f.latency_ms = 30;
+        f.jitter_ms = 30;
+    })))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The same daemon with nothing to send: its own descriptors.
+    let mut idle = Proc::start(
+        &dir,
+        &config(&sim.base_url(), 0, false),
+        &[("REHAB_CANARY_TOKEN", DEV_TOKEN)],
+    );
+    idle.admin_addr();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let base = open_fds(idle.id());
+    idle.sigterm();
+    idle.wait(Duration::from_secs(15));
+
+    let mut proc = Proc::start(
+        &dir,
+        &config(&sim.base_url(), 300, true),
+        &[("REHAB_CANARY_TOKEN", DEV_TOKEN)],
+    );
+    let addr = proc.admin_addr();
+    let bound =
+        base + MAX_IN_FLIGHT + LAG_RUNS + PROBES * LAG_POLLS_PER_PROBE + HEALTH + POOL_IDLE + SLACK;
+    let mut peak = 0;
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        peak = peak.max(open_fds(proc.id()));
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let s = scrape(addr).await;
+    eprintln!("open fds: idle {base}, peak {peak}, bound {bound}");
+    // The bursts really pressed on the bound: ticks were dropped at it.
+    assert!(
+        s.sum("rehab_canary_iterations_dropped_total", &[]) > 0.0,
+        "no drops: the test did not fill max_in_flight"
+    );
+    assert!(peak <= bound, "open fds peaked at {peak}, over {bound}");
+    // The loss bookkeeping holds what its window allows, no more.
+    for p in ["stream", "adherence", "quality", "work_queue"] {
+        let tracked = s.value("rehab_canary_lag_tracked_events", &[("projection", p)]);
+        assert!(
+            tracked <= 60.0 / 0.1 + LAG_RUNS as f64 + 1.0,
+            "{p}: {tracked}"
+        );
+    }
+    proc.sigterm();
+    let (code, _) = proc.wait(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    sim.shutdown().await;
+}
