@@ -373,13 +373,13 @@ mod tests {
             // Each resolves a second after it was posted.
             if seq > 20 {
                 let done = seq - 20;
-                if done % 3 == 0 {
+                if done.is_multiple_of(3) {
                     t.lost(done, now);
                 } else {
                     t.seen(done, now);
                 }
             }
-            if k % 20 == 0 {
+            if k.is_multiple_of(20) {
                 t.prune(now, memory);
             }
             peak = peak.max(t.len());
