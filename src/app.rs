@@ -59,6 +59,8 @@ pub enum AppError {
     Url(#[from] url::ParseError),
     #[error("cannot start the scheduler thread: {0}")]
     Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Connection(#[from] crate::traffic::connection::ConnectionError),
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]
@@ -148,10 +150,17 @@ impl Daemon {
             run_id: run_id(),
         };
         let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &bound.target, naming)?;
+        let target = crate::traffic::connection::Target::new(
+            &cfg.target,
+            &bound.target,
+            &http,
+            metrics.clone(),
+        )?;
         let engine = Engine::spawn(
             Arc::new(traffic.clone()),
             journeys,
-            http.clone(),
+            Arc::new(target),
+            cfg.target.connections,
             metrics.clone(),
             gate.clone(),
             auth.signal.clone(),

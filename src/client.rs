@@ -26,6 +26,9 @@ pub mod tls;
 
 pub use tls::{ClientIdentity, TargetTls, TlsError};
 
+/// Sent with every request to the target.
+pub const USER_AGENT: &str = concat!("rehab-canary/", env!("CARGO_PKG_VERSION"));
+
 /// All response bodies held at once, per `max_body_bytes` allowed: with the
 /// default 1 MiB that is 16 MiB, far under the pod's memory limit.
 const BODIES_HELD_PER_LIMIT: u64 = 16;
@@ -82,6 +85,7 @@ pub struct TargetClient {
     auth: Arc<ArcSwapOption<HeaderValue>>,
     bodies: Arc<BodyBudget>,
     identity: Option<Arc<ClientIdentity>>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// The bytes of all response bodies held at once, and the bounds on them.
@@ -158,7 +162,7 @@ pub struct Response {
 }
 
 impl Response {
-    fn failed(outcome: Outcome) -> Response {
+    pub fn failed(outcome: Outcome) -> Response {
         Response {
             outcome,
             body: Bytes::new(),
@@ -184,13 +188,13 @@ impl TargetClient {
         let tls = TargetTls::new(&cfg.tls)?;
         let http = reqwest::Client::builder()
             .use_preconfigured_tls((*tls.config).clone())
+            .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.connect_timeout)
             .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .tcp_nodelay(true)
-            .user_agent(concat!("rehab-canary/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(ClientError::Build)?;
         Ok(TargetClient {
@@ -198,7 +202,23 @@ impl TargetClient {
             auth: Arc::new(ArcSwapOption::empty()),
             bodies: Arc::new(BodyBudget::new(cfg.max_body_bytes)),
             identity: tls.identity,
+            tls: tls.config,
         })
+    }
+
+    /// The TLS settings every connection to the target uses.
+    pub fn tls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.tls.clone()
+    }
+
+    /// The `Authorization` value in force (a cheap clone), if any.
+    pub fn auth_value(&self) -> Option<HeaderValue> {
+        self.auth.load().as_deref().cloned()
+    }
+
+    /// The budget of response bodies, shared by every path to the target.
+    pub fn body_budget(&self) -> Arc<BodyBudget> {
+        self.bodies.clone()
     }
 
     /// The mTLS identity, whose files the daemon watches for rotation.
@@ -253,61 +273,94 @@ impl TargetClient {
 }
 
 async fn execute(req: reqwest::RequestBuilder, bodies: &Arc<BodyBudget>) -> Response {
-    let mut resp = match req.send().await {
-        Ok(resp) => resp,
+    let resp = match req.send().await {
+        Ok(resp) => http::Response::from(resp),
         Err(e) => return Response::failed(classify(&e)),
     };
-    let status = resp.status().as_u16();
+    let (head, body) = resp.into_parts();
+    answer(&head, body, bodies, |e| classify(&e)).await
+}
+
+/// The answer to one request, its body read under the bounds. Shared by
+/// reqwest (off the hot path) and the traffic connections (hyper).
+pub(crate) async fn answer<B>(
+    head: &http::response::Parts,
+    body: B,
+    bodies: &Arc<BodyBudget>,
+    classify: impl Fn(B::Error) -> Outcome,
+) -> Response
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let status = head.status.as_u16();
     // Only throttling answers pay for the header lookup.
     let retry_after = if status == 429 || status == 503 {
-        resp.headers()
+        head.headers
             .get(RETRY_AFTER)
             .and_then(|v| parse_retry_after(v.as_bytes(), SystemTime::now()))
     } else {
         None
     };
+    let length = head
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    match read_limited(body, length, bodies, classify).await {
+        Ok((body, lease)) => Response {
+            outcome: Outcome::Status(status),
+            body,
+            retry_after,
+            lease,
+        },
+        Err(outcome) => Response::failed(outcome),
+    }
+}
+
+/// Reads a body to its end under the per-body limit and the budget of all
+/// bodies held. Read to the end, so the connection can be reused and a body
+/// cut short counts as an error; past a bound it is dropped unread, which
+/// closes its connection. One chunk (the usual answer) is kept as it came;
+/// only a body in several chunks is copied.
+async fn read_limited<B>(
+    mut body: B,
+    content_length: Option<u64>,
+    bodies: &Arc<BodyBudget>,
+    classify: impl Fn(B::Error) -> Outcome,
+) -> Result<(Bytes, BodyLease), Outcome>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    use http_body_util::BodyExt;
+    if content_length.is_some_and(|n| n > bodies.per_body) {
+        return Err(too_large(bodies));
+    }
     let mut lease = BodyLease {
         budget: Some(bodies.clone()),
         bytes: 0,
     };
-    if resp.content_length().is_some_and(|n| n > bodies.per_body) {
-        return too_large(bodies);
-    }
-    // The body is read to the end, so the connection goes back to the pool
-    // and a body cut short counts as an error. One chunk (the usual answer)
-    // is kept as it came; only a body in several chunks is copied.
     let mut first: Option<Bytes> = None;
     let mut more = BytesMut::new();
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if !bodies.try_take(&mut lease, chunk.len() as u64) {
-                    // Dropping `resp` unread closes the connection.
-                    return too_large(bodies);
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame.map_err(&classify)?.into_data() else {
+            continue; // trailers
+        };
+        if !bodies.try_take(&mut lease, chunk.len() as u64) {
+            return Err(too_large(bodies));
+        }
+        match &first {
+            None if more.is_empty() => first = Some(chunk),
+            _ => {
+                if let Some(f) = first.take() {
+                    more.extend_from_slice(&f);
                 }
-                match &first {
-                    None if more.is_empty() => first = Some(chunk),
-                    _ => {
-                        if let Some(f) = first.take() {
-                            more.extend_from_slice(&f);
-                        }
-                        more.extend_from_slice(&chunk);
-                    }
-                }
+                more.extend_from_slice(&chunk);
             }
-            Ok(None) => break,
-            Err(e) => return Response::failed(classify(&e)),
         }
     }
-    Response {
-        outcome: Outcome::Status(status),
-        body: first.unwrap_or_else(|| more.freeze()),
-        retry_after,
-        lease,
-    }
+    Ok((first.unwrap_or_else(|| more.freeze()), lease))
 }
 
-fn too_large(bodies: &BodyBudget) -> Response {
+fn too_large(bodies: &BodyBudget) -> Outcome {
     log_once(
         &BODY_TOO_LARGE_LOGGED,
         format_args!(
@@ -317,7 +370,7 @@ fn too_large(bodies: &BodyBudget) -> Response {
             bodies.per_body
         ),
     );
-    Response::failed(Outcome::BodyTooLarge)
+    Outcome::BodyTooLarge
 }
 
 static BODY_TOO_LARGE_LOGGED: AtomicBool = AtomicBool::new(false);
@@ -329,20 +382,29 @@ fn log_once(flag: &AtomicBool, msg: std::fmt::Arguments<'_>) {
     }
 }
 
+/// `TlsError` (logged the first time, with its reason) when `e` is TLS
+/// failing, else `None`.
+pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<Outcome> {
+    if !tls::is_tls_failure(e) {
+        return None;
+    }
+    log_once(
+        &TLS_FAILURE_LOGGED,
+        format_args!(
+            "TLS with the target failed (status=\"tls_error\"; later ones are counted, not \
+             logged): {}",
+            error_chain(e)
+        ),
+    );
+    Some(Outcome::TlsError)
+}
+
 /// Maps a transport error to the bounded `status` label values.
 pub fn classify(e: &reqwest::Error) -> Outcome {
     if e.is_timeout() {
         Outcome::Timeout
-    } else if tls::is_tls_failure(e) {
-        log_once(
-            &TLS_FAILURE_LOGGED,
-            format_args!(
-                "TLS with the target failed (status=\"tls_error\"; later ones are counted, not \
-                 logged): {}",
-                error_chain(e)
-            ),
-        );
-        Outcome::TlsError
+    } else if let Some(tls) = tls_failure(e) {
+        tls
     } else if e.is_connect() {
         Outcome::ConnectError
     } else {

@@ -1,8 +1,8 @@
 //! Leak checks that hold by construction, so they pass on a busy machine:
 //! across bursts that fill `traffic.max_in_flight`, the daemon's open file
 //! descriptors stay under its idle count plus every connection its bounds
-//! allow (requests in flight, lag probe posts and polls, the health check,
-//! idle keep-alive connections). The timed soak (`scripts/soak.sh 30`) is a
+//! allow (the traffic's `target.connections`, lag probe posts and polls, the
+//! health check, the other paths' idle keep-alive connections). The timed soak (`scripts/soak.sh 30`) is a
 //! benchmark, not a test.
 
 mod support;
@@ -13,7 +13,8 @@ use rehab_canary::sim::Faults;
 use support::process::Proc;
 use support::{faults, scrape, start_sim, with_faults, DEV_TOKEN};
 
-const MAX_IN_FLIGHT: usize = 16;
+const CONNECTIONS: usize = 16;
+const MAX_IN_FLIGHT: usize = 32;
 const POOL_IDLE: usize = 8;
 const LAG_RUNS: usize = 4;
 const LAG_POLLS_PER_PROBE: usize = 2;
@@ -34,7 +35,8 @@ fn config(base_url: &str, events_per_second: u32, probes: bool) -> String {
     let on = if probes { "true" } else { "false" };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
-         [target]\nbase_url = \"{base_url}\"\npool_max_idle_per_host = {POOL_IDLE}\n\
+         [target]\nbase_url = \"{base_url}\"\nconnections = {CONNECTIONS}\n\
+         pool_max_idle_per_host = {POOL_IDLE}\n\
          [traffic]\nevents_per_second = {events_per_second}\nmax_in_flight = {MAX_IN_FLIGHT}\n\
          [traffic.burst]\nevery = \"4s\"\nduration = \"2s\"\nmultiplier = 4\n\
          [lag]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_in_flight = {LAG_RUNS}\n\
@@ -89,6 +91,19 @@ async fn serial_open_fds_stay_within_the_connection_bounds_across_bursts() {
         "no drops: the test did not fill max_in_flight"
     );
     assert!(peak <= bound, "open fds peaked at {peak}, over {bound}");
+    // The traffic's connections: never more than configured, and a due
+    // request that found them all busy waited in the queue (and says so).
+    let open = s.value("rehab_canary_connections_open", &[]);
+    assert!(
+        open >= 1.0 && open <= CONNECTIONS as f64,
+        "connections open: {open}"
+    );
+    let opened = s.value(
+        "rehab_canary_connection_attempts_total",
+        &[("result", "success")],
+    );
+    assert!(opened >= 1.0, "{opened}");
+    assert!(s.value("rehab_canary_queue_wait_seconds_count", &[]) > 0.0);
     // The loss bookkeeping holds what its window allows, no more.
     for p in ["stream", "adherence", "quality", "work_queue"] {
         let tracked = s.value("rehab_canary_lag_tracked_events", &[("projection", p)]);

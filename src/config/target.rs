@@ -20,7 +20,13 @@ pub struct TargetConfig {
     pub timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// Keep-alive connections kept per host; size it near `traffic.max_in_flight`.
+    /// HTTP/1.1 keep-alive connections the traffic keeps to the target, each
+    /// owned by one worker: at most this many requests of traffic are on
+    /// the wire at once, and a due request waits for a free one (its wait
+    /// counts in its latency).
+    pub connections: usize,
+    /// Keep-alive connections kept per host by the other paths (lag probes,
+    /// login, health).
     pub pool_max_idle_per_host: usize,
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
@@ -125,7 +131,8 @@ impl Default for TargetConfig {
             base_url: EMBEDDED.to_owned(),
             timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
-            pool_max_idle_per_host: 256,
+            connections: 64,
+            pool_max_idle_per_host: 64,
             pool_idle_timeout: Duration::from_secs(90),
             allowed_hosts: Vec::new(),
             allow_insecure_http: false,
@@ -298,6 +305,11 @@ impl TargetConfig {
             !self.health_path.starts_with('/') && !self.health_path.contains("://"),
             "target.health_path",
             "must be a path relative to target.base_url, like `health`",
+        );
+        errs.check(
+            (1..=10_000).contains(&self.connections),
+            "target.connections",
+            "must be between 1 and 10000",
         );
         errs.check(
             (1024..=1 << 30).contains(&self.max_body_bytes),

@@ -11,6 +11,7 @@
 //! registered with their full `rehab_canary_` names, and counters are
 //! registered without `_total` because the OpenMetrics encoder appends it.
 
+mod connections;
 mod ops;
 mod process;
 mod rate;
@@ -39,6 +40,7 @@ pub(crate) use register::{registered, series};
 use tap::RunTap;
 use window::{LatencyWindows, SLOTS, SLOT_PERIOD};
 
+pub use connections::{ConnectResult, ConnectionMetrics, OpenGuard};
 pub use ops::{AuthFailure, OpsMetrics, TRAFFIC_CLASSES};
 pub use window::SLOT_PERIOD as WINDOW_ROTATE_EVERY;
 
@@ -290,6 +292,8 @@ pub struct Metrics {
     tap: OnceLock<Arc<RunTap>>,
     /// The canary's own health: reloads, auth, circuit, target up, pause.
     pub ops: OpsMetrics,
+    /// The traffic path's connections to the target.
+    pub connections: ConnectionMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -413,6 +417,7 @@ impl Metrics {
 
         registry.register_collector(Box::new(ProcessCollector::new()));
         let ops = OpsMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
 
         let now = Instant::now();
         Metrics {
@@ -433,6 +438,7 @@ impl Metrics {
             last_encoded_len: AtomicUsize::new(8 * 1024),
             tap: OnceLock::new(),
             ops,
+            connections,
         }
     }
 

@@ -1,8 +1,11 @@
-//! The one loop that sends: it walks the pacer's intended instants, picks the
-//! journey for each tick, and hands the request to a task bounded by
-//! `max_in_flight`. A tick that finds the bound full is dropped and counted;
-//! nothing queues. Latency is measured from the intended instant, so a slow
-//! target shows as latency, never as a lower offered rate.
+//! The one loop that schedules: it walks the pacer's intended instants,
+//! picks the journey for each tick, and queues it for the connection
+//! workers (`connection.rs`, one keep-alive connection each). At most
+//! `max_in_flight` requests are admitted and unfinished, queued ones
+//! included; a tick that finds the bound full is dropped and counted.
+//! Latency is measured from the intended instant, so waiting for a free
+//! connection and a slow target both show as latency, never as a lower
+//! offered rate.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -15,10 +18,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::Endpoint;
 use crate::client::Outcome;
-use crate::client::{Response, TargetClient};
+use crate::client::Response;
 use crate::config::TrafficConfig;
 use crate::credentials::AuthSignal;
 use crate::metrics::{AuthFailure, DropReason, Metrics};
+use crate::traffic::connection::{Connection, Target};
 use crate::traffic::gate::{Admit, Gate};
 use crate::traffic::journeys::{Job, JourneyKind, Journeys};
 use crate::traffic::schedule::{secs, Burst, Pacer, RateProfile, WeightedRoundRobin};
@@ -46,11 +50,10 @@ fn tick_scale(cfg: &TrafficConfig) -> f64 {
 }
 
 struct SendContext {
-    client: TargetClient,
     metrics: Arc<Metrics>,
     gate: Arc<Gate>,
     auth: AuthSignal,
-    events_url: reqwest::Url,
+    events_uri: http::Uri,
     /// Jobs running; `drained` is notified when it falls to zero.
     running: AtomicUsize,
     drained: Notify,
@@ -109,25 +112,40 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// Starts the scheduler thread and one worker per connection to
+    /// `target`.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         cfg: Arc<TrafficConfig>,
         journeys: Journeys,
-        client: TargetClient,
+        target: Arc<Target>,
+        connections: usize,
         metrics: Arc<Metrics>,
         gate: Arc<Gate>,
         auth: AuthSignal,
         drain: CancellationToken,
     ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
+        let events_uri = Target::uri(&journeys.urls().events)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let shared = Arc::new(SendContext {
-            client,
             metrics,
             gate,
             auth,
-            events_url: journeys.urls().events.clone(),
+            events_uri,
             running: AtomicUsize::new(0),
             drained: Notify::new(),
         });
+        // Unbounded, yet never longer than `max_in_flight`: a job is queued
+        // only with a permit.
+        let (queue, jobs) = async_channel::unbounded::<Work>();
+        for _ in 0..connections {
+            tokio::spawn(worker(
+                jobs.clone(),
+                shared.clone(),
+                Connection::new(target.clone()),
+            ));
+        }
         let control = Arc::new(Control {
             stop: drain,
             pending: AtomicBool::new(false),
@@ -137,6 +155,7 @@ impl Engine {
             cfg,
             journeys,
             shared: shared.clone(),
+            queue,
             permits,
             control: control.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -260,6 +279,9 @@ struct Loop {
     cfg: Arc<TrafficConfig>,
     journeys: Journeys,
     shared: Arc<SendContext>,
+    /// To the connection workers; dropped when the loop ends, which lets
+    /// them finish what is queued and stop.
+    queue: async_channel::Sender<Work>,
     permits: Arc<Semaphore>,
     control: Arc<Control>,
     runtime: tokio::runtime::Handle,
@@ -345,15 +367,15 @@ impl Loop {
             let job = self
                 .journeys
                 .next(kind, intended.duration_since(start).as_secs_f64());
-            // Counted before the spawn, so a stop right after sees it running.
+            // Counted before it is queued, so a stop right after sees it.
             let running = Running::new(&self.shared);
-            self.runtime.spawn(run_job(
-                self.shared.clone(),
+            let _ = self.queue.try_send(Work {
                 class,
                 job,
                 intended,
-                (permit, running),
-            ));
+                queued: now,
+                _held: (permit, running),
+            });
         }
     }
 }
@@ -384,25 +406,47 @@ fn resize(permits: &Arc<Semaphore>, capacity: &mut usize, new: usize) {
     *capacity = new;
 }
 
-/// Sends one job. `since` is the intended instant (or the actual send, if it
-/// left early): latency counts from there, so time spent waiting for the
-/// scheduler is never hidden.
-async fn run_job(
-    shared: Arc<SendContext>,
+/// A due request waiting for a free connection.
+struct Work {
     class: usize,
     job: Job,
-    since: Instant,
+    intended: Instant,
+    queued: Instant,
     _held: (OwnedSemaphorePermit, Running),
+}
+
+/// One connection's worker: takes the next queued request, sends it on its
+/// own connection, records it. Ends when the queue is closed and empty.
+async fn worker(
+    jobs: async_channel::Receiver<Work>,
+    shared: Arc<SendContext>,
+    mut conn: Connection,
 ) {
+    while let Ok(work) = jobs.recv().await {
+        shared
+            .metrics
+            .connections
+            .queue_wait(work.queued.elapsed().as_secs_f64());
+        run_job(&shared, &mut conn, work).await;
+    }
+}
+
+/// Sends one job. Latency counts from the intended instant (or the actual
+/// send, if it left early), so time spent waiting for the scheduler or a
+/// connection is never hidden.
+async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
+    let Work {
+        class,
+        job,
+        intended: since,
+        ..
+    } = work;
     let metrics = &shared.metrics;
     let _in_flight = metrics.in_flight();
     match job {
         Job::Post { kind, body, .. } => {
             metrics.event_sent(kind);
-            let resp = shared
-                .client
-                .post_json(shared.events_url.clone(), body)
-                .await;
+            let resp = conn.post_json(shared.events_uri.clone(), body).await;
             metrics.record_request(Endpoint::EventsCreate, resp.outcome, since.elapsed());
             shared.learn(class, &resp);
             if let Outcome::Status(200..=299) = resp.outcome {
@@ -412,7 +456,10 @@ async fn run_job(
         Job::Reads(steps) => {
             let mut since = since;
             for (endpoint, url) in steps {
-                let resp = shared.client.get(url).await;
+                let resp = match Target::uri(&url) {
+                    Ok(uri) => conn.get(uri).await,
+                    Err(_) => Response::failed(Outcome::IoError),
+                };
                 metrics.record_request(endpoint, resp.outcome, since.elapsed());
                 shared.learn(class, &resp);
                 if let Outcome::Status(200..=299) = resp.outcome {
