@@ -45,6 +45,8 @@ delay_quantile() {
     END { total = c[n]; for (i = 1; i <= n; i++) if (c[i] >= q * total) { print b[i]; exit } }'
 }
 
+# The canary's traffic connections, as many as oha's and wrk's (-c 32).
+export REHAB_CANARY__TARGET__CONNECTIONS=32
 canary_config() { # base_url rate max_in_flight probes_enabled
   {
     canary_toml "$1" "$2"
@@ -91,17 +93,17 @@ read -r cpu rss sent p50 p99 < <(run_canary 20.5)
 echo "canary: cpu ${cpu}s for ${sent} requests -> $(calc "$cpu * 100000 / $sent") cpu-s/100k, peak RSS $((rss / 1024)) MiB"
 echo "canary: schedule delay p50 <= ${p50}s, p99 <= ${p99}s (histogram bucket bounds)"
 echo '{"kind":"rep_observation","subject_id":"canary-p000001","body":{"session_id":"s","rep_number":3,"quality_score":0.81},"meta":{"synthetic":true}}' > "$WORK/body.json"
-/usr/bin/time -f "%U %S %M" -o "$WORK/oha.time" oha -q 5000 -n 100000 -c 64 --no-tui -m POST \
+/usr/bin/time -f "%U %S %M" -o "$WORK/oha.time" oha -q 5000 -n 100000 -c 32 --no-tui -m POST \
   -H 'content-type: application/json' -H 'authorization: Bearer dev-token' -D "$WORK/body.json" \
   "$TARGET/api/v1/events" > "$WORK/oha.out"
 read -r u s m < "$WORK/oha.time"
 echo "oha -q 5000: cpu $(calc "$u + $s")s for 100000 requests, peak RSS $((m / 1024)) MiB"
 
 echo "== (b) unlimited rate for ${SECS}s"
-canary_config "$TARGET" 1000000 64 false
+canary_config "$TARGET" 1000000 256 false
 read -r cpu rss sent p50 p99 < <(run_canary "$SECS")
-echo "canary: $(calc "$sent / $SECS") req/s (64 in flight)"
-wrk -t2 -c64 -d"${SECS}s" -s "$ROOT/bench/post.lua" "$TARGET/api/v1/events" | grep -E "Requests/sec"
+echo "canary: $(calc "$sent / $SECS") req/s (32 connections)"
+wrk -t2 -c32 -d"${SECS}s" -s "$ROOT/bench/post.lua" "$TARGET/api/v1/events" | grep -E "Requests/sec"
 
 echo "== (d) against the reference API at 1000 events/s for ${SECS}s"
 "$BIN" sim --listen 127.0.0.1:18081 > "$WORK/sim.log" 2>&1 &

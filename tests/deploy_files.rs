@@ -228,6 +228,27 @@ fn the_token_reaches_the_daemon_as_a_credential_file() {
     );
 }
 
+/// The unit's memory bounds match the pod's limit: one sizing, from the
+/// benchmarks, wherever the daemon runs.
+#[test]
+fn the_unit_and_the_pod_share_one_memory_limit() {
+    let (_, unit) = unit(UNITS[0]);
+    let key = |k: &str| {
+        unit.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .to_owned()
+    };
+    assert_eq!(key("MemoryMax="), "128M");
+    let high: u64 = key("MemoryHigh=").trim_end_matches('M').parse().unwrap();
+    assert!(
+        high < 128,
+        "MemoryHigh {high}M must throttle before MemoryMax"
+    );
+    let sts = read("deploy/kubernetes/base/statefulset.yaml");
+    assert!(sts.contains("memory: 128Mi"), "the pod's limit changed");
+}
+
 // ---- container ----------------------------------------------------------------
 
 /// Dockerfile instructions: comments dropped, continuation lines joined.

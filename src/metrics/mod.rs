@@ -507,6 +507,10 @@ impl Metrics {
         self.dropped[reason.index()].inc();
     }
 
+    pub fn iterations_dropped(&self, reason: DropReason, n: u64) {
+        self.dropped[reason.index()].inc_by(n);
+    }
+
     pub fn set_target_rate(&self, events_per_second: f64) {
         self.target_rate.set(events_per_second);
     }

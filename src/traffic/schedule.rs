@@ -181,6 +181,39 @@ impl Pacer {
         std::mem::take(&mut self.changed)
     }
 
+    /// Passes over every tick due at or before `t` and returns how many: a
+    /// saturated sender drops them in one count instead of judging each.
+    pub fn skip_until(&mut self, t: f64) -> u64 {
+        let mut skipped = 0;
+        loop {
+            if self.rate > 0.0 {
+                // Ticks n+1 ..= k lie at or before both `t` and the segment end.
+                let until = t.min(self.seg_end);
+                let k = ((until - self.origin) * self.rate).floor().max(0.0) as u64;
+                if k > self.n {
+                    // The segment end itself belongs to the next segment.
+                    let k = if self.origin + k as f64 / self.rate >= self.seg_end {
+                        k - 1
+                    } else {
+                        k
+                    };
+                    skipped += k.saturating_sub(self.n);
+                    self.n = self.n.max(k);
+                }
+            }
+            if t < self.seg_end || !self.seg_end.is_finite() || self.profile.never_sends() {
+                return skipped;
+            }
+            // Step into the next segment exactly as `next_instant` would.
+            let last = self.origin + self.n as f64 / self.rate.max(f64::MIN_POSITIVE);
+            if self.rate > 0.0 {
+                self.frac = ((self.seg_end - last) * self.rate).clamp(0.0, 1.0);
+            }
+            let at = self.seg_end;
+            self.begin_segment(at);
+        }
+    }
+
     /// The next intended instant, or `None` if the rate is 0 from here on.
     pub fn next_instant(&mut self) -> Option<f64> {
         loop {
@@ -274,6 +307,36 @@ mod tests {
             last = p.next_instant().unwrap();
         }
         assert!((last - 86_400.0 * 30.0).abs() < 1e-6, "{last}");
+    }
+
+    #[test]
+    fn skipping_counts_the_same_ticks_as_walking_them() {
+        let bursty = RateProfile {
+            burst: Some(Burst {
+                every_s: 1.0,
+                duration_s: 0.3,
+                multiplier: 7.0,
+            }),
+            ramp_up_s: 0.5,
+            start_unix_s: 1_764_590_270.25,
+            ..RateProfile::constant(333.0)
+        };
+        for until in [0.0, 0.0031, 0.2, 0.77, 1.3, 2.0, 5.55] {
+            let mut walked = Pacer::new(bursty.clone(), 1.0, 0.0);
+            let mut n = 0;
+            let mut next = walked.next_instant().unwrap();
+            while next <= until {
+                n += 1;
+                next = walked.next_instant().unwrap();
+            }
+            let mut skipped = Pacer::new(bursty.clone(), 1.0, 0.0);
+            assert_eq!(skipped.skip_until(until), n, "until {until}");
+            let after = skipped.next_instant().unwrap();
+            assert!(
+                (after - next).abs() < 1e-9,
+                "until {until}: {after} vs {next}"
+            );
+        }
     }
 
     #[test]
