@@ -231,6 +231,32 @@ fn bad_files_are_errors_naming_their_key() {
     assert!(ran.stderr.contains("target.tls.ca_file"), "{}", ran.stderr);
 }
 
+/// The traffic's own connections (hyper, not reqwest) speak the same TLS:
+/// events reach an mTLS target through a private CA and a client pair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_the_daemons_traffic_reaches_an_mtls_target() {
+    let p = pki(&["127.0.0.1"]);
+    let sim = https_sim(&p, true).await;
+    let mut cfg = support::daemon_config_for(&sim, support::dev_token_file(p.dir.path()));
+    cfg.target.tls = with_client(&p.server_ca, &p.client);
+    cfg.traffic.events_per_second = 50.0;
+    let daemon = rehab_canary::app::Daemon::start(cfg).await.unwrap();
+    let s = scrape_until(
+        daemon.admin_addr(),
+        "events accepted over mTLS",
+        Duration::from_secs(15),
+        |s| s.sum("rehab_canary_events_accepted_total", &[]) >= 20.0,
+    )
+    .await;
+    assert_eq!(
+        s.sum("rehab_canary_requests_total", &[("status", "tls_error")]),
+        0.0
+    );
+    assert!(s.value("rehab_canary_connections_open", &[]) >= 1.0);
+    assert!(daemon.shutdown().await);
+    sim.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serial_the_daemon_counts_an_untrusted_target_as_tls_error_and_logs_why_once() {
     let p = pki(&["127.0.0.1"]);
