@@ -13,16 +13,27 @@ use rehab_canary::sim::Faults;
 use support::process::Proc;
 use support::{faults, scrape, start_sim, with_faults, DEV_TOKEN};
 
-const CONNECTIONS: usize = 16;
-const MAX_IN_FLIGHT: usize = 32;
-const POOL_IDLE: usize = 8;
-const LAG_RUNS: usize = 4;
-const LAG_POLLS_PER_PROBE: usize = 2;
+/// The bounds the test sets.
+struct Limits {
+    connections: usize,
+    max_in_flight: usize,
+    /// The other paths' idle keep-alive connections.
+    pool_idle: usize,
+    lag_runs: usize,
+    lag_polls_per_probe: usize,
+}
+
+const L: Limits = Limits {
+    connections: 16,
+    max_in_flight: 32,
+    pool_idle: 8,
+    lag_runs: 4,
+    lag_polls_per_probe: 2,
+};
+/// The four probes, the health check's request, and slack for what the
+/// process opens on its own schedule (a log write, a /proc read).
 const PROBES: usize = 4;
-/// The health check's request.
 const HEALTH: usize = 1;
-/// Slack for what the process opens on its own schedule (a log write, a
-/// /proc read by the process metrics).
 const SLACK: usize = 4;
 
 fn open_fds(pid: u32) -> usize {
@@ -35,14 +46,15 @@ fn config(base_url: &str, events_per_second: u32, probes: bool) -> String {
     let on = if probes { "true" } else { "false" };
     format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\
-         [target]\nbase_url = \"{base_url}\"\nconnections = {CONNECTIONS}\n\
-         pool_max_idle_per_host = {POOL_IDLE}\n\
-         [traffic]\nevents_per_second = {events_per_second}\nmax_in_flight = {MAX_IN_FLIGHT}\n\
+         [target]\nbase_url = \"{base_url}\"\nconnections = {}\n\
+         pool_max_idle_per_host = {}\n\
+         [traffic]\nevents_per_second = {events_per_second}\nmax_in_flight = {}\n\
          [traffic.burst]\nevery = \"4s\"\nduration = \"2s\"\nmultiplier = 4\n\
-         [lag]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_in_flight = {LAG_RUNS}\n\
-         poll_max_in_flight = {LAG_POLLS_PER_PROBE}\n\
+         [lag]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_in_flight = {}\n\
+         poll_max_in_flight = {}\n\
          [lag.probes.stream]\nenabled = {on}\n[lag.probes.adherence]\nenabled = {on}\n\
-         [lag.probes.quality]\nenabled = {on}\n[lag.probes.work_queue]\nenabled = {on}\n"
+         [lag.probes.quality]\nenabled = {on}\n[lag.probes.work_queue]\nenabled = {on}\n",
+        L.connections, L.pool_idle, L.max_in_flight, L.lag_runs, L.lag_polls_per_probe,
     )
 }
 
@@ -75,8 +87,13 @@ async fn serial_open_fds_stay_within_the_connection_bounds_across_bursts() {
         &[("REHAB_CANARY_TOKEN", DEV_TOKEN)],
     );
     let addr = proc.admin_addr();
-    let bound =
-        base + MAX_IN_FLIGHT + LAG_RUNS + PROBES * LAG_POLLS_PER_PROBE + HEALTH + POOL_IDLE + SLACK;
+    let bound = base
+        + L.connections
+        + L.lag_runs
+        + PROBES * L.lag_polls_per_probe
+        + HEALTH
+        + L.pool_idle
+        + SLACK;
     let mut peak = 0;
     let until = Instant::now() + Duration::from_secs(10);
     while Instant::now() < until {
@@ -95,7 +112,7 @@ async fn serial_open_fds_stay_within_the_connection_bounds_across_bursts() {
     // request that found them all busy waited in the queue (and says so).
     let open = s.value("rehab_canary_connections_open", &[]);
     assert!(
-        open >= 1.0 && open <= CONNECTIONS as f64,
+        open >= 1.0 && open <= L.connections as f64,
         "connections open: {open}"
     );
     let opened = s.value(
@@ -108,7 +125,7 @@ async fn serial_open_fds_stay_within_the_connection_bounds_across_bursts() {
     for p in ["stream", "adherence", "quality", "work_queue"] {
         let tracked = s.value("rehab_canary_lag_tracked_events", &[("projection", p)]);
         assert!(
-            tracked <= 60.0 / 0.1 + LAG_RUNS as f64 + 1.0,
+            tracked <= 60.0 / 0.1 + L.lag_runs as f64 + 1.0,
             "{p}: {tracked}"
         );
     }

@@ -161,8 +161,7 @@ async fn serial_bursts_change_the_rate_on_time() {
         (base_rate - 50.0).abs() < 15.0,
         "base rate {base_rate:.0}/s, expected 50"
     );
-    daemon.shutdown().await;
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,8 +190,7 @@ async fn serial_drops_are_counted_when_the_in_flight_bound_is_full() {
     assert!(s1.value("rehab_canary_in_flight_requests", &[]) <= 4.0);
     let sent_rate = (events_sent(&s1) - events_sent(&s0)) / secs;
     assert!(sent_rate < 20.0, "sent {sent_rate:.0}/s past the bound");
-    daemon.shutdown().await;
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,8 +222,7 @@ async fn serial_latency_shows_and_the_offered_rate_holds() {
         &[("endpoint", "events_create"), ("le", "0.25")],
     );
     assert_eq!(fast, 0.0, "requests faster than the injected latency");
-    daemon.shutdown().await;
-    sim.shutdown().await;
+    stop(daemon, sim).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,4 +256,10 @@ async fn an_unreachable_target_is_reported_not_fatal() {
         "readiness does not depend on the target"
     );
     assert!(daemon.shutdown().await);
+}
+
+/// Stops the daemon (its drain is not judged here), then the reference API.
+async fn stop(daemon: rehab_canary::app::Daemon, sim: rehab_canary::sim::SimHandle) {
+    daemon.shutdown().await;
+    sim.shutdown().await;
 }

@@ -55,8 +55,9 @@ async fn https_sim(p: &Pki, mtls: bool) -> SimHandle {
     .await
 }
 
-/// One authorised read of the sim through a client built from `tls`.
-async fn read(sim: &SimHandle, tls: TargetTlsConfig) -> Outcome {
+/// An authorised client of the sim with these TLS settings, and the URL of
+/// `path` on it.
+fn client(sim: &SimHandle, tls: TargetTlsConfig, path: &str) -> (TargetClient, reqwest::Url) {
     let cfg = TargetConfig {
         base_url: sim.base_url(),
         tls,
@@ -66,8 +67,14 @@ async fn read(sim: &SimHandle, tls: TargetTlsConfig) -> Outcome {
     c.set_auth(Some(bearer(DEV_TOKEN, "test").unwrap()));
     let url = reqwest::Url::parse(&sim.base_url())
         .unwrap()
-        .join("api/v1/projections/work-queue?therapist_id=t-1")
+        .join(path)
         .unwrap();
+    (c, url)
+}
+
+/// One authorised read of the sim through a client built from `tls`.
+async fn read(sim: &SimHandle, tls: TargetTlsConfig) -> Outcome {
+    let (c, url) = client(sim, tls, "api/v1/projections/work-queue?therapist_id=t-1");
     c.get(url).await.outcome
 }
 
@@ -86,65 +93,61 @@ fn with_client(ca: &Path, pair: &(PathBuf, PathBuf)) -> TargetTlsConfig {
     }
 }
 
+/// Each TLS setting decides a read: a private CA (beside or instead of the
+/// built-in roots) passes, the built-in roots or another CA do not; a
+/// certificate for another name passes only with that `server_name`; an
+/// mTLS target wants our pair, not none or a foreign one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_private_ca_is_trusted_and_a_wrong_one_is_a_tls_error() {
-    let p = pki(&["127.0.0.1", "localhost"]);
-    let sim = https_sim(&p, false).await;
-    assert!(sim.base_url().starts_with("https://127.0.0.1:"));
-    assert_eq!(
-        read(&sim, trusting(&p.server_ca)).await,
-        Outcome::Status(200)
-    );
-    // The private CA alone, without the built-in web roots.
-    let alone = TargetTlsConfig {
-        web_roots: false,
-        ..trusting(&p.server_ca)
-    };
-    assert_eq!(read(&sim, alone).await, Outcome::Status(200));
-    // The built-in roots do not know a private CA; nor does another CA.
-    assert_eq!(
-        read(&sim, TargetTlsConfig::default()).await,
-        Outcome::TlsError
-    );
-    assert_eq!(read(&sim, trusting(&p.other_ca)).await, Outcome::TlsError);
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_name_checks_the_certificate_against_another_name() {
-    // The certificate names the service, not the address it is reached at.
-    let p = pki(&["rehab-staging.internal"]);
-    let sim = https_sim(&p, false).await;
-    assert_eq!(read(&sim, trusting(&p.server_ca)).await, Outcome::TlsError);
-    let named = |name: &str| TargetTlsConfig {
-        server_name: Some(name.to_owned()),
-        ..trusting(&p.server_ca)
-    };
-    assert_eq!(
-        read(&sim, named("rehab-staging.internal")).await,
-        Outcome::Status(200)
-    );
-    assert_eq!(
-        read(&sim, named("elsewhere.internal")).await,
-        Outcome::TlsError
-    );
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_needs_a_client_certificate_from_the_right_ca() {
-    let p = pki(&["127.0.0.1"]);
-    let sim = https_sim(&p, true).await;
-    assert_eq!(
-        read(&sim, with_client(&p.server_ca, &p.client)).await,
-        Outcome::Status(200)
-    );
-    assert_eq!(read(&sim, trusting(&p.server_ca)).await, Outcome::TlsError);
-    assert_eq!(
-        read(&sim, with_client(&p.server_ca, &p.foreign_client)).await,
-        Outcome::TlsError
-    );
-    sim.shutdown().await;
+async fn each_tls_setting_decides_a_read() {
+    for (names, mtls) in [
+        (&["127.0.0.1", "localhost"][..], false),
+        (&["rehab-staging.internal"][..], false),
+        (&["127.0.0.1"][..], true),
+    ] {
+        let p = pki(names);
+        let sim = https_sim(&p, mtls).await;
+        assert!(sim.base_url().starts_with("https://127.0.0.1:"));
+        let ok = Outcome::Status(200);
+        let refused = Outcome::TlsError;
+        let ca = || trusting(&p.server_ca);
+        let named = |name: &str| TargetTlsConfig {
+            server_name: Some(name.to_owned()),
+            ..ca()
+        };
+        let cases = match (names[0], mtls) {
+            (_, true) => vec![
+                ("our client pair", with_client(&p.server_ca, &p.client), ok),
+                ("no client pair", ca(), refused),
+                (
+                    "a foreign pair",
+                    with_client(&p.server_ca, &p.foreign_client),
+                    refused,
+                ),
+            ],
+            ("rehab-staging.internal", _) => vec![
+                ("the address", ca(), refused),
+                ("the name", named("rehab-staging.internal"), ok),
+                ("another name", named("elsewhere.internal"), refused),
+            ],
+            _ => vec![
+                ("the private CA", ca(), ok),
+                (
+                    "the private CA alone",
+                    TargetTlsConfig {
+                        web_roots: false,
+                        ..ca()
+                    },
+                    ok,
+                ),
+                ("the built-in roots", TargetTlsConfig::default(), refused),
+                ("another CA", trusting(&p.other_ca), refused),
+            ],
+        };
+        for (what, tls, want) in cases {
+            assert_eq!(read(&sim, tls).await, want, "{names:?}: {what}");
+        }
+        sim.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,17 +159,8 @@ async fn a_rotated_client_pair_is_picked_up_and_a_broken_one_keeps_the_old() {
     let (crt, key) = (dir.join("live.crt"), dir.join("live.key"));
     std::fs::copy(&p.foreign_client.0, &crt).unwrap();
     std::fs::copy(&p.foreign_client.1, &key).unwrap();
-    let cfg = TargetConfig {
-        base_url: sim.base_url(),
-        tls: with_client(&p.server_ca, &(crt.clone(), key.clone())),
-        ..TargetConfig::default()
-    };
-    let c = TargetClient::new(&cfg).unwrap();
-    c.set_auth(Some(bearer(DEV_TOKEN, "test").unwrap()));
-    let health = reqwest::Url::parse(&sim.base_url())
-        .unwrap()
-        .join("health")
-        .unwrap();
+    let tls = with_client(&p.server_ca, &(crt.clone(), key.clone()));
+    let (c, health) = client(&sim, tls, "health");
     assert_eq!(c.get(health.clone()).await.outcome, Outcome::TlsError);
     let id = c.identity().unwrap();
     assert!(!id.reload_if_changed().unwrap(), "nothing changed yet");

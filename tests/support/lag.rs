@@ -41,6 +41,17 @@ pub fn failures(s: &Scrape, projection: &str, reason: &str) -> f64 {
     )
 }
 
+/// Asserts that `projection` counted no failure of any reason.
+pub fn no_failures(s: &Scrape, projection: &str, context: &str) {
+    for reason in ["lost", "late", "error", "rejected"] {
+        assert_eq!(
+            failures(s, projection, reason),
+            0.0,
+            "{context} {projection} {reason}"
+        );
+    }
+}
+
 pub fn per(s: &Scrape, name: &str, projection: &str) -> f64 {
     s.value(name, &[("projection", projection)])
 }
