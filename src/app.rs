@@ -3,6 +3,8 @@
 //! `Daemon` is what tests start in-process; `run` adds the signal handling of
 //! the real process.
 
+mod background;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,14 +15,13 @@ use tokio::net::TcpListener;
 
 use crate::admin::control::{self, Control};
 use crate::admin::{self, AdminState, RuntimeInfo};
-use crate::client::Outcome;
 use crate::client::{ClientError, TargetClient};
 use crate::config::{Config, ConfigErrors};
 use crate::credentials::{self, AuthError, TokenSource};
 use crate::exit::{Exit, ExitStatus};
 use crate::lag::{self, LagConfig, LagError, LagMetrics, LagProbes};
 use crate::lifecycle::{Event, Lifecycle, SignalEvents};
-use crate::metrics::{BuildInfo, Metrics, WINDOW_ROTATE_EVERY};
+use crate::metrics::{BuildInfo, Metrics};
 use crate::reload::ReloadReport;
 use crate::reload::Reloader;
 use crate::sim::{self, SimConfig, SimError, SimHandle};
@@ -131,11 +132,11 @@ impl Daemon {
             life.background(Box::pin(identity.watch(cfg.target.tls.cert_check_interval)));
         }
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
-        life.background(Box::pin(rotate_windows(
+        life.background(Box::pin(background::rotate_windows(
             metrics.clone(),
             lag_metrics.clone(),
         )));
-        life.background(Box::pin(poll_target_health(
+        life.background(Box::pin(background::poll_target_health(
             http.clone(),
             bound.target.join(&cfg.target.health_path)?,
             cfg.target.health_interval,
@@ -432,45 +433,6 @@ fn base_url(raw: &str) -> Result<Url, url::ParseError> {
 /// Random per process start; distinguishes this run's synthetic ids.
 fn run_id() -> String {
     format!("{:08x}", rand::random::<u32>())
-}
-
-/// The one timer of every one-minute window (requests and lag alike), so
-/// they cover the same span and keep rotating while the probes restart.
-async fn rotate_windows(metrics: Arc<Metrics>, lag: LagMetrics) {
-    let mut tick = tokio::time::interval(WINDOW_ROTATE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        metrics.rotate_windows();
-        lag.rotate();
-    }
-}
-
-/// Polls the target's public health route for `rehab_canary_target_up`. An
-/// unreachable target is reported, never fatal: the canary's job is to keep
-/// measuring through the outage. Logs only on changes of state.
-async fn poll_target_health(http: TargetClient, url: Url, every: Duration, metrics: Arc<Metrics>) {
-    let mut last: Option<bool> = None;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let outcome = http.get_public(url.clone()).await.outcome;
-        let up = matches!(outcome, Outcome::Status(200..=299));
-        metrics.ops.target_up.set(i64::from(up));
-        if last != Some(up) {
-            if up {
-                tracing::info!("target health check passed");
-            } else {
-                tracing::warn!(
-                    ?outcome,
-                    "target health check failed; the canary keeps running"
-                );
-            }
-            last = Some(up);
-        }
-    }
 }
 
 /// Restarts the lag probes when a reload changes `[lag]`. The new probes get

@@ -2,10 +2,12 @@
 //! rules generated from it (`rehab-canary slo-rules`). One source for the
 //! objectives, so the committed rules, the alerts and the config never drift.
 
+pub mod render;
 pub mod rules;
 
 pub use crate::config::slo::SloConfig;
-pub use rules::{generate, render, render_prometheus_rule, RuleFile};
+pub use render::{render, render_prometheus_rule};
+pub use rules::{generate, RuleFile};
 
 /// Where the generated rules file is committed, relative to the repository.
 pub const RULES_PATH: &str = "deploy/prometheus/rules/rehab-canary.yml";

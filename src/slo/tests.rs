@@ -4,9 +4,8 @@
 use crate::config::load::Errors;
 use std::time::Duration;
 
-use super::rules::{
-    generate, prom_duration, render, render_prometheus_rule, Rule, BURN_PAIRS, SLI_WINDOWS,
-};
+use super::render::{render, render_prometheus_rule};
+use super::rules::{generate, prom_duration, Rule, BURN_PAIRS, SLI_WINDOWS};
 use crate::config::slo::SloConfig;
 
 type Tweak = fn(&mut SloConfig);
