@@ -62,6 +62,8 @@ pub enum AppError {
     Thread(#[source] std::io::Error),
     #[error(transparent)]
     Connection(#[from] crate::traffic::connection::ConnectionError),
+    #[error(transparent)]
+    Route(#[from] crate::traffic::journeys::RouteError),
     #[error("cannot register signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     #[error(transparent)]

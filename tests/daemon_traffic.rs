@@ -123,7 +123,7 @@ async fn serial_bursts_change_the_rate_on_time() {
     let (mut in_n, mut in_t, mut out_n, mut out_t) = (0.0, 0.0, 0.0, 0.0);
     let mut judged = 0;
     for w in samples.windows(2) {
-        let ((before, ta, na, ga), (_, tb, nb, _)) = (w[0], w[1]);
+        let ((before, ta, na, ga), (before_b, tb, nb, _)) = (w[0], w[1]);
         // The gauge agrees with the wall clock, away from the edges.
         if within(before, ta, 0.25, 1.75) {
             judged += 1;
@@ -137,15 +137,16 @@ async fn serial_bursts_change_the_rate_on_time() {
                 phase(ta)
             );
         }
-        if (0.2..1.8).contains(&phase(ta)) && (0.2..1.8).contains(&phase(tb)) && tb - ta < 1.0 {
+        // Each count was read inside its scrape: the window runs from the
+        // middle of one scrape to the middle of the next, all of it inside
+        // one phase.
+        let span = ((before + ta) / 2.0, (before_b + tb) / 2.0);
+        if within(before, tb, 0.2, 1.8) {
             in_n += nb - na;
-            in_t += tb - ta;
-        } else if (2.2..3.8).contains(&phase(ta))
-            && (2.2..3.8).contains(&phase(tb))
-            && tb - ta < 1.0
-        {
+            in_t += span.1 - span.0;
+        } else if within(before, tb, 2.2, 3.8) {
             out_n += nb - na;
-            out_t += tb - ta;
+            out_t += span.1 - span.0;
         }
     }
     assert!(

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use http::Uri;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Url;
@@ -51,7 +52,9 @@ pub enum Job {
         body: Bytes,
     },
     /// Two reads sent one after the other, as a person clicking through.
-    Reads([(Endpoint, Url); 2]),
+    /// Each read's origin-form URI was rendered once, at start: sending one
+    /// clones a reference, not a string.
+    Reads([(Endpoint, Uri); 2]),
 }
 
 #[derive(Debug, Clone)]
@@ -67,11 +70,26 @@ struct Session {
 /// Ready-made URLs, so the hot path clones instead of formatting.
 #[derive(Debug, Clone)]
 pub struct Urls {
-    pub events: Url,
-    pub alerts: Url,
-    stream: Vec<Url>,
-    quality: Vec<Url>,
-    work_queue: Vec<Url>,
+    pub events: Uri,
+    alerts: Uri,
+    stream: Vec<Uri>,
+    quality: Vec<Uri>,
+    work_queue: Vec<Uri>,
+}
+
+/// A journey's route that is not a valid request target.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("target.base_url: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("target.base_url: {0}")]
+    Uri(#[from] http::uri::InvalidUri),
+}
+
+/// The origin form (`/path?query`) of `path` under `base`.
+fn origin(base: &Url, path: &str) -> Result<Uri, RouteError> {
+    let url = base.join(path)?;
+    Ok(Uri::try_from(&url[url::Position::BeforePath..])?)
 }
 
 /// How subjects are named. `namespace` is the prefix plus any shard segment.
@@ -117,10 +135,10 @@ impl Journeys {
         payload: &PayloadConfig,
         base: &Url,
         naming: Naming,
-    ) -> Result<Self, url::ParseError> {
+    ) -> Result<Self, RouteError> {
         let patient_ids: Vec<String> = (0..cfg.patients).map(|n| naming.patient(n)).collect();
         let therapist_ids: Vec<String> = (0..cfg.therapists).map(|n| naming.therapist(n)).collect();
-        let join = |path: &str| base.join(path);
+        let join = |path: &str| origin(base, path);
         let mut stream = Vec::with_capacity(patient_ids.len());
         let mut quality = Vec::with_capacity(patient_ids.len());
         for id in &patient_ids {
@@ -164,7 +182,7 @@ impl Journeys {
         &self,
         cfg: &JourneyConfig,
         payload: &PayloadConfig,
-    ) -> Result<Self, url::ParseError> {
+    ) -> Result<Self, RouteError> {
         let naming = Naming {
             namespace: cfg.subject_prefix.clone(),
             run_id: self.naming.run_id.clone(),
