@@ -17,11 +17,10 @@
 #   SOAK_MAX_FD_GROWTH     fd growth from the first half of the samples after
 #                          warm-up to the second (unset: report only): the
 #                          smaller of the peak growth and the floor growth.
-#                          The keep-alive pool rightly swells in each burst
-#                          (more so when the machine is slow and requests
-#                          overlap) and shrinks after, so one half's peak can
-#                          catch a bigger burst, or its floor miss the idle
-#                          moment; a leak raises both peaks and floors.
+#                          The traffic's connections are fixed
+#                          (target.connections); the other paths' keep-alive
+#                          pool may still swell a little with the probes; a
+#                          leak raises both peaks and floors.
 # Knobs: SOAK_RATE (1000), SOAK_INTERVAL (10 s), SOAK_BURST_EVERY (30 s),
 #   SOAK_BURST_DURATION (5 s), SOAK_BURST_MULTIPLIER (2), SOAK_WARMUP (seconds,
 #   overrides the rule above), SOAK_LOG (daemon log level, "warn"),
