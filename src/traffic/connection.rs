@@ -351,4 +351,102 @@ mod tests {
         assert_eq!(t.host_header, "[::1]");
         assert_eq!(t.port, 80);
     }
+
+    /// A raw server answering every request on every connection with
+    /// `answer` (written in pieces, `gap` apart), then keeping it open.
+    async fn raw_target(pieces: Vec<Vec<u8>>, gap: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let pieces = pieces.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut buf = [0u8; 4096];
+                    let _ = sock.read(&mut buf).await;
+                    for p in pieces.iter().cycle() {
+                        if sock.write_all(p).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(gap).await;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    fn short_timeout(base: &str) -> (Connection, Arc<Metrics>) {
+        let cfg = TargetConfig {
+            base_url: base.into(),
+            timeout: Duration::from_millis(800),
+            ..TargetConfig::default()
+        };
+        let metrics = Arc::new(Metrics::new(BuildInfo {
+            version: "test",
+            revision: "test",
+        }));
+        let client = TargetClient::new(&cfg).unwrap();
+        let t = Target::new(&cfg, &Url::parse(base).unwrap(), &client, metrics.clone()).unwrap();
+        (Connection::new(Arc::new(t)), metrics)
+    }
+
+    /// Hostile answers end as counted outcomes within the request timeout,
+    /// each holding at most a read buffer: headers without end, a body that
+    /// trickles, a redirect (not followed), a status line that is not HTTP.
+    #[tokio::test]
+    async fn hostile_answers_are_bounded_outcomes() {
+        let uri: Uri = "/api/v1/alerts".parse().unwrap();
+        let header_flood = vec![
+            b"HTTP/1.1 200 OK\r\n".to_vec(),
+            b"X-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n"
+                .repeat(64),
+        ];
+        let trickle = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\n".to_vec(),
+            b"x".to_vec(),
+        ];
+        let redirect = vec![
+            b"HTTP/1.1 302 Found\r\nlocation: /api/v1/alerts\r\ncontent-length: 0\r\n\r\n".to_vec(),
+        ];
+        let garbage = vec![b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()];
+        let cases = [
+            (
+                "headers without end",
+                header_flood,
+                Duration::ZERO,
+                Outcome::IoError,
+            ),
+            (
+                "a trickling body",
+                trickle,
+                Duration::from_millis(50),
+                Outcome::Timeout,
+            ),
+            (
+                "a redirect",
+                redirect,
+                Duration::from_secs(60),
+                Outcome::Status(302),
+            ),
+            (
+                "not HTTP",
+                garbage,
+                Duration::from_secs(60),
+                Outcome::IoError,
+            ),
+        ];
+        for (what, pieces, gap, want) in cases {
+            let base = raw_target(pieces, gap).await;
+            let (mut c, _) = short_timeout(&base);
+            let t = Instant::now();
+            let got = c.get(uri.clone()).await.outcome;
+            assert_eq!(got, want, "{what}");
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "{what}: {:?}",
+                t.elapsed()
+            );
+        }
+    }
 }
