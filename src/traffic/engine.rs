@@ -293,15 +293,17 @@ impl Loop {
         let metrics = self.shared.metrics.clone();
         let mut last_wake = Instant::now();
         let mut saturated = false;
+        let mut refresh = true;
         loop {
-            // Seen after the first tick of a new segment went out, so the
-            // gauges flip on time; judged at the segment's middle, because
-            // that tick's instant can round to just before the edge.
-            if pacer.take_changed() {
-                let t = pacer.segment_mid();
+            // The rate and burst gauges say what holds *now*: evaluated at
+            // every wake-up (at most one per MIN_WAKE_GAP, at least one per
+            // MAX_PARK), so they never depend on catching a segment edge.
+            if pacer.take_changed() || refresh {
+                let t = start.elapsed().as_secs_f64();
                 let p = pacer.profile();
                 metrics.set_target_rate(p.rate_at(t));
                 metrics.set_burst_active(p.burst_active(t));
+                refresh = false;
             }
             let intended = pacer.next_instant().map(|t| start + secs(t));
             // Ticks already due go out at once; otherwise sleep, but never
@@ -319,6 +321,7 @@ impl Loop {
             let woke = park_until(wake_at, &self.control, now);
             if let (true, Some(at)) = (parked, woke) {
                 last_wake = at;
+                refresh = true;
             }
             let Some(now) = woke else {
                 if self.control.stop.is_cancelled() {

@@ -117,7 +117,6 @@ pub struct Pacer {
     origin: f64,
     rate: f64,
     n: u64,
-    seg_start: f64,
     seg_end: f64,
     frac: f64,
     changed: bool,
@@ -131,7 +130,6 @@ impl Pacer {
             origin: start_t,
             rate: 0.0,
             n: 0,
-            seg_start: start_t,
             seg_end: start_t,
             frac: 0.0,
             changed: true,
@@ -142,7 +140,6 @@ impl Pacer {
 
     fn begin_segment(&mut self, at: f64) {
         self.rate = self.profile.rate_at(at) * self.scale;
-        self.seg_start = at;
         self.seg_end = self.profile.next_change(at);
         self.n = 0;
         self.origin = if self.rate > 0.0 {
@@ -163,17 +160,6 @@ impl Pacer {
 
     pub fn profile(&self) -> &RateProfile {
         &self.profile
-    }
-
-    /// An instant inside the current segment, away from its edges: gauges
-    /// judged there agree with the rate in force, where an instant at the
-    /// boundary could round to the segment before it.
-    pub fn segment_mid(&self) -> f64 {
-        if self.seg_end.is_finite() {
-            (self.seg_start + self.seg_end) / 2.0
-        } else {
-            self.seg_start
-        }
     }
 
     /// True once after the rate changed; lets the caller update gauges only then.
@@ -395,35 +381,6 @@ mod tests {
             "{}",
             in_range(0.0, 13.0)
         );
-    }
-
-    #[test]
-    fn gauges_judged_at_the_segment_middle_match_the_rate_in_force() {
-        // A start time with a fraction no float holds exactly: the first tick of
-        // a burst can round to just before its edge, the middle cannot.
-        let profile = RateProfile {
-            burst: Some(Burst {
-                every_s: 4.0,
-                duration_s: 2.0,
-                multiplier: 4.0,
-            }),
-            start_unix_s: 1_764_590_270.123_456_7,
-            ..RateProfile::constant(50.0)
-        };
-        let mut p = Pacer::new(profile.clone(), 1.0, 0.0);
-        let mut flips = Vec::new();
-        while let Some(t) = p.next_instant() {
-            if t > 60.0 {
-                break;
-            }
-            if p.take_changed() {
-                let mid = p.segment_mid();
-                assert_eq!(profile.rate_at(mid), p.rate, "at {t}");
-                flips.push(profile.burst_active(mid));
-            }
-        }
-        assert!(flips.len() >= 29, "{flips:?}");
-        assert!(flips.windows(2).all(|w| w[0] != w[1]), "{flips:?}");
     }
 
     #[test]
