@@ -111,7 +111,7 @@ impl Daemon {
         let (metrics, lag_metrics) = metrics(&opts);
         let info = Arc::new(RuntimeInfo::new(VERSION, bound.target.as_str()));
         let life = Lifecycle::default();
-        let http = TargetClient::new(&cfg.target)?;
+        let http = TargetClient::new(&cfg.target)?.with_sampled(cfg.tracing.sampled);
         let mut auth = credentials::start(
             &cfg.auth,
             bound.sim.is_some(),
@@ -200,7 +200,8 @@ impl Daemon {
             target,
             sim,
         } = bound;
-        serve_admin(listener, web, &life, &metrics, &info, &controls);
+        let access = control::Access::new(admin_addr, cfg.server.enable_lifecycle, web.clone());
+        serve_admin(listener, web, access, &life, &metrics, &info, &controls);
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -377,13 +378,20 @@ impl Bound {
 fn serve_admin(
     listener: TcpListener,
     web: Arc<admin::WebState>,
+    access: control::Access,
     life: &Lifecycle,
     metrics: &Arc<Metrics>,
     info: &Arc<RuntimeInfo>,
     controls: &Arc<Controls>,
 ) {
+    if !access.allowed() {
+        tracing::warn!(
+            "admin server: /-/reload, /-/pause and /-/resume answer 403 (the listener is not \
+             loopback and has no basic auth; server.enable_lifecycle = true opens them)"
+        );
+    }
     let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
-        .merge(control::router(controls.clone()));
+        .merge(control::router(controls.clone(), access));
     let web_now = web.current();
     if web_now.auth.is_some() && web_now.tls.is_none() {
         tracing::warn!("admin server: basic auth without TLS sends passwords in clear text");
@@ -415,7 +423,7 @@ fn metrics(opts: &RunOptions) -> (Arc<Metrics>, LagMetrics) {
         version: VERSION,
         revision: REVISION,
     });
-    let lag_metrics = LagMetrics::register(metrics.registry_mut());
+    let lag_metrics = LagMetrics::register(metrics.exposition_mut());
     if let Some(tap) = &opts.tap {
         metrics.attach_tap(tap.clone());
         lag_metrics.attach_tap(tap.clone());

@@ -21,8 +21,10 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Url;
 
 use crate::config::TargetConfig;
+use trace::{TraceContext, TraceId, TRACEPARENT};
 
 pub mod tls;
+pub mod trace;
 
 pub use tls::{ClientIdentity, TargetTls, TlsError};
 
@@ -86,6 +88,8 @@ pub struct TargetClient {
     bodies: Arc<BodyBudget>,
     identity: Option<Arc<ClientIdentity>>,
     tls: Arc<rustls::ClientConfig>,
+    /// The `traceparent` sampled flag (`tracing.sampled`).
+    sampled: bool,
 }
 
 /// The bytes of all response bodies held at once, and the bounds on them.
@@ -159,6 +163,8 @@ pub struct Response {
     pub retry_after: Option<Duration>,
     /// Holds the body's bytes against the budget until dropped.
     pub lease: BodyLease,
+    /// The trace id sent in the request's `traceparent`.
+    pub trace: TraceId,
 }
 
 impl Response {
@@ -168,6 +174,7 @@ impl Response {
             body: Bytes::new(),
             retry_after: None,
             lease: BodyLease::default(),
+            trace: TraceId::NONE,
         }
     }
 }
@@ -184,6 +191,8 @@ pub fn parse_retry_after(value: &[u8], now: SystemTime) -> Option<Duration> {
 }
 
 impl TargetClient {
+    /// A client whose requests carry a sampled `traceparent` (see
+    /// [`TargetClient::with_sampled`]).
     pub fn new(cfg: &TargetConfig) -> Result<Self, ClientError> {
         let tls = TargetTls::new(&cfg.tls)?;
         let http = reqwest::Client::builder()
@@ -203,7 +212,14 @@ impl TargetClient {
             bodies: Arc::new(BodyBudget::new(cfg.max_body_bytes)),
             identity: tls.identity,
             tls: tls.config,
+            sampled: true,
         })
+    }
+
+    /// Sets the `traceparent` sampled flag (`tracing.sampled`).
+    pub fn with_sampled(mut self, sampled: bool) -> Self {
+        self.sampled = sampled;
+        self
     }
 
     /// The TLS settings every connection to the target uses.
@@ -254,31 +270,43 @@ impl TargetClient {
     }
 
     pub async fn post_json(&self, url: Url, body: Bytes) -> Response {
-        execute(self.with_auth(self.json_post(url, body)), &self.bodies).await
+        self.execute(self.with_auth(self.json_post(url, body)))
+            .await
     }
 
     pub async fn get(&self, url: Url) -> Response {
-        execute(self.with_auth(self.http.get(url)), &self.bodies).await
+        self.execute(self.with_auth(self.http.get(url))).await
     }
 
     /// A POST without the bearer token (login and refresh are public).
     pub async fn post_json_public(&self, url: Url, body: Bytes) -> Response {
-        execute(self.json_post(url, body), &self.bodies).await
+        self.execute(self.json_post(url, body)).await
     }
 
     /// A GET without the bearer token (health routes are public).
     pub async fn get_public(&self, url: Url) -> Response {
-        execute(self.http.get(url), &self.bodies).await
+        self.execute(self.http.get(url)).await
     }
-}
 
-async fn execute(req: reqwest::RequestBuilder, bodies: &Arc<BodyBudget>) -> Response {
-    let resp = match req.send().await {
-        Ok(resp) => http::Response::from(resp),
-        Err(e) => return Response::failed(classify(&e)),
-    };
-    let (head, body) = resp.into_parts();
-    answer(&head, body, bodies, |e| classify(&e)).await
+    /// Sends with a fresh `traceparent`; the answer carries its trace id.
+    async fn execute(&self, req: reqwest::RequestBuilder) -> Response {
+        let ctx = TraceContext::new(self.sampled);
+        let req = req.header(TRACEPARENT, ctx.traceparent());
+        let mut resp = match req.send().await {
+            Ok(resp) => {
+                let (head, body) = http::Response::from(resp).into_parts();
+                answer(&head, body, &self.bodies, |e| classify(&e)).await
+            }
+            Err(e) => Response::failed(classify(&e)),
+        };
+        resp.trace = ctx.trace_id;
+        resp
+    }
+
+    /// The sampled flag this client's requests carry.
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
 }
 
 /// The answer to one request, its body read under the bounds. Shared by
@@ -307,6 +335,7 @@ where
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     match read_limited(body, length, bodies, classify).await {
         Ok((body, lease)) => Response {
+            trace: TraceId::NONE,
             outcome: Outcome::Status(status),
             body,
             retry_after,

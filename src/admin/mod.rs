@@ -26,22 +26,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use parking_lot::RwLock;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Format, Metrics};
 use crate::status::StatusSection;
 
 pub use server::{serve_with, WebState};
 pub use status::Status;
 pub use web_config::{WebConfig, WebConfigError, WebConfigErrors};
-
-/// Content type of the OpenMetrics text exposition that `Metrics::encode` writes.
-pub const OPENMETRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Process facts the admin routes report besides the metrics.
 pub struct RuntimeInfo {
@@ -172,10 +168,16 @@ pub async fn serve(
     serve_with(listener, router, WebState::plain(), shutdown).await
 }
 
-async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
+/// In the format the scraper asks for (see `metrics::exposition`).
+async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> impl IntoResponse {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let format = Format::negotiate(accept);
     (
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        state.metrics.encode(),
+        [
+            (header::CONTENT_TYPE, format.content_type()),
+            (header::VARY, "Accept"),
+        ],
+        state.metrics.encode_as(format),
     )
 }
 

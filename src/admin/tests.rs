@@ -9,6 +9,7 @@ use tower::ServiceExt;
 
 use super::*;
 use crate::api::Endpoint;
+use crate::client::trace::TraceId;
 use crate::client::Outcome;
 use crate::metrics::{BuildInfo, Metrics};
 
@@ -55,25 +56,100 @@ async fn get(state: &AdminState, uri: &str) -> (StatusCode, String, String) {
     call(state, Method::GET, uri).await
 }
 
+/// `/metrics` with an `Accept` header: status, content type, raw body.
+async fn scrape(state: &AdminState, accept: Option<&str>) -> (StatusCode, String, Vec<u8>) {
+    let mut req = Request::builder().uri("/metrics");
+    if let Some(a) = accept {
+        req = req.header(header::ACCEPT, a);
+    }
+    let resp = router(state.clone())
+        .oneshot(req.body(Body::empty()).expect("request"))
+        .await
+        .expect("infallible");
+    let ctype = resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let status = resp.status();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 22)
+        .await
+        .expect("body");
+    (status, ctype, body.to_vec())
+}
+
 #[tokio::test]
-async fn metrics_route_serves_openmetrics() {
+async fn metrics_route_negotiates_text_openmetrics_and_protobuf() {
+    use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
+    use prost::Message;
+
     let s = state("http://localhost:8080");
     s.metrics.record_request(
         Endpoint::EventsCreate,
         Outcome::Status(201),
         Duration::from_millis(5),
+        TraceId(0xfeed),
     );
-    let (code, ctype, body) = get(&s, "/metrics").await;
-    assert_eq!(code, StatusCode::OK);
+    let series = "rehab_canary_requests_total{endpoint=\"events_create\",status=\"201\"} 1";
+    let exemplar = "# {trace_id=\"0000000000000000000000000000feed\"} 0.005";
+
+    // No Accept (curl), or the classic format asked for: text 0.0.4, no exemplars.
+    for accept in [None, Some("text/plain;version=0.0.4")] {
+        let (code, ctype, body) = scrape(&s, accept).await;
+        let body = String::from_utf8(body).unwrap();
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+        assert!(body.contains(series), "{body}");
+        assert!(body.contains("# TYPE rehab_canary_requests_total counter"));
+        assert!(!body.contains(" # {"), "exemplar in text 0.0.4");
+        assert!(!body.contains("# EOF"));
+        assert!(body.contains("# TYPE rehab_canary_request_latency_window_seconds summary"));
+    }
+
+    // OpenMetrics: exemplars and `# EOF`, after the summaries.
+    let (_, ctype, body) = scrape(&s, Some("application/openmetrics-text;version=1.0.0")).await;
+    let body = String::from_utf8(body).unwrap();
     assert_eq!(
         ctype,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
-    assert!(
-        body.contains("rehab_canary_requests_total{endpoint=\"events_create\",status=\"201\"} 1")
-    );
+    assert!(body.contains(series));
+    assert!(body.contains(exemplar), "{body}");
     assert!(body.contains("rehab_canary_build_info{version=\"9.9.9\",revision=\"deadbeef\"} 1"));
     assert!(body.ends_with("# EOF\n"));
+    assert_eq!(body.matches("# EOF").count(), 1);
+
+    // Protobuf (Prometheus with native histograms): decodable, native
+    // buckets and the exemplar on the classic bucket.
+    let (_, ctype, body) = scrape(
+        &s,
+        Some("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"),
+    )
+    .await;
+    assert!(
+        ctype.starts_with("application/vnd.google.protobuf"),
+        "{ctype}"
+    );
+    let mut buf = &body[..];
+    let mut families = std::collections::HashMap::new();
+    while !buf.is_empty() {
+        let f = pb::MetricFamily::decode_length_delimited(&mut buf).expect("decodes");
+        families.insert(f.name.clone(), f);
+    }
+    let latency = &families["rehab_canary_request_duration_seconds"];
+    assert_eq!(latency.r#type, pb::MetricType::Histogram as i32);
+    let h = latency
+        .metric
+        .iter()
+        .find(|m| m.label[0].value == "events_create")
+        .and_then(|m| m.histogram.as_ref())
+        .unwrap();
+    assert_eq!((h.sample_count, h.schema), (1, 3));
+    assert_eq!(h.positive_delta, vec![1]);
+    let ex = h.bucket.iter().find_map(|b| b.exemplar.as_ref()).unwrap();
+    assert_eq!(ex.label[0].value, "0000000000000000000000000000feed");
+    let window = &families["rehab_canary_request_latency_window_seconds"];
+    assert_eq!(window.r#type, pb::MetricType::Summary as i32);
+    assert!(families.contains_key("rehab_canary_requests_total"));
 }
 
 #[tokio::test]
@@ -103,6 +179,7 @@ async fn status_is_json_with_snapshot_and_no_secrets() {
         Endpoint::PatientStream,
         Outcome::Timeout,
         Duration::from_secs(2),
+        TraceId(1),
     );
     let (code, ctype, body) = get(&s, "/status").await;
     assert_eq!(code, StatusCode::OK);
@@ -160,6 +237,7 @@ async fn landing_page_shows_state_and_escapes_the_target() {
         Endpoint::Quality,
         Outcome::Status(500),
         Duration::from_millis(120),
+        TraceId(1),
     );
     let (code, ctype, page) = get(&s, "/").await;
     assert_eq!(code, StatusCode::OK);

@@ -18,7 +18,7 @@ pub mod slo;
 mod target;
 mod traffic;
 
-pub use server::{LogConfig, LogFormat, ServerConfig, ShardConfig};
+pub use server::{LogConfig, LogFormat, ServerConfig, ShardConfig, TracingConfig};
 pub use target::{
     is_loopback, AuthConfig, CircuitBreakerConfig, LoginConfig, TargetConfig, TargetTlsConfig,
 };
@@ -87,6 +87,8 @@ fn render(errors: &[ConfigError]) -> String {
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
+    /// Trace context on requests (`traceparent`).
+    pub tracing: TracingConfig,
     pub target: TargetConfig,
     pub auth: AuthConfig,
     pub traffic: TrafficConfig,
@@ -182,7 +184,7 @@ impl Config {
                 }
             )+};
         }
-        keep!(server, log, target, auth, shard);
+        keep!(server, log, tracing, target, auth, shard);
         changed
     }
 

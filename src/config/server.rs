@@ -1,5 +1,6 @@
-//! The process's own sections: `[server]` (the admin listener), `[log]`
-//! and `[shard]` (this instance's share of a sharded deployment).
+//! The process's own sections: `[server]` (the admin listener), `[log]`,
+//! `[tracing]` (trace context on requests) and `[shard]` (this instance's
+//! share of a sharded deployment).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +22,10 @@ pub struct ServerConfig {
     /// Exporter-toolkit web config (TLS, basic auth) of the admin server;
     /// `--web.config.file` overrides it.
     pub web_config_file: Option<PathBuf>,
+    /// Lets `/-/reload`, `/-/pause` and `/-/resume` answer on a listener that
+    /// is not loopback and has no basic auth (as Prometheus's
+    /// `--web.enable-lifecycle`). Off: there they answer 403.
+    pub enable_lifecycle: bool,
 }
 
 impl Default for ServerConfig {
@@ -29,7 +34,24 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8742".to_owned(),
             shutdown_grace: Duration::from_secs(10),
             web_config_file: None,
+            enable_lifecycle: false,
         }
+    }
+}
+
+/// W3C Trace Context on every request to the target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TracingConfig {
+    /// The `traceparent` sampled flag: on, the service's tracer records the
+    /// canary's requests (head sampling); off for services that must not
+    /// keep synthetic traces. The trace id is sent and exported either way.
+    pub sampled: bool,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig { sampled: true }
     }
 }
 

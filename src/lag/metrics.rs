@@ -15,7 +15,6 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -24,9 +23,11 @@ use serde::Serialize;
 
 use super::estimate::Estimate;
 use super::probe::Projection;
+use crate::client::trace::TraceId;
+use crate::metrics::histogram::{ExemplarIds, TracedFamily, TracedHistogram};
 use crate::metrics::tap::RunTap;
-use crate::metrics::window::{LatencyWindows, QuantileCollector, SLOTS, SLOT_PERIOD};
-use crate::metrics::{registered, series};
+use crate::metrics::window::{LatencyWindows, WindowSummaries, SLOTS, SLOT_PERIOD};
+use crate::metrics::{registered, series, Exposition};
 
 /// Bounds of the lag histograms: the contract's 0.025 ... 30 s plus finer
 /// steps where a healthy pipeline lives, and 0.1 s / 1 s (the service's
@@ -35,9 +36,10 @@ pub const LAG_BUCKETS: [f64; 16] = [
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5, 1.0, 2.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Longest exemplar label value kept: OpenMetrics caps an exemplar's label
-/// set at 128 characters.
-const MAX_EXEMPLAR_ID: usize = 100;
+/// Longest event id kept in an exemplar: OpenMetrics caps an exemplar's
+/// label set at 128 characters, and `trace_id` plus its value take 40,
+/// `event_id` 8.
+const MAX_EXEMPLAR_ID: usize = 80;
 
 /// Recent samples kept per projection for `/status` and for comparing with a
 /// ground truth sample by sample (about 30 KiB in all).
@@ -107,16 +109,16 @@ struct FailureLabels {
     reason: &'static str,
 }
 
-/// The exemplar of a lag observation: which probe event it was.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EventIdLabels {
-    event_id: String,
+/// Classic and native buckets; exemplar: the probe event's id and the
+/// trace id of its POST.
+fn lag_histogram() -> TracedHistogram {
+    TracedHistogram::new(&LAG_BUCKETS)
 }
 
-type LagHistogram = HistogramWithExemplars<EventIdLabels>;
-
-fn lag_histogram() -> LagHistogram {
-    HistogramWithExemplars::new(LAG_BUCKETS.into_iter())
+/// Classic only: the server-clock lag is a cross-check, not worth a
+/// second native series per projection.
+fn classic_lag_histogram() -> TracedHistogram {
+    TracedHistogram::classic(&LAG_BUCKETS)
 }
 
 const N: usize = Projection::ALL.len();
@@ -154,10 +156,10 @@ struct LostRing {
 
 #[derive(Debug)]
 struct Inner {
-    lag: [LagHistogram; N],
-    end_to_end: [LagHistogram; N],
+    lag: [TracedHistogram; N],
+    end_to_end: [TracedHistogram; N],
     uncertainty: [Histogram; N],
-    server_clock: [LagHistogram; N],
+    server_clock: [TracedHistogram; N],
     server_clock_errors: [Counter; N],
     weak: [Counter; N],
     reads: [Counter; N],
@@ -232,27 +234,34 @@ pub struct ProjectionSnapshot {
 }
 
 impl LagMetrics {
-    /// Registers every lag family in `registry` and pre-creates each series.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Registers every lag family and pre-creates each series.
+    pub fn register(exposition: &mut Exposition) -> Self {
+        let registry = &mut exposition.registry;
         let label = |p: Projection| ProjectionLabels {
             projection: p.as_str(),
         };
-        let lag = per_projection(
-            registry,
+        let lag_family = TracedFamily::new(
             "rehab_canary_projection_lag_seconds",
             "Time from a probe event's acceptance (its POST's midpoint) to its first visibility \
              in the projection's read (middle of the bracket of the last poll that missed it and \
              the first that saw it, each at its own midpoint); late events included. Error bar: \
-             rehab_canary_projection_lag_uncertainty_seconds. Exemplar: the probe event's id",
+             rehab_canary_projection_lag_uncertainty_seconds. Classic buckets and a native \
+             histogram (schema 3). Exemplar: the probe event's id and its POST's trace id",
+            "projection",
+            Projection::ALL.iter().map(|p| p.as_str()).collect(),
             lag_histogram,
         );
-        let end_to_end = per_projection(
-            registry,
+        let lag: [TracedHistogram; N] = std::array::from_fn(|i| lag_family.histograms[i].clone());
+        let end_to_end_family = TracedFamily::new(
             "rehab_canary_projection_lag_end_to_end_seconds",
             "Like rehab_canary_projection_lag_seconds, but from the moment the probe's POST was \
-             sent (ingest latency included)",
+             sent (ingest latency included). Classic and native buckets; exemplar as there",
+            "projection",
+            Projection::ALL.iter().map(|p| p.as_str()).collect(),
             lag_histogram,
         );
+        let end_to_end: [TracedHistogram; N] =
+            std::array::from_fn(|i| end_to_end_family.histograms[i].clone());
         let uncertainty = per_projection(
             registry,
             "rehab_canary_projection_lag_uncertainty_seconds",
@@ -261,14 +270,17 @@ impl LagMetrics {
              over their recent minimum, plus half the POST-read cost difference)",
             || Histogram::new(LAG_BUCKETS),
         );
-        let server_clock = per_projection(
-            registry,
+        let server_clock_family = TracedFamily::new(
             "rehab_canary_projection_lag_server_clock_seconds",
             "Projection lag from the service's own timestamps (applied minus committed, both on \
              its clock), for probes with server_clock pointers configured. Exemplar: the probe \
-             event's id",
-            lag_histogram,
+             event's id and its POST's trace id",
+            "projection",
+            Projection::ALL.iter().map(|p| p.as_str()).collect(),
+            classic_lag_histogram,
         );
+        let server_clock: [TracedHistogram; N] =
+            std::array::from_fn(|i| server_clock_family.histograms[i].clone());
         let counter_family = |registry: &mut Registry, name: &str, help: &str| {
             series::<_, Counter, N>(registry, name, help, Projection::ALL.map(label))
         };
@@ -341,15 +353,19 @@ impl LagMetrics {
             "Probe runs in progress (events being watched, late-watch reads, cleanups)",
             Gauge::default(),
         );
-        let windows = QuantileCollector::register(
-            registry,
+        let summaries = WindowSummaries::new(
             "rehab_canary_projection_lag_window_seconds",
-            "Projection lag quantiles per projection over the last minute, from rotating \
-             HDR histograms. Absent when the projection had no in-time or late sample in \
-             the window.",
+            "Projection lag per projection: quantiles over the last minute, from rotating \
+             HDR histograms (absent when the projection had no in-time or late sample in \
+             the window), count and sum since start",
             "projection",
             Projection::ALL.iter().map(|p| p.as_str()).collect(),
         );
+        let windows = summaries.windows.clone();
+        exposition.add_summaries(summaries);
+        for f in [lag_family, end_to_end_family, server_clock_family] {
+            exposition.add_histograms(f);
+        }
         LagMetrics {
             inner: Arc::new(Inner {
                 lag,
@@ -401,20 +417,26 @@ impl LagMetrics {
     pub fn record_lag(&self, p: Projection, s: LagRecord<'_>) {
         let i = p.index();
         let id = || {
-            Some(EventIdLabels {
-                event_id: s.event_id.chars().take(MAX_EXEMPLAR_ID).collect(),
+            let cut = s
+                .event_id
+                .char_indices()
+                .nth(MAX_EXEMPLAR_ID)
+                .map_or(s.event_id.len(), |(at, _)| at);
+            Some(ExemplarIds {
+                trace: s.trace,
+                event: Some(s.event_id[..cut].into()),
             })
         };
         let e = s.estimate;
         let secs = e.lag.as_secs_f64();
         let inner = &self.inner;
-        inner.lag[i].observe(secs, id(), None);
-        inner.end_to_end[i].observe(e.end_to_end.as_secs_f64(), id(), None);
+        inner.lag[i].observe(secs, id());
+        inner.end_to_end[i].observe(e.end_to_end.as_secs_f64(), id());
         inner.uncertainty[i].observe(e.uncertainty.as_secs_f64());
         inner.windows.record(i, e.lag, false);
         inner.uncertainty_windows.record(i, e.uncertainty, false);
         if let Some(server) = s.server_clock {
-            inner.server_clock[i].observe(server.as_secs_f64(), id(), None);
+            inner.server_clock[i].observe(server.as_secs_f64(), id());
             inner.server_windows.record(i, server, false);
         }
         if s.weak {
@@ -584,6 +606,8 @@ pub struct LagRecord<'a> {
     pub estimate: Estimate,
     pub server_clock: Option<Duration>,
     pub event_id: &'a str,
+    /// The trace id of the probe event's POST.
+    pub trace: TraceId,
     pub weak: bool,
     pub late: bool,
 }
@@ -597,15 +621,13 @@ pub fn window_seconds() -> f64 {
 pub(crate) mod tests {
     use super::*;
 
-    fn encode(r: &Registry) -> String {
-        let mut s = String::new();
-        prometheus_client::encoding::text::encode(&mut s, r).unwrap();
-        s
+    fn encode(r: &Exposition) -> String {
+        String::from_utf8(r.encode(crate::metrics::Format::OpenMetrics, 0)).unwrap()
     }
 
     #[test]
     fn every_family_and_series_exists_from_the_start() {
-        let mut r = Registry::default();
+        let mut r = Exposition::default();
         let _m = LagMetrics::register(&mut r);
         let text = encode(&r);
         for p in ["stream", "adherence", "quality", "work_queue"] {
@@ -636,8 +658,10 @@ pub(crate) mod tests {
             )));
         }
         assert!(text.contains("rehab_canary_lag_probes_in_flight 0"));
-        assert!(text.contains("# TYPE rehab_canary_projection_lag_window_seconds gauge"));
+        assert!(text.contains("# TYPE rehab_canary_projection_lag_window_seconds summary"));
         assert!(!text.contains("rehab_canary_projection_lag_window_seconds{"));
+        assert!(text
+            .contains("rehab_canary_projection_lag_window_seconds_count{projection=\"stream\"} 0"));
     }
 
     /// A sample of `lag_ms ± unc_ms`, with an optional server-clock lag.
@@ -659,6 +683,7 @@ pub(crate) mod tests {
                 },
                 server_clock: server.map(ms),
                 event_id: "evt_1",
+                trace: TraceId(0xabc),
                 weak: unc_ms * 4 > lag_ms,
                 late: false,
             },
@@ -667,7 +692,7 @@ pub(crate) mod tests {
 
     #[test]
     fn samples_show_with_exemplar_window_and_status() {
-        let mut r = Registry::default();
+        let mut r = Exposition::default();
         let m = LagMetrics::register(&mut r);
         m.set_enabled(Projection::Stream, true);
         record(&m, Projection::Stream, 90, 3, Some(88));
@@ -676,7 +701,7 @@ pub(crate) mod tests {
         let text = encode(&r);
         assert!(
             text.contains(
-                "rehab_canary_projection_lag_seconds_bucket{le=\"0.1\",projection=\"stream\"} 2 # {event_id=\"evt_1\"} 0.09"
+                "rehab_canary_projection_lag_seconds_bucket{le=\"0.1\",projection=\"stream\"} 2 # {event_id=\"evt_1\",trace_id=\"00000000000000000000000000000abc\"} 0.09"
             ),
             "{text}"
         );

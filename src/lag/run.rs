@@ -5,6 +5,7 @@
 //! bar, or lost, or unreadable. Also the late watch and the cleanups, which
 //! share the same reads.
 
+use crate::client::trace::TraceId;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -99,6 +100,7 @@ fn poll(
 /// What the POST of a probe event came back with.
 struct Posted {
     span: Span,
+    trace: TraceId,
     committed: Option<Result<SystemTime, StampError>>,
 }
 
@@ -269,7 +271,7 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                 if let Some(id) = event_id_of(&resp.body) {
                     event_id = id;
                 }
-                p.tracker.posted(seq, sent, acked, event_id.clone());
+                p.tracker.posted(seq, sent, acked, event_id.clone(), resp.trace);
                 let span = Span { sent, recv: acked };
                 p.floors.lock().post.push(span.rtt());
                 let committed = p
@@ -277,7 +279,11 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                     .server_clock
                     .as_ref()
                     .map(|sc| server_clock::committed(&resp.body, &sc.committed));
-                posted = Some(Posted { span, committed });
+                posted = Some(Posted {
+                    span,
+                    trace: resp.trace,
+                    committed,
+                });
                 deadline = acked + t.timeout;
             }
             Some(done) = running.next(), if !running.is_empty() => {
@@ -390,6 +396,7 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
             estimate: est,
             server_clock: server,
             event_id: &event_id,
+            trace: posted.trace,
             weak: estimate::weak(&est, t.weak_share),
             late: false,
         },
@@ -454,6 +461,7 @@ fn account(shared: &Arc<ProbeContext>, p: &Arc<ProbeState>, o: Observed, span: S
                 estimate: est,
                 server_clock: None,
                 event_id: &late.event_id,
+                trace: late.trace,
                 weak: estimate::weak(&est, shared.timing.weak_share),
                 late: true,
             },

@@ -118,7 +118,7 @@ mod tests {
 
     #[test]
     fn status_and_page_show_each_projection() {
-        let mut r = prometheus_client::registry::Registry::default();
+        let mut r = crate::metrics::Exposition::default();
         let m = LagMetrics::register(&mut r);
         m.set_enabled(Projection::Stream, true);
         crate::lag::metrics::tests::record(&m, Projection::Stream, 90, 4, None);

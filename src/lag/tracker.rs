@@ -13,6 +13,7 @@
 //! All methods are synchronous and hold the mutex briefly; nothing here is
 //! held across an `.await`.
 
+use crate::client::trace::TraceId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ struct Entry {
     overtaken: bool,
     dup_counted: bool,
     event_id: Box<str>,
+    trace: TraceId,
 }
 
 #[derive(Debug, Default)]
@@ -61,6 +63,8 @@ pub struct Late {
     pub lag: Duration,
     pub end_to_end: Duration,
     pub event_id: Box<str>,
+    /// The trace id of the event's POST.
+    pub trace: TraceId,
     pub out_of_order: bool,
 }
 
@@ -93,8 +97,16 @@ impl Tracker {
         i.next_seq
     }
 
-    /// The service acknowledged `seq` (sent at `sent`, 201 at `acked`).
-    pub fn posted(&self, seq: u64, sent: Instant, acked: Instant, event_id: Box<str>) {
+    /// The service acknowledged `seq` (sent at `sent` with trace `trace`,
+    /// 201 at `acked`).
+    pub fn posted(
+        &self,
+        seq: u64,
+        sent: Instant,
+        acked: Instant,
+        event_id: Box<str>,
+        trace: TraceId,
+    ) {
         let mut i = self.inner.lock();
         i.entries.insert(
             seq,
@@ -105,6 +117,7 @@ impl Tracker {
                 overtaken: false,
                 dup_counted: false,
                 event_id,
+                trace,
             },
         );
         if i.entries.len() > MAX_ENTRIES {
@@ -208,6 +221,7 @@ impl Tracker {
                     lag: at.saturating_duration_since(anchor),
                     end_to_end: at.saturating_duration_since(e.sent),
                     event_id: e.event_id.clone(),
+                    trace: e.trace,
                     out_of_order: ooo,
                 });
                 i.lost_open -= 1;
@@ -263,7 +277,13 @@ mod tests {
         for k in 0..n {
             let seq = t.next_seq();
             let sent = t0 + ms(100 * k);
-            t.posted(seq, sent, sent + ms(5), format!("e{seq}").into());
+            t.posted(
+                seq,
+                sent,
+                sent + ms(5),
+                format!("e{seq}").into(),
+                TraceId::NONE,
+            );
         }
         (t, t0)
     }
@@ -294,8 +314,14 @@ mod tests {
         let t = Tracker::new(true);
         let t0 = Instant::now();
         // 2 was sent before 1's 201 came back: the service owes no order.
-        t.posted(t.next_seq(), t0, t0 + ms(50), "a".into());
-        t.posted(t.next_seq(), t0 + ms(10), t0 + ms(20), "b".into());
+        t.posted(t.next_seq(), t0, t0 + ms(50), "a".into(), TraceId::NONE);
+        t.posted(
+            t.next_seq(),
+            t0 + ms(10),
+            t0 + ms(20),
+            "b".into(),
+            TraceId::NONE,
+        );
         t.observe(&mut [2], t0 + ms(30));
         assert!(!t.seen(1, t0 + ms(60)));
     }
@@ -369,7 +395,7 @@ mod tests {
         for k in 0..(20 * 3600 * 2) {
             let now = t0 + interval * k;
             let seq = t.next_seq();
-            t.posted(seq, now, now, "e".into());
+            t.posted(seq, now, now, "e".into(), TraceId::NONE);
             // Each resolves a second after it was posted.
             if seq > 20 {
                 let done = seq - 20;

@@ -12,6 +12,9 @@
 //! registered without `_total` because the OpenMetrics encoder appends it.
 
 mod connections;
+pub mod exposition;
+mod failure_log;
+pub mod histogram;
 mod ops;
 mod process;
 mod rate;
@@ -29,16 +32,19 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::api::{Endpoint, EventKind};
+use crate::client::trace::TraceId;
 use crate::client::Outcome;
+pub use exposition::{Exposition, Format};
+pub use failure_log::FailureLog;
+use histogram::{ExemplarIds, TracedFamily, TracedHistogram};
 use process::ProcessCollector;
 use rate::RateWindow;
 pub(crate) use register::{registered, series};
 use tap::RunTap;
-use window::{LatencyWindows, SLOTS, SLOT_PERIOD};
+use window::{LatencyWindows, WindowSummaries, SLOTS, SLOT_PERIOD};
 
 pub use connections::{ConnectResult, ConnectionMetrics, OpenGuard};
 pub use ops::{AuthFailure, OpsMetrics, TRAFFIC_CLASSES};
@@ -182,11 +188,6 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndpointLabels {
-    endpoint: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -202,8 +203,8 @@ struct BuildLabels {
     revision: &'static str,
 }
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+fn duration_histogram() -> TracedHistogram {
+    TracedHistogram::new(&DURATION_BUCKETS)
 }
 
 const N_ENDPOINTS: usize = Endpoint::ALL.len();
@@ -270,12 +271,12 @@ pub struct Snapshot {
 
 /// Every metric family of the daemon, with cached handles for the hot path.
 pub struct Metrics {
-    registry: Registry,
+    exposition: Exposition,
     /// `requests[endpoint][cache_index]`; pre-created series are filled in
     /// `new`, other cached codes on first occurrence.
     requests_cache: [[OnceLock<Counter>; N_CACHED]; N_ENDPOINTS],
     requests: Family<RequestLabels, Counter>,
-    durations: [Histogram; N_ENDPOINTS],
+    durations: [TracedHistogram; N_ENDPOINTS],
     events_sent: [Counter; N_KINDS],
     events_accepted: [Counter; N_KINDS],
     dropped: [Counter; DropReason::ALL.len()],
@@ -288,6 +289,8 @@ pub struct Metrics {
     accepted_rate: RateWindow,
     /// Size of the last exposition, to allocate the next one in one go.
     last_encoded_len: AtomicUsize,
+    /// Failed requests logged, one per second at most.
+    failure_log: FailureLog,
     /// Set only in a one-shot run (`run --profile`).
     tap: OnceLock<Arc<RunTap>>,
     /// The canary's own health: reloads, auth, circuit, target up, pause.
@@ -305,11 +308,12 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// Registers every family and pre-creates the known series at zero.
     pub fn new(build: BuildInfo) -> Self {
-        let mut registry = Registry::default();
+        let mut exposition = Exposition::default();
+        let registry = &mut exposition.registry;
 
         // `Registry::register` appends a '.' to help texts, hence none here.
         let requests = registered(
-            &mut registry,
+            registry,
             "rehab_canary_requests",
             "HTTP requests sent to the target, by endpoint and status (HTTP code, or \
              timeout / connect_error / io_error)",
@@ -330,80 +334,77 @@ impl Metrics {
             }
         }
 
-        let duration_family = registered(
-            &mut registry,
+        let duration_family = TracedFamily::new(
             "rehab_canary_request_duration_seconds",
             "Request latency per endpoint, measured from the intended send time (so a late \
-             scheduler shows up here too), every outcome included",
-            Family::<EndpointLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                duration_histogram,
-            ),
+             scheduler shows up here too), every outcome included. Classic buckets and a native \
+             histogram (schema 3); exemplar: the request's trace id",
+            "endpoint",
+            Endpoint::ALL.iter().map(|e| e.as_str()).collect(),
+            duration_histogram,
         );
-        let durations = Endpoint::ALL.map(|ep| {
-            duration_family.get_or_create_owned(&EndpointLabels {
-                endpoint: ep.as_str(),
-            })
-        });
+        let durations: [TracedHistogram; N_ENDPOINTS] =
+            std::array::from_fn(|i| duration_family.histograms[i].clone());
 
         let kinds = EventKind::ALL.map(|k| KindLabels { kind: k.as_str() });
         let events_sent = series(
-            &mut registry,
+            registry,
             "rehab_canary_events_sent",
             "Events POSTed to the target, by event kind",
             kinds.clone(),
         );
         let events_accepted = series(
-            &mut registry,
+            registry,
             "rehab_canary_events_accepted",
             "Events the target accepted (2xx), by event kind",
             kinds,
         );
         let dropped = series(
-            &mut registry,
+            registry,
             "rehab_canary_iterations_dropped",
             "Scheduled iterations that were not sent, by reason (max_in_flight, circuit_open, \
              paused, rate_limited)",
             DropReason::ALL.map(|r| ReasonLabels { reason: r.as_str() }),
         );
         let schedule_delay = registered(
-            &mut registry,
+            registry,
             "rehab_canary_schedule_delay_seconds",
             "How late requests left compared with their intended send time",
             Histogram::new(SCHEDULE_DELAY_BUCKETS),
         );
         let target_rate = registered(
-            &mut registry,
+            registry,
             "rehab_canary_target_events_per_second",
             "Current target event rate, bursts and ramps included",
             Gauge::<f64, AtomicU64>::default(),
         );
         let burst_active = registered(
-            &mut registry,
+            registry,
             "rehab_canary_burst_active",
             "1 while a traffic burst is in progress, else 0",
             Gauge::default(),
         );
         let in_flight = registered(
-            &mut registry,
+            registry,
             "rehab_canary_in_flight_requests",
             "Requests sent and not yet answered",
             Gauge::default(),
         );
 
-        let windows = window::QuantileCollector::register(
-            &mut registry,
+        let summaries = WindowSummaries::new(
             "rehab_canary_request_latency_window_seconds",
-            "Request latency quantiles per endpoint over the last minute, from rotating HDR \
-             histograms (latency measured from the intended send time). Absent when the \
-             endpoint had no request in the window.",
+            "Request latency per endpoint: quantiles over the last minute, from rotating HDR \
+             histograms (latency measured from the intended send time; quantiles absent when \
+             the endpoint had no request in the window), count and sum since start",
             "endpoint",
             Endpoint::ALL.iter().map(|e| e.as_str()).collect(),
         );
+        let windows = summaries.windows.clone();
 
         // A gauge at 1 rather than an OpenMetrics `info` metric: this is the
         // `*_build_info` shape every Prometheus client and dashboard knows.
         let build_family = registered(
-            &mut registry,
+            registry,
             "rehab_canary_build_info",
             "Build metadata; the value is always 1",
             Family::<BuildLabels, Gauge>::default(),
@@ -416,12 +417,14 @@ impl Metrics {
             .set(1);
 
         registry.register_collector(Box::new(ProcessCollector::new()));
-        let ops = OpsMetrics::register(&mut registry);
-        let connections = ConnectionMetrics::register(&mut registry);
+        let ops = OpsMetrics::register(registry);
+        let connections = ConnectionMetrics::register(registry);
+        exposition.add_histograms(duration_family);
+        exposition.add_summaries(summaries);
 
         let now = Instant::now();
         Metrics {
-            registry,
+            exposition,
             requests_cache,
             requests,
             durations,
@@ -436,6 +439,7 @@ impl Metrics {
             sent_rate: RateWindow::new(now, 0),
             accepted_rate: RateWindow::new(now, 0),
             last_encoded_len: AtomicUsize::new(8 * 1024),
+            failure_log: FailureLog::default(),
             tap: OnceLock::new(),
             ops,
             connections,
@@ -444,13 +448,21 @@ impl Metrics {
 
     /// For modules that register their own families (the lag probes) before
     /// the `Metrics` is shared behind an `Arc`.
-    pub fn registry_mut(&mut self) -> &mut Registry {
-        &mut self.registry
+    pub fn exposition_mut(&mut self) -> &mut Exposition {
+        &mut self.exposition
     }
 
-    /// Records one request: `requests_total`, the duration histogram, and the
-    /// latency window with its error count.
-    pub fn record_request(&self, ep: Endpoint, outcome: Outcome, latency: Duration) {
+    /// Records one request: `requests_total`, the duration histogram (the
+    /// trace id as its exemplar), and the latency window with its error
+    /// count. A failed request is logged with its trace id, at most once a
+    /// second.
+    pub fn record_request(
+        &self,
+        ep: Endpoint,
+        outcome: Outcome,
+        latency: Duration,
+        trace: TraceId,
+    ) {
         let i = ep.index();
         match cache_index(outcome) {
             Some(k) => self.requests_cache[i][k]
@@ -470,8 +482,13 @@ impl Metrics {
                 })
                 .inc(),
         };
-        self.durations[i].observe(latency.as_secs_f64());
+        let ids = (!trace.is_none()).then_some(ExemplarIds { trace, event: None });
+        self.durations[i].observe(latency.as_secs_f64(), ids);
         self.windows.record(i, latency, outcome.is_error());
+        if outcome.is_error() {
+            self.failure_log
+                .failed(ep.as_str(), &status_label(outcome), latency, trace);
+        }
         if let Some(tap) = self.tap.get() {
             if ep != Endpoint::Health {
                 tap.record_request(latency, outcome.is_error());
@@ -537,18 +554,19 @@ impl Metrics {
         self.accepted_rate.mark(now, sum(&self.events_accepted));
     }
 
-    /// The OpenMetrics text exposition, `# EOF` included. Window quantiles and
-    /// process metrics are computed by collectors during the encoding.
-    pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(self.last_encoded_len.load(Ordering::Relaxed) + 1024);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
-            // Writing to a String cannot fail; only a collector could report an
-            // error. A truncated exposition (no `# EOF`) makes the scrape fail
-            // visibly, which is the honest outcome.
-            tracing::warn!(error = %e, "encoding metrics failed");
-        }
+    /// The exposition in `format`. Window quantiles and process metrics
+    /// are computed during the encoding.
+    pub fn encode_as(&self, format: Format) -> Vec<u8> {
+        let out = self
+            .exposition
+            .encode(format, self.last_encoded_len.load(Ordering::Relaxed) + 1024);
         self.last_encoded_len.store(out.len(), Ordering::Relaxed);
         out
+    }
+
+    /// The OpenMetrics text exposition, exemplars and `# EOF` included.
+    pub fn encode(&self) -> String {
+        String::from_utf8(self.encode_as(Format::OpenMetrics)).unwrap_or_default()
     }
 
     /// The current state for `/status` and the landing page.

@@ -2,6 +2,7 @@
 //! pre-created series, hot-path label mapping, windows and snapshot.
 
 use super::*;
+use crate::client::trace::TraceId;
 
 fn metrics() -> Metrics {
     Metrics::new(BuildInfo {
@@ -35,7 +36,7 @@ fn exposition_has_every_contract_name_with_its_type() {
         ("rehab_canary_target_events_per_second", "gauge"),
         ("rehab_canary_burst_active", "gauge"),
         ("rehab_canary_in_flight_requests", "gauge"),
-        ("rehab_canary_request_latency_window_seconds", "gauge"),
+        ("rehab_canary_request_latency_window_seconds", "summary"),
         ("rehab_canary_build_info", "gauge"),
         ("process_cpu_seconds", "counter"),
         ("process_resident_memory_bytes", "gauge"),
@@ -162,7 +163,7 @@ fn hot_path_counters_map_to_the_right_labels() {
         (Endpoint::WorkQueue, Outcome::Status(502), "502"),
     ];
     for (ep, outcome, _) in cases {
-        m.record_request(*ep, *outcome, Duration::from_millis(30));
+        m.record_request(*ep, *outcome, Duration::from_millis(30), TraceId(1));
     }
     let text = m.encode();
     assert_eq!(sample(&text, &req("events_create", "201")), Some(2.0));
@@ -192,11 +193,13 @@ fn unusual_status_codes_create_a_series() {
         Endpoint::Health,
         Outcome::Status(418),
         Duration::from_millis(1),
+        TraceId(1),
     );
     m.record_request(
         Endpoint::Health,
         Outcome::Status(418),
         Duration::from_millis(1),
+        TraceId(1),
     );
     let text = m.encode();
     assert_eq!(sample(&text, &req("health", "418")), Some(2.0));
@@ -330,7 +333,12 @@ fn window_quantiles_are_exported_then_rotate_out() {
         } else {
             Outcome::Status(201)
         };
-        m.record_request(Endpoint::EventsCreate, outcome, Duration::from_millis(v));
+        m.record_request(
+            Endpoint::EventsCreate,
+            outcome,
+            Duration::from_millis(v),
+            TraceId(1),
+        );
     }
     let text = m.encode();
     let q = |quantile: &str| {
@@ -409,7 +417,7 @@ fn snapshot_reports_achieved_rates_over_the_window() {
 fn registry_is_extensible_before_sharing() {
     let mut m = metrics();
     let g: Gauge = Gauge::default();
-    m.registry_mut().register(
+    m.exposition_mut().registry.register(
         "rehab_canary_lag_test",
         "A family registered by another module.",
         g.clone(),

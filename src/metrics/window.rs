@@ -13,11 +13,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as pb;
+use std::fmt::Write;
 
 /// Number of slots in a ring. With [`SLOT_PERIOD`] this makes the window cover
 /// between 50 s (just after a rotation) and 60 s (just before the next one).
@@ -75,6 +72,10 @@ impl Slot {
 struct Ring {
     slots: [Slot; SLOTS],
     current: usize,
+    /// Since start, never rotated: a summary's `_count` and `_sum` are
+    /// cumulative, only its quantiles cover the window.
+    total: u64,
+    total_us: u64,
 }
 
 /// One ring of slots per series (per endpoint), plus one merge scratch.
@@ -114,6 +115,8 @@ impl LatencyWindows {
                         errors: 0,
                     }),
                     current: 0,
+                    total: 0,
+                    total_us: 0,
                 })
             })
             .collect();
@@ -141,6 +144,8 @@ impl LatencyWindows {
         };
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let mut ring = ring.lock();
+        ring.total += 1;
+        ring.total_us = ring.total_us.saturating_add(us);
         let cur = ring.current;
         let slot = &mut ring.slots[cur];
         slot.hist.saturating_record(us.max(LOWEST_US));
@@ -156,6 +161,14 @@ impl LatencyWindows {
             ring.slots[next].clear();
             ring.current = next;
         }
+    }
+
+    /// Observations of series `idx` since start, and their sum in seconds.
+    pub fn totals(&self, idx: usize) -> (u64, f64) {
+        self.rings.get(idx).map_or((0, 0.0), |r| {
+            let r = r.lock();
+            (r.total, r.total_us as f64 / 1e6)
+        })
     }
 
     /// Summary of series `idx` over the live slots.
@@ -316,17 +329,17 @@ mod tests {
     }
 }
 
-/// Exports a set of windows as quantile gauges at scrape time, one series per
-/// window and quantile. A window with no sample has *no* series: absent is
-/// what Prometheus users expect for "no data" (a panel shows a gap, `absent()`
-/// works, an alert on a quantile never fires on NaN or a fake 0).
+/// A set of windows exported as one summary family: per window, the
+/// quantiles of the last minute and the cumulative `_count` and `_sum`, as
+/// client_golang's summaries (`MaxAge`) do. A window with no sample has no
+/// quantile series (absent is what "no data" should look like: a panel shows
+/// a gap, an alert never fires on NaN or a fake 0); `_count` and `_sum` are
+/// always there.
 ///
-/// The family is typed `gauge` although it carries a `quantile` label (the
-/// label is part of the metric contract): prometheus-client cannot encode a
-/// summary, and a summary would also promise cumulative `_sum`/`_count`.
-/// `promtool check metrics` flags this as a lint; Prometheus ingests it fine.
+/// prometheus-client has no summary type, so [`super::Exposition`] writes
+/// these families itself in every format.
 #[derive(Debug)]
-pub struct QuantileCollector {
+pub struct WindowSummaries {
     pub name: &'static str,
     pub help: &'static str,
     /// The label that tells the windows apart (`endpoint`, `projection`)...
@@ -336,41 +349,85 @@ pub struct QuantileCollector {
     pub windows: Arc<LatencyWindows>,
 }
 
-impl QuantileCollector {
-    /// Registers a collector over new windows, one per value of `label`, and
-    /// returns the windows for the recorders.
-    pub fn register(
-        registry: &mut Registry,
+impl WindowSummaries {
+    /// New windows, one per value of `label`.
+    pub fn new(
         name: &'static str,
         help: &'static str,
         label: &'static str,
         values: Vec<&'static str>,
-    ) -> Arc<LatencyWindows> {
+    ) -> Self {
         let windows = Arc::new(LatencyWindows::new(values.len()));
-        registry.register_collector(Box::new(QuantileCollector {
+        WindowSummaries {
             name,
             help,
             label,
             values,
-            windows: Arc::clone(&windows),
-        }));
-        windows
-    }
-}
-
-impl Collector for QuantileCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut family =
-            encoder.encode_descriptor(self.name, self.help, None, MetricType::Gauge)?;
-        for (i, value) in self.values.iter().enumerate() {
-            let Some(qs) = self.windows.summary(i).quantiles else {
-                continue;
-            };
-            for ((_, q), v) in QUANTILES.iter().zip(qs) {
-                let labels = [(self.label, *value), ("quantile", *q)];
-                ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-            }
+            windows,
         }
-        Ok(())
+    }
+
+    /// The text exposition (the same in 0.0.4 and OpenMetrics).
+    pub fn write_text(&self, out: &mut String) {
+        let (name, label) = (self.name, self.label);
+        let _ = writeln!(out, "# HELP {name} {}.", self.help);
+        let _ = writeln!(out, "# TYPE {name} summary");
+        for (i, value) in self.values.iter().enumerate() {
+            if let Some(qs) = self.windows.summary(i).quantiles {
+                for ((_, q), v) in QUANTILES.iter().zip(qs) {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\",quantile=\"{q}\"}} {v}");
+                }
+            }
+            let (count, sum) = self.windows.totals(i);
+            let _ = writeln!(out, "{name}_sum{{{label}=\"{value}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {count}");
+        }
+    }
+
+    /// The protobuf family (`io.prometheus.client.MetricFamily`).
+    pub fn to_protobuf(&self) -> pb::MetricFamily {
+        let metric = self
+            .values
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let quantile = self
+                    .windows
+                    .summary(i)
+                    .quantiles
+                    .map(|qs| {
+                        QUANTILES
+                            .iter()
+                            .zip(qs)
+                            .map(|((q, _), v)| pb::Quantile {
+                                quantile: *q,
+                                value: v,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let (sample_count, sample_sum) = self.windows.totals(i);
+                pb::Metric {
+                    label: vec![pb::LabelPair {
+                        name: self.label.to_owned(),
+                        value: (*value).to_owned(),
+                    }],
+                    summary: Some(pb::Summary {
+                        sample_count,
+                        sample_sum,
+                        quantile,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        pb::MetricFamily {
+            name: self.name.to_owned(),
+            help: format!("{}.", self.help),
+            r#type: pb::MetricType::Summary as i32,
+            metric,
+            unit: String::new(),
+        }
     }
 }

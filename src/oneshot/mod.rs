@@ -155,6 +155,8 @@ pub async fn run(
     let _ = tokio::time::timeout(cfg.lag.timeout + DRAIN_MARGIN, daemon.quiesced()).await;
     let recording = recorder.finish().await;
     let exposition = daemon.metrics().encode();
+    let text = String::from_utf8(daemon.metrics().encode_as(crate::metrics::Format::Text))
+        .unwrap_or_default();
     let target = daemon.target().to_string();
     daemon.shutdown().await;
     let finished = SystemTime::now();
@@ -236,7 +238,7 @@ pub async fn run(
     }
     let pushed = match &opts.push_gateway {
         None => None,
-        Some(url) => Some(match pushgateway::push(url, &report, &exposition).await {
+        Some(url) => Some(match pushgateway::push(url, &report, &text).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("{e}");

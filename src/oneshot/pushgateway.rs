@@ -3,9 +3,8 @@
 //! `job="rehab-canary-run", profile=NAME` with one PUT.
 //!
 //! The Pushgateway (1.x) parses the Prometheus text format 0.0.4, not
-//! OpenMetrics, so the exposition is converted: exemplars, `# UNIT`,
-//! `_created` series and `# EOF` are dropped, and counter families take their
-//! `_total` sample name. The job differs from the always-on canary's, so its
+//! OpenMetrics, so the daemon's exposition is pushed in that format (no
+//! exemplars, no `_created` series). The job differs from the always-on canary's, so its
 //! alerts never mix the two.
 
 use std::fmt::Write;
@@ -22,54 +21,6 @@ pub enum PushError {
     Url(String),
     #[error("push to the gateway at {url} failed: {message}")]
     Failed { url: String, message: String },
-}
-
-/// OpenMetrics text → Prometheus text format 0.0.4.
-pub fn to_text_format(openmetrics: &str) -> String {
-    let mut out = String::with_capacity(openmetrics.len());
-    // HELP comes before TYPE, so counters are found first.
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (name, kind) = match kind {
-                "counter" => (format!("{name}_total"), "counter"),
-                "gauge" | "histogram" | "summary" => (name.to_owned(), kind),
-                // info, stateset, gaugehistogram, unknown: plain samples.
-                _ => (name.to_owned(), "untyped"),
-            };
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            continue;
-        }
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-            let name = if counters.contains(name) {
-                format!("{name}_total")
-            } else {
-                name.to_owned()
-            };
-            let _ = writeln!(out, "# HELP {name} {help}");
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let sample_name = line.split(['{', ' ']).next().unwrap_or_default();
-        if sample_name.ends_with("_created") {
-            continue;
-        }
-        // Exemplars follow " # " after the value.
-        let sample = line.split_once(" # ").map_or(line, |(s, _)| s);
-        out.push_str(sample);
-        out.push('\n');
-    }
-    out
 }
 
 /// The verdict as gauges, so a dashboard or alert can read the last run.
@@ -140,6 +91,7 @@ pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
 }
 
 /// PUTs the run's metrics to `{base}/metrics/job/rehab-canary-run/profile/NAME`.
+/// `exposition` is in the text format 0.0.4.
 pub async fn push(base: &url::Url, r: &RunReport, exposition: &str) -> Result<(), PushError> {
     if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
         return Err(PushError::Url(redacted(base)));
@@ -152,7 +104,7 @@ pub async fn push(base: &url::Url, r: &RunReport, exposition: &str) -> Result<()
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let mut body = to_text_format(exposition);
+    let mut body = exposition.to_owned();
     body.push_str(&verdict_metrics(r, now));
     let shown = redacted(&url);
     let failed = |message: String| PushError::Failed {
@@ -204,19 +156,6 @@ fn redacted(u: &url::Url) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn openmetrics_becomes_the_text_format() {
-        let om = "# HELP req Requests.\n# TYPE req counter\nreq_total{a=\"b\"} 5\n\
-                  req_created{a=\"b\"} 1.7e9\n# HELP lag Lag.\n# TYPE lag histogram\n# UNIT lag seconds\n\
-                  lag_bucket{le=\"0.1\"} 1 # {event_id=\"x\"} 0.05 1.7e9\nlag_count 1\n# EOF\n";
-        let text = to_text_format(om);
-        assert_eq!(
-            text,
-            "# HELP req_total Requests.\n# TYPE req_total counter\nreq_total{a=\"b\"} 5\n\
-             # HELP lag Lag.\n# TYPE lag histogram\nlag_bucket{le=\"0.1\"} 1\nlag_count 1\n"
-        );
-    }
 
     #[test]
     fn credentials_never_show() {

@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::faults::{roll, FaultState, Faults};
 use super::routes::{error_response, AppState};
+use super::traces::CreatedEvent;
 use super::truth::FaultKind;
 use crate::api::Endpoint;
+use crate::client::trace::TRACEPARENT;
 
 /// Marker on a response meaning "close the connection instead of answering".
 /// The connection driver (`server.rs`) turns it into a dropped connection.
@@ -71,6 +73,7 @@ pub fn route_info(path: &str) -> RouteInfo {
             _ => plane("not_found"),
         },
         ["sim", "faults"] => plane("sim_faults"),
+        ["sim", "traces"] => plane("sim_traces"),
         ["metrics"] => plane("metrics"),
         [] | [""] => plane("index"),
         _ => plane("not_found"),
@@ -82,13 +85,24 @@ pub const GARBAGE_BODY: &str = "<html><body>502 upstream garbage \u{0}\u{1}</bod
 
 pub async fn front(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = route_info(req.uri().path());
+    let traceparent = req.headers().get(TRACEPARENT).cloned();
     let resp = if route.faultable {
         faulted(&s, route, req, next).await
     } else {
         next.run(req).await
     };
     if resp.extensions().get::<ResetConnection>().is_none() {
-        s.truth.request(route.name, resp.status().as_u16());
+        let status = resp.status().as_u16();
+        s.truth.request(route.name, status);
+        if route.faultable {
+            let event = resp.extensions().get::<CreatedEvent>().map(|e| &*e.0);
+            s.traces.record(
+                route.name,
+                traceparent.as_ref().map(HeaderValue::as_bytes),
+                status,
+                event,
+            );
+        }
     }
     resp
 }

@@ -35,6 +35,7 @@ mod server;
 mod store;
 mod tls;
 mod tokens;
+pub mod traces;
 mod truth;
 
 use std::net::SocketAddr;
@@ -60,6 +61,7 @@ pub struct SimHandle {
     https: bool,
     faults: Arc<faults::FaultState>,
     truth: Arc<truth::Truth>,
+    traces: Arc<traces::TraceLog>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -110,6 +112,11 @@ impl SimHandle {
     }
 
     /// The current fault set.
+    /// The `traceparent` of recent requests per route (as `/sim/traces`).
+    pub fn traces(&self) -> std::collections::HashMap<&'static str, Vec<traces::Received>> {
+        self.traces.snapshot()
+    }
+
     pub fn faults(&self) -> Faults {
         (*self.faults.get()).clone()
     }
@@ -152,6 +159,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         truth.clone(),
         shutdown.clone(),
     );
+    let traces = Arc::new(traces::TraceLog::default());
     let state = Arc::new(routes::AppState {
         auth: tokens::Auth::new(&cfg.auth),
         cfg,
@@ -160,6 +168,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         faults: faults.clone(),
         truth: truth.clone(),
         started: Instant::now(),
+        traces: traces.clone(),
     });
     let router = routes::router(state);
     let https = tls.is_some();
@@ -169,6 +178,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         https,
         faults,
         truth,
+        traces,
         shutdown,
         server,
         tasks,

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
+use crate::client::trace::{TraceContext, TraceId, TRACEPARENT};
 use crate::client::{self, BodyBudget, Outcome, Response, TargetClient};
 use crate::config::TargetConfig;
 use crate::metrics::{ConnectResult, Metrics};
@@ -118,42 +119,46 @@ impl Connection {
     }
 
     pub async fn post_json(&mut self, uri: Uri, body: Bytes) -> Response {
-        let mut req = self.request(Method::POST, uri, body);
+        let (mut req, trace) = self.request(Method::POST, uri, body);
         req.headers_mut()
             .insert(CONTENT_TYPE, self.target.json.clone());
-        self.send(req).await
+        self.send(req, trace).await
     }
 
     pub async fn get(&mut self, uri: Uri) -> Response {
-        let req = self.request(Method::GET, uri, Bytes::new());
-        self.send(req).await
+        let (req, trace) = self.request(Method::GET, uri, Bytes::new());
+        self.send(req, trace).await
     }
 
-    fn request(&self, method: Method, uri: Uri, body: Bytes) -> Request<Full<Bytes>> {
+    fn request(&self, method: Method, uri: Uri, body: Bytes) -> (Request<Full<Bytes>>, TraceId) {
         let t = &self.target;
+        let trace = TraceContext::new(t.client.sampled());
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri;
         let h = req.headers_mut();
         h.insert(HOST, t.host_header.clone());
         h.insert(USER_AGENT, t.user_agent.clone());
+        h.insert(TRACEPARENT, trace.traceparent());
         if let Some(auth) = t.client.auth_value() {
             h.insert(AUTHORIZATION, auth);
         }
-        req
+        (req, trace.trace_id)
     }
 
     /// The whole exchange, connecting included, within `target.timeout`.
-    async fn send(&mut self, req: Request<Full<Bytes>>) -> Response {
+    async fn send(&mut self, req: Request<Full<Bytes>>, trace: TraceId) -> Response {
         let deadline = Instant::now() + self.target.timeout;
-        match tokio::time::timeout_at(deadline, self.exchange(req)).await {
+        let mut resp = match tokio::time::timeout_at(deadline, self.exchange(req)).await {
             Ok(resp) => resp,
             Err(_) => {
                 // A half-read answer leaves the connection unusable.
                 self.sender = None;
                 Response::failed(Outcome::Timeout)
             }
-        }
+        };
+        resp.trace = trace;
+        resp
     }
 
     async fn exchange(&mut self, req: Request<Full<Bytes>>) -> Response {

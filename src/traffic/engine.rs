@@ -481,7 +481,12 @@ async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
         Job::Post { kind, body, .. } => {
             metrics.event_sent(kind);
             let resp = conn.post_json(shared.events_uri.clone(), body).await;
-            metrics.record_request(Endpoint::EventsCreate, resp.outcome, since.elapsed());
+            metrics.record_request(
+                Endpoint::EventsCreate,
+                resp.outcome,
+                since.elapsed(),
+                resp.trace,
+            );
             shared.learn(class, &resp);
             if let Outcome::Status(200..=299) = resp.outcome {
                 metrics.event_accepted(kind);
@@ -491,7 +496,7 @@ async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
             let mut since = since;
             for (endpoint, uri) in steps {
                 let resp = conn.get(uri).await;
-                metrics.record_request(endpoint, resp.outcome, since.elapsed());
+                metrics.record_request(endpoint, resp.outcome, since.elapsed(), resp.trace);
                 shared.learn(class, &resp);
                 if let Outcome::Status(200..=299) = resp.outcome {
                     if !is_json(&resp.body) {

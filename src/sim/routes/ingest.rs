@@ -2,6 +2,7 @@
 //! faults and the acceptance instant the true lag starts from), patient
 //! registration and consent.
 
+use crate::sim::traces::CreatedEvent;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -80,6 +81,7 @@ pub(super) async fn create_event(State(s): S, body: Result<Bytes, BytesRejection
         Err(e) => return reject(&s.truth, &e, None),
     };
     let json = event.json.clone();
+    let id = event.id.clone();
     let location = format!("/api/v1/patients/{}/stream", event.patient_id);
     let patient = event.patient_id.clone();
     let consent = event.consent_id.clone();
@@ -102,6 +104,7 @@ pub(super) async fn create_event(State(s): S, body: Result<Bytes, BytesRejection
     if let Ok(v) = HeaderValue::from_str(&location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
+    r.extensions_mut().insert(CreatedEvent(id));
     r
 }
 

@@ -45,6 +45,7 @@ pub struct AppState {
     pub truth: Arc<Truth>,
     pub auth: Auth,
     pub started: Instant,
+    pub traces: Arc<super::traces::TraceLog>,
 }
 
 type S = State<Arc<AppState>>;
@@ -73,11 +74,17 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/sim/faults",
             get(get_faults).put(put_faults).delete(delete_faults),
         )
+        .route("/sim/traces", get(traces))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(state.clone(), front))
         .with_state(state)
+}
+
+/// The `traceparent` of recent requests per route (`sim/traces.rs`).
+async fn traces(State(s): S) -> Response {
+    axum::Json(s.traces.snapshot()).into_response()
 }
 
 /// `{"error": code, "message": ...}` with a status.
