@@ -123,11 +123,12 @@ async fn admin_routes_answer() {
         (get("/-/ready").await.status() == 200).then_some(())
     })
     .await;
+    // Plain clients get the classic text format.
     let m = get("/metrics").await;
     assert!(m.headers()["content-type"]
         .to_str()
         .unwrap()
-        .contains("openmetrics"));
+        .starts_with("text/plain; version=0.0.4"));
     let text = m.text().await.unwrap();
     for name in [
         "rehab_canary_requests_total",

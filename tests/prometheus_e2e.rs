@@ -49,12 +49,23 @@ impl Prometheus {
 }
 
 fn start_prometheus(daemon: SocketAddr, sim: SocketAddr) -> Prometheus {
+    start_prometheus_with(&[daemon], sim, &[])
+}
+
+/// Prometheus scraping `daemons` (one job) and the sim every second, with
+/// our rules loaded and the given `--enable-feature` flags.
+fn start_prometheus_with(daemons: &[SocketAddr], sim: SocketAddr, features: &[&str]) -> Prometheus {
     let dir = tempfile::tempdir().unwrap();
     let rules = root().join(slo::RULES_PATH);
+    let targets = daemons
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
          rule_files:\n  - {rules}\n\
-         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{daemon}']\n  \
+         scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: [{targets}]\n  \
          - job_name: rehab-sim\n    static_configs:\n      - targets: ['{sim}']\n",
         rules = rules.display()
     );
@@ -66,6 +77,7 @@ fn start_prometheus(daemon: SocketAddr, sim: SocketAddr) -> Prometheus {
         .arg(format!("--config.file={}", config_path.display()))
         .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .args(features.iter().map(|f| format!("--enable-feature={f}")))
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -146,6 +158,79 @@ async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {
     };
     let daemon = Daemon::start_with(cfg, opts).await.expect("daemon starts");
     (sim, daemon)
+}
+
+/// Every dashboard query and recording rule that returns no data over
+/// `start..now`, and every rule that failed to evaluate.
+async fn queries_without_data(prom: &Prometheus, instance: &str, start: f64, now: f64) -> Vec<String> {
+    // Every dashboard query returns at least one series over the run.
+    let mut failures = Vec::new();
+    let range_s = (now - start).ceil() as u64;
+    let mut queries = 0;
+    for name in DASHBOARDS {
+        for (what, expr) in dashboard_queries(&load_dashboard(name)) {
+            let q = substitute(&expr, instance, range_s);
+            let body = api(
+                prom,
+                "/api/v1/query_range",
+                &[
+                    ("query", q.clone()),
+                    ("start", format!("{start:.3}")),
+                    ("end", format!("{now:.3}")),
+                    ("step", "1".into()),
+                ],
+            )
+            .await;
+            queries += 1;
+            if body["status"] != "success" {
+                failures.push(format!("{name} {what}: error {}\n    {q}", body["error"]));
+            } else if body["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+                failures.push(format!("{name} {what}: no data\n    {q}"));
+            }
+        }
+    }
+    assert!(queries > 50, "only {queries} dashboard queries found");
+
+    // Every recording rule has produced a series.
+    let file = slo::generate(&Config::default().slo);
+    for rule in file.records() {
+        let Rule::Record { record, labels, .. } = rule else {
+            unreachable!()
+        };
+        let selector = labels
+            .iter()
+            .map(|(k, v)| format!(",{k}=\"{v}\""))
+            .collect::<String>();
+        let q = format!("{{__name__=\"{record}\"{selector}}}");
+        let body = api(prom, "/api/v1/query", &[("query", q.clone())]).await;
+        if body["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+            failures.push(format!("recording rule {q}: no data"));
+        }
+    }
+    // And no rule failed to evaluate.
+    let rules = api(prom, "/api/v1/rules", &[]).await;
+    let groups = rules["data"]["groups"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        groups.len(),
+        file.groups.len(),
+        "rules not loaded:\n{}",
+        prom.log()
+    );
+    for g in &groups {
+        for r in g["rules"].as_array().into_iter().flatten() {
+            if r["health"] != "ok" {
+                failures.push(format!(
+                    "rule {}: {} {}",
+                    r["name"], r["health"], r["lastError"]
+                ));
+            }
+        }
+    }
+
+    failures
 }
 
 fn load_dashboard(name: &str) -> Value {
@@ -246,7 +331,6 @@ async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
     .await;
 
     let now = unix_now();
-    let range_s = (now - start).ceil() as u64;
     let mut failures = Vec::new();
     match &loss_alert {
         Ok(state) if state == "pending" || state == "firing" => {}
@@ -255,70 +339,7 @@ async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
         )),
     }
 
-    // Every dashboard query returns at least one series over the run.
-    let mut queries = 0;
-    for name in DASHBOARDS {
-        for (what, expr) in dashboard_queries(&load_dashboard(name)) {
-            let q = substitute(&expr, &instance, range_s);
-            let body = api(
-                &prom,
-                "/api/v1/query_range",
-                &[
-                    ("query", q.clone()),
-                    ("start", format!("{start:.3}")),
-                    ("end", format!("{now:.3}")),
-                    ("step", "1".into()),
-                ],
-            )
-            .await;
-            queries += 1;
-            if body["status"] != "success" {
-                failures.push(format!("{name} {what}: error {}\n    {q}", body["error"]));
-            } else if body["data"]["result"].as_array().is_none_or(Vec::is_empty) {
-                failures.push(format!("{name} {what}: no data\n    {q}"));
-            }
-        }
-    }
-    assert!(queries > 50, "only {queries} dashboard queries found");
-
-    // Every recording rule has produced a series.
-    let file = slo::generate(&Config::default().slo);
-    for rule in file.records() {
-        let Rule::Record { record, labels, .. } = rule else {
-            unreachable!()
-        };
-        let selector = labels
-            .iter()
-            .map(|(k, v)| format!(",{k}=\"{v}\""))
-            .collect::<String>();
-        let q = format!("{{__name__=\"{record}\"{selector}}}");
-        let body = api(&prom, "/api/v1/query", &[("query", q.clone())]).await;
-        if body["data"]["result"].as_array().is_none_or(Vec::is_empty) {
-            failures.push(format!("recording rule {q}: no data"));
-        }
-    }
-    // And no rule failed to evaluate.
-    let rules = api(&prom, "/api/v1/rules", &[]).await;
-    let groups = rules["data"]["groups"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        groups.len(),
-        file.groups.len(),
-        "rules not loaded:\n{}",
-        prom.log()
-    );
-    for g in &groups {
-        for r in g["rules"].as_array().into_iter().flatten() {
-            if r["health"] != "ok" {
-                failures.push(format!(
-                    "rule {}: {} {}",
-                    r["name"], r["health"], r["lastError"]
-                ));
-            }
-        }
-    }
+    failures.extend(queries_without_data(&prom, &instance, start, now).await);
 
     drop(prom);
     assert!(daemon.shutdown().await);
@@ -331,26 +352,36 @@ async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
     );
 }
 
-/// promtool 2.42 reads the exposition as the classic text format, so it
-/// cannot parse OpenMetrics exemplars (` # {event_id="..."} 0.04` after a lag
-/// bucket): they are cut from sample lines before linting, or promtool stops
-/// at the first one and lints nothing. Two things it then reports are false
-/// positives here, filtered by exact shape:
-/// - "`X_total` no help text": OpenMetrics names a counter family without
-///   `_total` (`# HELP rehab_canary_requests ...`) and its samples with it;
-///   promtool looks for HELP under the sample name. Filtered only when the
-///   family's HELP line exists.
-/// - "non-summary metrics should not have "quantile" label" on the latency
-///   and lag window gauges: their `quantile` label is the metrics contract
-///   (issue 3 and 4), a gauge per quantile of the last minute.
+/// `curl -H 'Accept: text/plain;version=0.0.4' /metrics | promtool check
+/// metrics`, as a plain client sees it: the classic text format with no
+/// exemplars, the window quantiles typed as summaries, and nothing filtered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn promtool_check_metrics_finds_no_real_problem() {
+async fn promtool_check_metrics_finds_no_problem() {
     let dir = tempfile::tempdir().unwrap();
     let (sim, daemon) = start_stack(faults(|f| f.error_rate = 0.05), dir.path()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let text = support::fetch_text(&format!("http://{}/metrics", daemon.admin_addr())).await;
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/metrics", daemon.admin_addr()))
+        .header("accept", "text/plain;version=0.0.4")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = resp.text().await.unwrap();
     assert!(daemon.shutdown().await);
     sim.shutdown().await;
+    // What the lint would miss if these were not there.
+    for needle in [
+        "# TYPE rehab_canary_request_latency_window_seconds summary",
+        "# TYPE rehab_canary_projection_lag_window_seconds summary",
+        "rehab_canary_request_duration_seconds_bucket{",
+        "rehab_canary_request_latency_window_seconds{endpoint=\"events_create\",quantile=\"0.95\"}",
+    ] {
+        assert!(text.contains(needle), "no {needle:?} in the exposition");
+    }
 
     let mut child = Command::new("promtool")
         .args(["check", "metrics"])
@@ -359,20 +390,12 @@ async fn promtool_check_metrics_finds_no_real_problem() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("`promtool` is required (Debian package `prometheus`): {e}"));
-    let without_exemplars: String = text
-        .lines()
-        .map(|l| match l.split_once(" # {") {
-            Some((sample, _)) if !l.starts_with('#') => sample,
-            _ => l,
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
     use std::io::Write;
     child
         .stdin
         .take()
         .unwrap()
-        .write_all(without_exemplars.as_bytes())
+        .write_all(text.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
@@ -380,20 +403,8 @@ async fn promtool_check_metrics_finds_no_real_problem() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let problems: Vec<&str> = report
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter(|l| {
-            if let Some(name) = l.strip_suffix(" no help text") {
-                if let Some(family) = name.strip_suffix("_total") {
-                    return !text.contains(&format!("# HELP {family} "));
-                }
-            }
-            let window = l.starts_with("rehab_canary_request_latency_window_seconds ")
-                || l.starts_with("rehab_canary_projection_lag_window_seconds ");
-            !(window && l.ends_with("non-summary metrics should not have \"quantile\" label"))
-        })
-        .collect();
+    let problems: Vec<&str> = report.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
     assert!(
         problems.is_empty(),
         "promtool check metrics:\n{}",
@@ -448,4 +459,199 @@ fn dashboards_are_portable() {
         }
         check(&d["panels"], name);
     }
+}
+
+/// Upper bounds of schema-3 native buckets are 2^(i/8): an estimate read
+/// from them lies in the same bucket as the true quantile.
+const NATIVE_GROWTH: f64 = 1.090_507_732_665_257_7;
+
+fn nearest_rank(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
+
+async fn scalar(prom: &Prometheus, query: &str) -> Option<f64> {
+    let body = api(prom, "/api/v1/query", &[("query", query.to_owned())]).await;
+    body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+}
+
+/// Three shards scraped by a Prometheus 2.42 with native histograms (which
+/// asks for protobuf) and by one without (OpenMetrics, classic buckets):
+/// - the native lag series is ingested, and `histogram_quantile` over the
+///   shards' summed native series lies in the native bucket of the true p95
+///   of all shards' samples together;
+/// - it agrees with the classic series within one classic bucket;
+/// - the exemplars API returns trace ids for the latency and lag series, and
+///   a lag exemplar's trace id is the one the reference API received with
+///   that probe event's POST;
+/// - every dashboard query and recording rule returns data from it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim(with_faults(Faults::default())).await;
+    let mut daemons = Vec::new();
+    for index in 0..3 {
+        let mut cfg = daemon_config(sim.base_url(), dev_token_file(dir.path()));
+        // Little traffic: the reference API's trace log (2048 per route) must
+        // still hold the probes' POSTs at the end.
+        cfg.traffic.events_per_second = 5.0;
+        cfg.shard.index = index;
+        cfg.shard.total = 3;
+        let path = dir.path().join(format!("shard{index}.toml"));
+        std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
+        let opts = RunOptions {
+            config_path: Some(path),
+            ..Default::default()
+        };
+        daemons.push(Daemon::start_with(cfg, opts).await.expect("shard starts"));
+    }
+    let addrs: Vec<SocketAddr> = daemons.iter().map(Daemon::admin_addr).collect();
+    let native = start_prometheus_with(&addrs, sim.addr(), &["native-histograms", "exemplar-storage"]);
+    let classic = start_prometheus_with(&addrs, sim.addr(), &[]);
+    let start = unix_now();
+    for prom in [&native, &classic] {
+        support::eventually("prometheus ready", Duration::from_secs(20), || async {
+            let r = reqwest::get(format!("{}/-/ready", prom.url)).await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(25)).await;
+
+    // Stop the probes (a reload that disables them), let the last ones end
+    // and two scrapes pass: Prometheus then holds every sample there is.
+    for (index, d) in daemons.iter().enumerate() {
+        let path = dir.path().join(format!("shard{index}.toml"));
+        let mut v: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for p in ["stream", "adherence", "quality", "work_queue"] {
+            v["lag"]["probes"][p]["enabled"] = toml::Value::Boolean(false);
+        }
+        std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();
+        let report = d.reload();
+        assert!(report.errors.is_empty(), "{report:?}");
+    }
+    support::eventually("probes idle", Duration::from_secs(10), || async {
+        daemons.iter().all(|d| d.probes_running() == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = unix_now();
+
+    let mut samples = Vec::new();
+    for d in &daemons {
+        for p in ["stream", "adherence", "quality", "work_queue"] {
+            samples.extend(d.lag_samples(p).iter().map(|s| s.lag_seconds));
+        }
+    }
+    assert!(samples.len() > 50, "only {} lag samples", samples.len());
+    assert!(samples.len() < 3 * 256, "recent-sample rings overflowed");
+    let truth = nearest_rank(samples.clone(), 0.95);
+
+    // The native series exists (protobuf was scraped) and counts every sample.
+    let count = scalar(&native, "histogram_count(sum(rehab_canary_projection_lag_seconds))").await;
+    assert_eq!(
+        count,
+        Some(samples.len() as f64),
+        "native lag series not ingested or incomplete\n{}",
+        native.log()
+    );
+    let native_p95 = scalar(&native, "histogram_quantile(0.95, sum(rehab_canary_projection_lag_seconds))")
+        .await
+        .expect("native p95");
+    assert!(
+        native_p95 <= truth * NATIVE_GROWTH && native_p95 >= truth / NATIVE_GROWTH,
+        "native p95 {native_p95} vs the true p95 of {} samples {truth}",
+        samples.len()
+    );
+    let classic_p95 = scalar(
+        &classic,
+        "histogram_quantile(0.95, sum by (le) (rehab_canary_projection_lag_seconds_bucket))",
+    )
+    .await
+    .expect("classic p95");
+    let bounds = rehab_canary::lag::LAG_BUCKETS;
+    let upper = bounds.iter().copied().find(|b| *b >= classic_p95).unwrap_or(f64::INFINITY);
+    let lower = bounds.iter().copied().rev().find(|b| *b < classic_p95).unwrap_or(0.0);
+    assert!(
+        (native_p95 - classic_p95).abs() <= upper - lower,
+        "native {native_p95} and classic {classic_p95} differ by more than their bucket ({lower}, {upper}]"
+    );
+
+    // Exemplars with trace ids, for latency and lag.
+    for (series, labels) in [
+        ("rehab_canary_request_duration_seconds", &["trace_id"][..]),
+        ("rehab_canary_projection_lag_seconds", &["trace_id", "event_id"][..]),
+    ] {
+        let body = api(
+            &native,
+            "/api/v1/query_exemplars",
+            &[
+                ("query", series.to_owned()),
+                ("start", format!("{start:.3}")),
+                ("end", format!("{now:.3}")),
+            ],
+        )
+        .await;
+        let exemplars: Vec<&Value> = body["data"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["exemplars"].as_array().into_iter().flatten())
+            .collect();
+        assert!(!exemplars.is_empty(), "no exemplars for {series}: {body}");
+        for l in labels {
+            assert!(
+                exemplars.iter().all(|e| e["labels"][*l].as_str().is_some_and(|v| !v.is_empty())),
+                "{series}: an exemplar without {l}: {body}"
+            );
+        }
+        assert!(exemplars
+            .iter()
+            .all(|e| e["labels"]["trace_id"].as_str().is_some_and(|t| t.len() == 32)));
+    }
+
+    // A lag exemplar's trace id is the one the service got with that POST.
+    let received = sim.traces();
+    let posts = &received["events_create"];
+    let mut matched = 0;
+    for addr in &addrs {
+        let text = support::fetch_text(&format!("http://{addr}/metrics")).await;
+        for line in text.lines().filter(|l| l.starts_with("rehab_canary_projection_lag_seconds_bucket")) {
+            let Some((_, ex)) = line.split_once(" # {") else { continue };
+            let label = |k: &str| {
+                ex.split_once(&format!("{k}=\""))
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(v, _)| v.to_owned())
+            };
+            let (Some(event), Some(trace)) = (label("event_id"), label("trace_id")) else {
+                panic!("lag exemplar without ids: {line}");
+            };
+            let post = posts
+                .iter()
+                .find(|r| r.event_id.as_deref() == Some(event.as_str()))
+                .unwrap_or_else(|| panic!("the reference API never saw event {event}"));
+            assert_eq!(post.trace_id.as_deref(), Some(trace.as_str()), "event {event}");
+            assert_eq!(post.sampled, Some(true));
+            matched += 1;
+        }
+    }
+    assert!(matched > 0, "no lag exemplar to check");
+
+    // The dashboards and rules work on the native series too.
+    let failures = queries_without_data(&native, &addrs[0].to_string(), start, now).await;
+    drop(native);
+    drop(classic);
+    for d in daemons {
+        assert!(d.shutdown().await);
+    }
+    sim.shutdown().await;
+    assert!(
+        failures.is_empty(),
+        "with native histograms, {} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -11,8 +11,8 @@ use serde::Serialize;
 
 use crate::client::trace::parse_traceparent;
 
-/// Entries kept per route.
-pub const PER_ROUTE: usize = 512;
+/// Entries kept per route (about 250 KB each at most).
+pub const PER_ROUTE: usize = 2048;
 
 /// One request as the service saw it.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -131,6 +131,7 @@ fn threshold_slo(
     matcher: &'static str,
 ) -> Slo {
     let le = le(cfg.threshold.as_secs_f64());
+    let threshold = num(cfg.threshold.as_secs_f64());
     let (bucket, count) = if matcher.is_empty() {
         (format!("{{le=\"{le}\"}}"), String::new())
     } else {
@@ -149,10 +150,15 @@ fn threshold_slo(
             num(cfg.objective),
             cfg.threshold.as_millis()
         ),
+        // Classic buckets, or the native histogram where Prometheus ingests
+        // that instead (2.4x with native histograms on drops the classic
+        // series of a native histogram). `histogram_fraction` interpolates
+        // within the native bucket holding the threshold (≤ 9 % wide).
         ratio: Box::new(move |w| {
             format!(
-                "1 - (\n  sum by (job) (rate({histogram}_bucket{bucket}[{w}]))\n  /\n  \
-                 sum by (job) (rate({histogram}_count{count}[{w}]))\n)"
+                "(\n  1 - (\n    sum by (job) (rate({histogram}_bucket{bucket}[{w}]))\n    /\n    \
+                 sum by (job) (rate({histogram}_count{count}[{w}]))\n  )\n)\nor\n\
+                 (\n  1 - histogram_fraction(0, {threshold}, sum by (job) (rate({histogram}{count}[{w}])))\n)"
             )
         }),
         gate: None,

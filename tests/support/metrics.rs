@@ -110,8 +110,12 @@ pub async fn scrape(addr: SocketAddr) -> Scrape {
     scrape_url(&format!("http://{addr}/metrics")).await
 }
 
+/// Asks for OpenMetrics, as Prometheus does: exemplars included.
 pub async fn scrape_url(url: &str) -> Scrape {
-    let text = reqwest::get(url)
+    let text = reqwest::Client::new()
+        .get(url)
+        .header("accept", OPENMETRICS)
+        .send()
         .await
         .and_then(|r| r.error_for_status())
         .unwrap_or_else(|e| panic!("scrape {url}: {e}"))
@@ -120,6 +124,9 @@ pub async fn scrape_url(url: &str) -> Scrape {
         .unwrap();
     Scrape::parse(&text)
 }
+
+/// The `Accept` header of an OpenMetrics scrape.
+pub const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0";
 
 /// Scrapes `addr` until `check` holds (at most `limit`); that scrape.
 pub async fn scrape_until(

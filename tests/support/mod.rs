@@ -71,9 +71,18 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// GET `url`, the body as text.
+/// GET `url`, the body as text (asking for OpenMetrics, as Prometheus
+/// does, where the server negotiates).
 pub async fn fetch_text(url: &str) -> String {
-    reqwest::get(url).await.unwrap().text().await.unwrap()
+    reqwest::Client::new()
+        .get(url)
+        .header("accept", metrics::OPENMETRICS)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 /// GET `url`, the body as JSON.
