@@ -162,7 +162,12 @@ async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {
 
 /// Every dashboard query and recording rule that returns no data over
 /// `start..now`, and every rule that failed to evaluate.
-async fn queries_without_data(prom: &Prometheus, instance: &str, start: f64, now: f64) -> Vec<String> {
+async fn queries_without_data(
+    prom: &Prometheus,
+    instance: &str,
+    start: f64,
+    now: f64,
+) -> Vec<String> {
     // Every dashboard query returns at least one series over the run.
     let mut failures = Vec::new();
     let range_s = (now - start).ceil() as u64;
@@ -404,7 +409,10 @@ async fn promtool_check_metrics_finds_no_problem() {
         String::from_utf8_lossy(&out.stderr)
     );
     let problems: Vec<&str> = report.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
     assert!(
         problems.is_empty(),
         "promtool check metrics:\n{}",
@@ -509,7 +517,11 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
         daemons.push(Daemon::start_with(cfg, opts).await.expect("shard starts"));
     }
     let addrs: Vec<SocketAddr> = daemons.iter().map(Daemon::admin_addr).collect();
-    let native = start_prometheus_with(&addrs, sim.addr(), &["native-histograms", "exemplar-storage"]);
+    let native = start_prometheus_with(
+        &addrs,
+        sim.addr(),
+        &["native-histograms", "exemplar-storage"],
+    );
     let classic = start_prometheus_with(&addrs, sim.addr(), &[]);
     let start = unix_now();
     for prom in [&native, &classic] {
@@ -534,7 +546,10 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
         assert!(report.errors.is_empty(), "{report:?}");
     }
     support::eventually("probes idle", Duration::from_secs(10), || async {
-        daemons.iter().all(|d| d.probes_running() == 0).then_some(())
+        daemons
+            .iter()
+            .all(|d| d.probes_running() == 0)
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -551,16 +566,23 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     let truth = nearest_rank(samples.clone(), 0.95);
 
     // The native series exists (protobuf was scraped) and counts every sample.
-    let count = scalar(&native, "histogram_count(sum(rehab_canary_projection_lag_seconds))").await;
+    let count = scalar(
+        &native,
+        "histogram_count(sum(rehab_canary_projection_lag_seconds))",
+    )
+    .await;
     assert_eq!(
         count,
         Some(samples.len() as f64),
         "native lag series not ingested or incomplete\n{}",
         native.log()
     );
-    let native_p95 = scalar(&native, "histogram_quantile(0.95, sum(rehab_canary_projection_lag_seconds))")
-        .await
-        .expect("native p95");
+    let native_p95 = scalar(
+        &native,
+        "histogram_quantile(0.95, sum(rehab_canary_projection_lag_seconds))",
+    )
+    .await
+    .expect("native p95");
     assert!(
         native_p95 <= truth * NATIVE_GROWTH && native_p95 >= truth / NATIVE_GROWTH,
         "native p95 {native_p95} vs the true p95 of {} samples {truth}",
@@ -573,8 +595,17 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     .await
     .expect("classic p95");
     let bounds = rehab_canary::lag::LAG_BUCKETS;
-    let upper = bounds.iter().copied().find(|b| *b >= classic_p95).unwrap_or(f64::INFINITY);
-    let lower = bounds.iter().copied().rev().find(|b| *b < classic_p95).unwrap_or(0.0);
+    let upper = bounds
+        .iter()
+        .copied()
+        .find(|b| *b >= classic_p95)
+        .unwrap_or(f64::INFINITY);
+    let lower = bounds
+        .iter()
+        .copied()
+        .rev()
+        .find(|b| *b < classic_p95)
+        .unwrap_or(0.0);
     assert!(
         (native_p95 - classic_p95).abs() <= upper - lower,
         "native {native_p95} and classic {classic_p95} differ by more than their bucket ({lower}, {upper}]"
@@ -583,7 +614,10 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     // Exemplars with trace ids, for latency and lag.
     for (series, labels) in [
         ("rehab_canary_request_duration_seconds", &["trace_id"][..]),
-        ("rehab_canary_projection_lag_seconds", &["trace_id", "event_id"][..]),
+        (
+            "rehab_canary_projection_lag_seconds",
+            &["trace_id", "event_id"][..],
+        ),
     ] {
         let body = api(
             &native,
@@ -604,13 +638,15 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
         assert!(!exemplars.is_empty(), "no exemplars for {series}: {body}");
         for l in labels {
             assert!(
-                exemplars.iter().all(|e| e["labels"][*l].as_str().is_some_and(|v| !v.is_empty())),
+                exemplars
+                    .iter()
+                    .all(|e| e["labels"][*l].as_str().is_some_and(|v| !v.is_empty())),
                 "{series}: an exemplar without {l}: {body}"
             );
         }
-        assert!(exemplars
-            .iter()
-            .all(|e| e["labels"]["trace_id"].as_str().is_some_and(|t| t.len() == 32)));
+        assert!(exemplars.iter().all(|e| e["labels"]["trace_id"]
+            .as_str()
+            .is_some_and(|t| t.len() == 32)));
     }
 
     // A lag exemplar's trace id is the one the service got with that POST.
@@ -619,8 +655,13 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     let mut matched = 0;
     for addr in &addrs {
         let text = support::fetch_text(&format!("http://{addr}/metrics")).await;
-        for line in text.lines().filter(|l| l.starts_with("rehab_canary_projection_lag_seconds_bucket")) {
-            let Some((_, ex)) = line.split_once(" # {") else { continue };
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("rehab_canary_projection_lag_seconds_bucket"))
+        {
+            let Some((_, ex)) = line.split_once(" # {") else {
+                continue;
+            };
             let label = |k: &str| {
                 ex.split_once(&format!("{k}=\""))
                     .and_then(|(_, rest)| rest.split_once('"'))
@@ -633,7 +674,11 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
                 .iter()
                 .find(|r| r.event_id.as_deref() == Some(event.as_str()))
                 .unwrap_or_else(|| panic!("the reference API never saw event {event}"));
-            assert_eq!(post.trace_id.as_deref(), Some(trace.as_str()), "event {event}");
+            assert_eq!(
+                post.trace_id.as_deref(),
+                Some(trace.as_str()),
+                "event {event}"
+            );
             assert_eq!(post.sampled, Some(true));
             matched += 1;
         }
