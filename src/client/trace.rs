@@ -8,8 +8,18 @@
 //! empty. The sampled flag is `tracing.sampled`: off for services that must
 //! not record synthetic traffic.
 
+use std::cell::RefCell;
+
 use http::HeaderValue;
-use rand::Rng;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+thread_local! {
+    /// Ids need uniqueness, not secrecy: a seeded xoshiro per thread costs
+    /// a few nanoseconds where the reseeding ChaCha of `rand::rng()` costs
+    /// several times that on every request.
+    static RNG: RefCell<SmallRng> = RefCell::new(SmallRng::from_os_rng());
+}
 
 /// The header name.
 pub const TRACEPARENT: &str = "traceparent";
@@ -48,12 +58,11 @@ pub struct TraceContext {
 impl TraceContext {
     /// A new root context with random ids (never zero).
     pub fn new(sampled: bool) -> Self {
-        let mut rng = rand::rng();
-        TraceContext {
+        RNG.with_borrow_mut(|rng| TraceContext {
             trace_id: TraceId(rng.random::<u128>().max(1)),
             span_id: rng.random::<u64>().max(1),
             sampled,
-        }
+        })
     }
 
     /// `00-<trace id>-<span id>-<flags>`, written without a `format!`.
