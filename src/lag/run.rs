@@ -256,13 +256,21 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                 match resp.outcome {
                     Outcome::Status(200..=299) => {}
                     Outcome::Status(code) => {
-                        shared.log_once(Once::PostRejected, proj, &code);
+                        shared.log_once(
+                            Once::PostRejected,
+                            proj,
+                            &format_args!("{code} (trace_id {})", resp.trace),
+                        );
                         m.failure(proj, Failure::Rejected);
                         drain(running);
                         return;
                     }
                     other => {
-                        shared.log_once(Once::PostTransport, proj, &format_args!("{other:?}"));
+                        shared.log_once(
+                            Once::PostTransport,
+                            proj,
+                            &format_args!("{other:?} (trace_id {})", resp.trace),
+                        );
                         m.failure(proj, Failure::Error);
                         drain(running);
                         return;
