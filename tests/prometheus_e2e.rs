@@ -594,6 +594,12 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     )
     .await
     .expect("classic p95");
+    eprintln!(
+        "{} lag samples over 3 shards: true p95 {truth:.4} s, native {native_p95:.4} s \
+         ({:+.1} %), classic {classic_p95:.4} s",
+        samples.len(),
+        (native_p95 / truth - 1.0) * 100.0
+    );
     let bounds = rehab_canary::lag::LAG_BUCKETS;
     let upper = bounds
         .iter()
@@ -684,6 +690,7 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
         }
     }
     assert!(matched > 0, "no lag exemplar to check");
+    eprintln!("{matched} lag exemplars carry the trace id the reference API received");
 
     // The dashboards and rules work on the native series too.
     let failures = queries_without_data(&native, &addrs[0].to_string(), start, now).await;
