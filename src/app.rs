@@ -144,6 +144,15 @@ impl Daemon {
             cfg.target.health_interval,
             metrics.clone(),
         )));
+        if !cfg.target.detail.is_empty() {
+            life.background(Box::pin(background::poll_target_detail(
+                http.clone(),
+                bound.target.join(&cfg.target.detail)?,
+                cfg.target.detail_interval,
+                cfg.target.detail_fields.clone().into_iter().collect(),
+                metrics.clone(),
+            )));
+        }
 
         // This shard's share of the rate, in its own subject namespace.
         let traffic = cfg.shard_traffic();

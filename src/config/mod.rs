@@ -452,4 +452,23 @@ mod tests {
         let err = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), []).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/x.toml"));
     }
+
+    #[test]
+    fn detail_fields_are_label_safe_names_with_json_pointers() {
+        let err = load_str(
+            "[target]\ndetail = \"/abs\"\n[target.detail_fields]\n\"9bad\" = \"/x\"\nok = \"nope\"\nfine = \"/a/b\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "target.detail_fields.9bad",
+            "target.detail_fields.ok",
+            "target.detail =",
+        ] {
+            let key = key.trim_end_matches(" =");
+            assert!(err.contains(key), "{key} not named in:\n{err}");
+        }
+        assert!(!err.contains("target.detail_fields.fine"), "{err}");
+    }
 }

@@ -2,6 +2,7 @@
 //! timeouts, pool), `[auth]` (where the bearer token comes from) and
 //! `[circuit_breaker]`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,7 +47,18 @@ pub struct TargetConfig {
     pub max_body_bytes: u64,
     /// Trust and identity towards an https target.
     pub tls: TargetTlsConfig,
+    /// The service's detail route (its own queue depth, processors, ...),
+    /// polled for `rehab_canary_target_detail{field}`; empty turns it off.
+    pub detail: String,
+    #[serde(with = "humantime_serde")]
+    pub detail_interval: Duration,
+    /// Field name → JSON pointer into the detail route's answer. Only these
+    /// become series. The defaults read the reference API's shape.
+    pub detail_fields: BTreeMap<String, String>,
 }
+
+/// Most fields `target.detail_fields` may name (each is a series).
+pub const MAX_DETAIL_FIELDS: usize = 32;
 
 /// TLS towards the target: a private CA, a client certificate (mTLS), and
 /// the name its certificate must carry.
@@ -140,6 +152,16 @@ impl Default for TargetConfig {
             health_interval: Duration::from_secs(5),
             max_body_bytes: 1 << 20,
             tls: TargetTlsConfig::default(),
+            detail: "health/detailed".to_owned(),
+            detail_interval: Duration::from_secs(5),
+            detail_fields: [
+                ("queue_depth", "/queue/depth"),
+                ("queue_capacity", "/queue/capacity"),
+                ("processors", "/pipeline/processors"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         }
     }
 }
@@ -301,6 +323,37 @@ impl TargetConfig {
             "target.health_interval",
             "must be greater than 0",
         );
+        errs.check(
+            !self.detail.starts_with('/') && !self.detail.contains("://"),
+            "target.detail",
+            "must be a path relative to target.base_url, like \"health/detailed\"",
+        );
+        errs.check(
+            self.detail.is_empty() || !self.detail_interval.is_zero(),
+            "target.detail_interval",
+            "must be greater than 0",
+        );
+        errs.check(
+            self.detail_fields.len() <= MAX_DETAIL_FIELDS,
+            "target.detail_fields",
+            &format!("at most {MAX_DETAIL_FIELDS} fields (each is a series)"),
+        );
+        for (name, pointer) in &self.detail_fields {
+            let label_safe = name
+                .chars()
+                .enumerate()
+                .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+            errs.check(
+                !name.is_empty() && name.len() <= 64 && label_safe,
+                &format!("target.detail_fields.{name}"),
+                "the name must be letters, digits and underscores, not starting with a digit",
+            );
+            errs.check(
+                pointer.is_empty() || pointer.starts_with('/'),
+                &format!("target.detail_fields.{name}"),
+                "must be a JSON pointer (\"/queue/depth\")",
+            );
+        }
         errs.check(
             !self.health_path.starts_with('/') && !self.health_path.contains("://"),
             "target.health_path",

@@ -11,6 +11,7 @@
 //! registered with their full `rehab_canary_` names, and counters are
 //! registered without `_total` because the OpenMetrics encoder appends it.
 
+pub mod backpressure;
 mod connections;
 pub mod exposition;
 mod failure_log;
@@ -20,6 +21,7 @@ mod process;
 mod rate;
 mod register;
 pub mod tap;
+pub mod target_detail;
 pub mod window;
 
 use std::borrow::Cow;
@@ -297,6 +299,10 @@ pub struct Metrics {
     pub ops: OpsMetrics,
     /// The traffic path's connections to the target.
     pub connections: ConnectionMetrics,
+    /// 429, 503 and Retry-After waits, by endpoint.
+    pub backpressure: backpressure::Backpressure,
+    /// The service's own numbers from its detail route.
+    pub target_detail: target_detail::TargetDetail,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -419,6 +425,8 @@ impl Metrics {
         registry.register_collector(Box::new(ProcessCollector::new()));
         let ops = OpsMetrics::register(registry);
         let connections = ConnectionMetrics::register(registry);
+        let backpressure = backpressure::Backpressure::register(registry);
+        let target_detail = target_detail::TargetDetail::register(registry);
         exposition.add_histograms(duration_family);
         exposition.add_summaries(summaries);
 
@@ -443,6 +451,8 @@ impl Metrics {
             tap: OnceLock::new(),
             ops,
             connections,
+            backpressure,
+            target_detail,
         }
     }
 

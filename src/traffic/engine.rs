@@ -487,6 +487,7 @@ async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
                 since.elapsed(),
                 resp.trace,
             );
+            metrics.backpressure.observe(Endpoint::EventsCreate, &resp);
             shared.learn(class, &resp);
             if let Outcome::Status(200..=299) = resp.outcome {
                 metrics.event_accepted(kind);
@@ -497,6 +498,7 @@ async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
             for (endpoint, uri) in steps {
                 let resp = conn.get(uri).await;
                 metrics.record_request(endpoint, resp.outcome, since.elapsed(), resp.trace);
+                metrics.backpressure.observe(endpoint, &resp);
                 shared.learn(class, &resp);
                 if let Outcome::Status(200..=299) = resp.outcome {
                     if !is_json(&resp.body) {
