@@ -161,7 +161,8 @@ impl Daemon {
             namespace: traffic.journeys.subject_prefix.clone(),
             run_id: run_id(),
         };
-        let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &bound.target, naming)?;
+        let journeys = Journeys::new(&traffic.journeys, &traffic.payload, &bound.target, naming)?
+            .with_batch(&traffic.batch);
         let target = crate::traffic::connection::Target::new(
             &cfg.target,
             &bound.target,

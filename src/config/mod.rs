@@ -23,7 +23,8 @@ pub use target::{
     is_loopback, AuthConfig, CircuitBreakerConfig, LoginConfig, TargetConfig, TargetTlsConfig,
 };
 pub use traffic::{
-    BurstConfig, JourneyConfig, MixConfig, PayloadConfig, PayloadShape, TrafficConfig,
+    BatchConfig, BurstConfig, JourneyConfig, MixConfig, PayloadConfig, PayloadShape, SizeRange,
+    TrafficConfig,
 };
 
 use load::{Errors, Sources};

@@ -24,6 +24,46 @@ pub struct TrafficConfig {
     pub burst: BurstConfig,
     pub journeys: JourneyConfig,
     pub payload: PayloadConfig,
+    /// Sessions uploaded as one batch, as a device that syncs afterwards.
+    pub batch: BatchConfig,
+}
+
+/// A share of patient sessions send their reps and completion as one
+/// `POST /api/v1/events/batch` instead of one POST per rep. Every event of a
+/// batch counts toward `events_per_second`: the ticks it stands for send
+/// nothing, so the offered event rate stays exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchConfig {
+    /// Share of new sessions that are batched, 0 to 1.
+    pub share: f64,
+    /// Events per batch (reps plus the completion), drawn uniformly.
+    pub size: SizeRange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SizeRange {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for SizeRange {
+    fn default() -> Self {
+        SizeRange { min: 10, max: 100 }
+    }
+}
+
+/// The most events one batch may hold (the service's limit).
+pub const MAX_BATCH_SIZE: u32 = 1000;
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            share: 0.0,
+            size: SizeRange::default(),
+        }
+    }
 }
 
 impl Default for TrafficConfig {
@@ -37,6 +77,7 @@ impl Default for TrafficConfig {
             burst: BurstConfig::default(),
             journeys: JourneyConfig::default(),
             payload: PayloadConfig::default(),
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -166,6 +207,17 @@ impl Default for PayloadConfig {
 impl TrafficConfig {
     pub fn validate(&self, errs: &mut Errors) {
         let t = self;
+        errs.check(
+            (0.0..=1.0).contains(&t.batch.share),
+            "traffic.batch.share",
+            "must be between 0 and 1",
+        );
+        let sz = t.batch.size;
+        errs.check(
+            sz.min >= 2 && sz.min <= sz.max && sz.max <= MAX_BATCH_SIZE,
+            "traffic.batch.size",
+            &format!("must satisfy 2 <= min <= max <= {MAX_BATCH_SIZE}"),
+        );
         errs.check(
             t.events_per_second.is_finite() && t.events_per_second >= 0.0,
             "traffic.events_per_second",

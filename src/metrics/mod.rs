@@ -530,6 +530,15 @@ impl Metrics {
         self.events_accepted[kind.index()].inc();
     }
 
+    /// `n` events of `kind` POSTed at once (a batch).
+    pub fn events_sent(&self, kind: EventKind, n: u64) {
+        self.events_sent[kind.index()].inc_by(n);
+    }
+
+    pub fn events_accepted(&self, kind: EventKind, n: u64) {
+        self.events_accepted[kind.index()].inc_by(n);
+    }
+
     pub fn iteration_dropped(&self, reason: DropReason) {
         self.dropped[reason.index()].inc();
     }

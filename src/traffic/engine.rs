@@ -16,7 +16,7 @@ use std::time::Instant;
 use tokio::sync::{oneshot, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Endpoint;
+use crate::api::{Endpoint, EventKind};
 use crate::client::Outcome;
 use crate::client::Response;
 use crate::config::TrafficConfig;
@@ -54,6 +54,7 @@ struct SendContext {
     gate: Arc<Gate>,
     auth: AuthSignal,
     events_uri: http::Uri,
+    batch_uri: http::Uri,
     /// Jobs running; `drained` is notified when it falls to zero.
     running: AtomicUsize,
     drained: Notify,
@@ -127,11 +128,13 @@ impl Engine {
     ) -> std::io::Result<Engine> {
         let permits = Arc::new(Semaphore::new(cfg.max_in_flight));
         let events_uri = journeys.urls().events.clone();
+        let batch_uri = journeys.urls().batch.clone();
         let shared = Arc::new(SendContext {
             metrics,
             gate,
             auth,
             events_uri,
+            batch_uri,
             running: AtomicUsize::new(0),
             drained: Notify::new(),
         });
@@ -340,6 +343,7 @@ impl Loop {
                             Err(e) => tracing::error!("journeys kept after reload: {e}"),
                         }
                     }
+                    self.journeys.set_batch(&new.batch);
                     tracing::info!(
                         events_per_second = new.events_per_second,
                         "traffic config applied"
@@ -351,6 +355,10 @@ impl Loop {
             let Some(intended) = intended else { continue };
             let class = mix.pick();
             let kind = JourneyKind::ALL[class];
+            // Its event already left in a batch: nothing to send or count.
+            if kind == JourneyKind::Patient && self.journeys.absorb() {
+                continue;
+            }
             if let Admit::Drop(reason) = self.shared.gate.admit(class, now) {
                 metrics.iteration_dropped(reason);
                 continue;
@@ -491,6 +499,23 @@ async fn run_job(shared: &SendContext, conn: &mut Connection, work: Work) {
             shared.learn(class, &resp);
             if let Outcome::Status(200..=299) = resp.outcome {
                 metrics.event_accepted(kind);
+            }
+        }
+        Job::Batch { reps, body } => {
+            metrics.events_sent(EventKind::RepObservation, u64::from(reps));
+            metrics.event_sent(EventKind::ExerciseSession);
+            let resp = conn.post_json(shared.batch_uri.clone(), body).await;
+            metrics.record_request(
+                Endpoint::EventsBatch,
+                resp.outcome,
+                since.elapsed(),
+                resp.trace,
+            );
+            metrics.backpressure.observe(Endpoint::EventsBatch, &resp);
+            shared.learn(class, &resp);
+            if let Outcome::Status(200..=299) = resp.outcome {
+                metrics.events_accepted(EventKind::RepObservation, u64::from(reps));
+                metrics.event_accepted(EventKind::ExerciseSession);
             }
         }
         Job::Reads(steps) => {

@@ -17,7 +17,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::Url;
 
 use crate::api::{Endpoint, EventKind};
-use crate::config::{JourneyConfig, PayloadConfig, PayloadShape};
+use crate::config::{BatchConfig, JourneyConfig, PayloadConfig, PayloadShape};
 
 /// The three user kinds of the mix, in `[patient, therapist, admin]` order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub enum Job {
         step: SessionStep,
         body: Bytes,
     },
+    /// A batched session's reps and completion in one
+    /// `POST /api/v1/events/batch` (a JSON array of `reps + 1` events).
+    Batch { reps: u32, body: Bytes },
     /// Two reads sent one after the other, as a person clicking through.
     /// Each read's origin-form URI was rendered once, at start: sending one
     /// clones a reference, not a string.
@@ -61,6 +64,8 @@ pub enum Job {
 struct Session {
     patient: u32,
     seq: u64,
+    /// Uploads its reps and completion as one batch.
+    batched: bool,
     prescribed: u32,
     done_reps: u32,
     quality_sum: f64,
@@ -71,6 +76,7 @@ struct Session {
 #[derive(Debug, Clone)]
 pub struct Urls {
     pub events: Uri,
+    pub batch: Uri,
     alerts: Uri,
     stream: Vec<Uri>,
     quality: Vec<Uri>,
@@ -125,6 +131,9 @@ pub struct Journeys {
     recent: Vec<u32>,
     recent_pos: usize,
     rng: SmallRng,
+    batch: BatchConfig,
+    /// Patient ticks still to absorb: events that already went out in a batch.
+    absorbed: u32,
 }
 
 const RECENT: usize = 256;
@@ -154,6 +163,7 @@ impl Journeys {
             .collect::<Result<_, _>>()?;
         let urls = Urls {
             events: join("api/v1/events")?,
+            batch: join("api/v1/events/batch")?,
             alerts: join("api/v1/alerts?alert_type=quality_degradation")?,
             stream,
             quality,
@@ -173,7 +183,30 @@ impl Journeys {
             recent: Vec::with_capacity(RECENT),
             recent_pos: 0,
             rng: SmallRng::from_os_rng(),
+            batch: BatchConfig::default(),
+            absorbed: 0,
         })
+    }
+
+    /// Batches a share of the sessions opened from now on.
+    pub fn with_batch(mut self, batch: &BatchConfig) -> Self {
+        self.set_batch(batch);
+        self
+    }
+
+    pub fn set_batch(&mut self, batch: &BatchConfig) {
+        self.batch = batch.clone();
+    }
+
+    /// True when this patient tick's event already went out in a batch:
+    /// the tick sends nothing (call before anything else for the tick).
+    pub fn absorb(&mut self) -> bool {
+        if self.absorbed > 0 {
+            self.absorbed -= 1;
+            true
+        } else {
+            false
+        }
     }
 
     /// Journeys for a reloaded config: same target and run id, new pools,
@@ -239,10 +272,19 @@ impl Journeys {
             let patient = self.next_patient;
             self.next_patient = (self.next_patient + 1) % self.cfg.patients;
             self.next_seq += 1;
-            let prescribed = self.rng.random_range(self.cfg.reps_min..=self.cfg.reps_max);
+            let batched = self.batch.share > 0.0 && self.rng.random::<f64>() < self.batch.share;
+            // A batch holds the reps and the completion.
+            let prescribed = if batched {
+                self.rng
+                    .random_range(self.batch.size.min..=self.batch.size.max)
+                    .saturating_sub(1)
+            } else {
+                self.rng.random_range(self.cfg.reps_min..=self.cfg.reps_max)
+            };
             let s = Session {
                 patient,
                 seq: self.next_seq,
+                batched,
                 prescribed,
                 done_reps: 0,
                 quality_sum: 0.0,
@@ -257,6 +299,9 @@ impl Journeys {
                 body,
             };
         };
+        if session.batched {
+            return self.batch_of(&mut session);
+        }
         if session.done_reps < session.prescribed {
             session.done_reps += 1;
             let q = self
@@ -277,6 +322,29 @@ impl Journeys {
                 step: SessionStep::Completion,
                 body,
             }
+        }
+    }
+
+    /// Every rep and the completion of `s` as one JSON array; the ticks of
+    /// all but one of its events are absorbed afterwards.
+    fn batch_of(&mut self, s: &mut Session) -> Job {
+        let mut body = Vec::with_capacity(512 * (s.prescribed as usize + 1));
+        body.push(b'[');
+        while s.done_reps < s.prescribed {
+            s.done_reps += 1;
+            let q = self
+                .rng
+                .random_range(self.cfg.quality_min..=self.cfg.quality_max);
+            s.quality_sum += q;
+            body.extend_from_slice(&self.render_rep(s, q));
+            body.push(b',');
+        }
+        body.extend_from_slice(&self.render_completion(s));
+        body.push(b']');
+        self.absorbed += s.prescribed;
+        Job::Batch {
+            reps: s.prescribed,
+            body: body.into(),
         }
     }
 
@@ -574,7 +642,7 @@ mod tests {
     fn post(job: Job) -> (EventKind, SessionStep, Value) {
         match job {
             Job::Post { kind, step, body } => (kind, step, serde_json::from_slice(&body).unwrap()),
-            Job::Reads(_) => panic!("expected a post"),
+            Job::Reads(_) | Job::Batch { .. } => panic!("expected a post"),
         }
     }
 
@@ -648,14 +716,14 @@ mod tests {
                 assert_eq!(u1.path(), "/api/v1/patients/canary-p000000/stream");
                 assert!(u2.query().unwrap().contains("window=14d"));
             }
-            Job::Post { .. } => panic!("expected reads"),
+            Job::Post { .. } | Job::Batch { .. } => panic!("expected reads"),
         }
         match j.next(JourneyKind::Admin, 0.0) {
             Job::Reads([(e1, u1), (e2, _)]) => {
                 assert_eq!((e1, e2), (Endpoint::WorkQueue, Endpoint::Alerts));
                 assert!(u1.query().unwrap().starts_with("therapist_id=canary-t"));
             }
-            Job::Post { .. } => panic!("expected reads"),
+            Job::Post { .. } | Job::Batch { .. } => panic!("expected reads"),
         }
     }
 
@@ -698,5 +766,62 @@ mod tests {
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["ki\"nd"], "feedback");
         assert_eq!(v["subject_id"], "canary-\u{1}p");
+    }
+
+    /// Every patient tick is one event, sent alone, in a batch, or absorbed
+    /// because its event already left in one: over 20 s at 500 events/s the
+    /// events sent equal the ticks plus the ticks still to absorb (< one
+    /// batch), so the offered rate is exact to 1 %.
+    #[test]
+    fn batched_sessions_keep_the_offered_event_rate_exact() {
+        for shape in [PayloadShape::Envelope, PayloadShape::Flat] {
+            let mut j = journeys(shape).with_batch(&BatchConfig {
+                share: 0.5,
+                size: crate::config::SizeRange { min: 10, max: 100 },
+            });
+            let ticks: u32 = 500 * 20;
+            let (mut events, mut batches, mut batch_events) = (0u64, 0u64, 0u64);
+            for k in 0..ticks {
+                if j.absorb() {
+                    continue;
+                }
+                match j.next(JourneyKind::Patient, f64::from(k) / 500.0) {
+                    Job::Post { .. } => events += 1,
+                    Job::Batch { reps, body } => {
+                        let n = u64::from(reps) + 1;
+                        events += n;
+                        batches += 1;
+                        batch_events += n;
+                        assert!((10..=100).contains(&n), "batch of {n}");
+                        let items: Vec<Value> = serde_json::from_slice(&body).unwrap();
+                        assert_eq!(items.len() as u64, n);
+                        let subject = |v: &Value| {
+                            v.get("subject_id")
+                                .or(v.get("patient_id"))
+                                .cloned()
+                                .unwrap()
+                        };
+                        assert!(items.iter().all(|v| subject(v) == subject(&items[0])));
+                        let last = items.last().unwrap().to_string();
+                        assert!(last.contains("completion_status"), "{last}");
+                    }
+                    Job::Reads(_) => unreachable!(),
+                }
+            }
+            assert_eq!(
+                events,
+                u64::from(ticks) + u64::from(j.absorbed),
+                "{shape:?}"
+            );
+            let err = (events as f64 / f64::from(ticks) - 1.0).abs();
+            assert!(err < 0.01, "offered rate off by {err}");
+            // About half the sessions are batched, so batches carry most events.
+            assert!(batches > 20, "{batches} batches");
+            let share = batch_events as f64 / events as f64;
+            assert!(
+                (0.6..0.95).contains(&share),
+                "batched share of events {share}"
+            );
+        }
     }
 }
