@@ -113,6 +113,9 @@ pub struct BurstConfig {
     pub duration: Duration,
     /// Rate during a burst, as a multiple of `events_per_second`.
     pub multiplier: f64,
+    /// Sessions opened during a burst upload as batches (`[traffic.batch]`
+    /// sizes): the seed's sensor-data spikes.
+    pub as_batches: bool,
 }
 
 impl Default for BurstConfig {
@@ -121,6 +124,7 @@ impl Default for BurstConfig {
             every: Duration::from_secs(600),
             duration: Duration::from_secs(30),
             multiplier: 3.0,
+            as_batches: false,
         }
     }
 }

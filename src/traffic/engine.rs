@@ -305,7 +305,10 @@ impl Loop {
                 let t = start.elapsed().as_secs_f64();
                 let p = pacer.profile();
                 metrics.set_target_rate(p.rate_at(t));
-                metrics.set_burst_active(p.burst_active(t));
+                let bursting = p.burst_active(t);
+                metrics.set_burst_active(bursting);
+                self.journeys
+                    .set_bursting(bursting && self.cfg.burst.as_batches);
                 refresh = false;
             }
             let intended = pacer.next_instant().map(|t| start + secs(t));

@@ -134,6 +134,8 @@ pub struct Journeys {
     batch: BatchConfig,
     /// Patient ticks still to absorb: events that already went out in a batch.
     absorbed: u32,
+    /// A burst with `as_batches` is on: every new session is batched.
+    bursting: bool,
 }
 
 const RECENT: usize = 256;
@@ -185,6 +187,7 @@ impl Journeys {
             rng: SmallRng::from_os_rng(),
             batch: BatchConfig::default(),
             absorbed: 0,
+            bursting: false,
         })
     }
 
@@ -196,6 +199,11 @@ impl Journeys {
 
     pub fn set_batch(&mut self, batch: &BatchConfig) {
         self.batch = batch.clone();
+    }
+
+    /// While true, every session opened is batched (a burst of batches).
+    pub fn set_bursting(&mut self, on: bool) {
+        self.bursting = on;
     }
 
     /// True when this patient tick's event already went out in a batch:
@@ -272,7 +280,8 @@ impl Journeys {
             let patient = self.next_patient;
             self.next_patient = (self.next_patient + 1) % self.cfg.patients;
             self.next_seq += 1;
-            let batched = self.batch.share > 0.0 && self.rng.random::<f64>() < self.batch.share;
+            let batched = self.bursting
+                || (self.batch.share > 0.0 && self.rng.random::<f64>() < self.batch.share);
             // A batch holds the reps and the completion.
             let prescribed = if batched {
                 self.rng
@@ -823,5 +832,29 @@ mod tests {
                 "batched share of events {share}"
             );
         }
+    }
+
+    #[test]
+    fn a_burst_as_batches_batches_every_new_session() {
+        let mut j = journeys(PayloadShape::Envelope);
+        j.set_bursting(true);
+        // Each new session: its start alone, then one batch of 10..=100.
+        for k in 0..5 {
+            while j.absorb() {}
+            let (_, step, _) = post(j.next(JourneyKind::Patient, f64::from(k)));
+            assert_eq!(step, SessionStep::Start);
+            match j.next(JourneyKind::Patient, f64::from(k) + 10.0) {
+                Job::Batch { reps, .. } => assert!((9..=99).contains(&reps), "{reps}"),
+                other => panic!("expected a batch, got {other:?}"),
+            }
+        }
+        j.set_bursting(false);
+        while j.absorb() {}
+        let (_, step, _) = post(j.next(JourneyKind::Patient, 100.0));
+        assert_eq!(step, SessionStep::Start);
+        assert!(matches!(
+            j.next(JourneyKind::Patient, 200.0),
+            Job::Post { .. }
+        ));
     }
 }
