@@ -129,6 +129,9 @@ pub struct IntervalData {
     pub requests: IntervalSeries,
     /// Projection lag samples (late ones included, as in the lag histogram).
     pub lag: IntervalSeries,
+    /// Batch probes' full-visibility samples (every event of the batch
+    /// visible), the Broadway batch latency.
+    pub batch: IntervalSeries,
     /// Probe events declared lost in the interval.
     pub lost: u64,
     /// Probe events that showed up after being declared lost.
@@ -139,6 +142,7 @@ pub struct IntervalData {
 pub struct RunTap {
     requests: Series,
     lag: Series,
+    batch: Series,
     lost: AtomicU64,
     late: AtomicU64,
 }
@@ -154,6 +158,7 @@ impl Default for RunTap {
         RunTap {
             requests: Series::new(),
             lag: Series::new(),
+            batch: Series::new(),
             lost: AtomicU64::new(0),
             late: AtomicU64::new(0),
         }
@@ -169,6 +174,11 @@ impl RunTap {
         self.lag.record(lag, false);
     }
 
+    /// One batch probe's time until every event of its batch was visible.
+    pub fn record_batch(&self, visible: Duration) {
+        self.batch.record(visible, false);
+    }
+
     pub fn lost(&self) {
         self.lost.fetch_add(1, Ordering::Relaxed);
     }
@@ -182,6 +192,7 @@ impl RunTap {
     pub fn take(&self, into: &mut IntervalData) {
         self.requests.take(&mut into.requests);
         self.lag.take(&mut into.lag);
+        self.batch.take(&mut into.batch);
         into.lost = self.lost.swap(0, Ordering::Relaxed);
         into.late = self.late.swap(0, Ordering::Relaxed);
     }

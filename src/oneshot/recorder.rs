@@ -55,6 +55,8 @@ pub struct Totals {
     pub accepted: u64,
     pub requests: IntervalSeries,
     pub lag: IntervalSeries,
+    /// Batch probes' full-visibility samples.
+    pub batch: IntervalSeries,
     pub lost: u64,
     pub late: u64,
 }
@@ -63,6 +65,7 @@ impl Totals {
     fn add_data(&mut self, d: &IntervalData) {
         self.requests.add(&d.requests);
         self.lag.add(&d.lag);
+        self.batch.add(&d.batch);
         self.lost += d.lost;
         self.late += d.late;
     }

@@ -278,6 +278,7 @@ mod tests {
             accepted,
             requests: d.requests,
             lag: d.lag,
+            batch: d.batch,
             lost: d.lost,
             late: 0,
         }
