@@ -287,6 +287,11 @@ impl Daemon {
             .unwrap_or_default()
     }
 
+    /// The newest batch probe samples, oldest first.
+    pub fn batch_samples(&self) -> Vec<lag::BatchSample> {
+        self.lag_metrics.batch().recent()
+    }
+
     pub fn probes_running(&self) -> i64 {
         self.lag_metrics.in_flight_now()
     }

@@ -20,6 +20,7 @@ async fn batches_and_singles_add_up_to_what_the_service_accepted() {
             for p in rehab_canary::lag::Projection::ALL {
                 cfg.lag.probes[p].enabled = false;
             }
+            cfg.lag.probes.batch.enabled = false;
             cfg.traffic.events_per_second = 200.0;
             cfg.traffic.payload.shape = shape;
             cfg.traffic.batch.share = 0.5;

@@ -53,7 +53,8 @@ fn config(base_url: &str, events_per_second: u32, probes: bool) -> String {
          [lag]\ninterval = \"100ms\"\ntimeout = \"2s\"\nmax_in_flight = {}\n\
          poll_max_in_flight = {}\n\
          [lag.probes.stream]\nenabled = {on}\n[lag.probes.adherence]\nenabled = {on}\n\
-         [lag.probes.quality]\nenabled = {on}\n[lag.probes.work_queue]\nenabled = {on}\n",
+         [lag.probes.quality]\nenabled = {on}\n[lag.probes.work_queue]\nenabled = {on}\n\
+         [lag.probes.batch]\nenabled = {on}\n",
         L.connections, L.pool_idle, L.max_in_flight, L.lag_runs, L.lag_polls_per_probe,
     )
 }

@@ -538,7 +538,7 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
     for (index, d) in daemons.iter().enumerate() {
         let path = dir.path().join(format!("shard{index}.toml"));
         let mut v: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for p in ["stream", "adherence", "quality", "work_queue"] {
+        for p in ["stream", "adherence", "quality", "work_queue", "batch"] {
             v["lag"]["probes"][p]["enabled"] = toml::Value::Boolean(false);
         }
         std::fs::write(&path, toml::to_string(&v).unwrap()).unwrap();

@@ -33,7 +33,8 @@ async fn serial_three_shards_share_the_rate_and_stay_disjoint() {
                 "[traffic]\nevents_per_second = {TOTAL_RATE}\n[traffic.burst]\nduration = \"0s\"\n\
                  [traffic.journeys]\nrep_interval = \"50ms\"\npatients = 50\n\
                  [lag.probes.stream]\nenabled = false\n[lag.probes.adherence]\nenabled = false\n\
-                 [lag.probes.quality]\nenabled = false\n[lag.probes.work_queue]\nenabled = false\n"
+                 [lag.probes.quality]\nenabled = false\n[lag.probes.work_queue]\nenabled = false\n\
+                 [lag.probes.batch]\nenabled = false\n"
             ),
         );
         let index_s = index.to_string();

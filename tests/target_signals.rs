@@ -20,6 +20,7 @@ fn traffic_only(cfg: &mut Config) {
     for p in rehab_canary::lag::Projection::ALL {
         cfg.lag.probes[p].enabled = false;
     }
+    cfg.lag.probes.batch.enabled = false;
     cfg.circuit_breaker.enabled = false;
     cfg.traffic.events_per_second = 100.0;
     cfg.traffic.journeys.rep_interval = Duration::from_millis(20);

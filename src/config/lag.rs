@@ -109,38 +109,88 @@ impl Projection {
 /// is an error naming `lag.probes`. Unset fields fall back to the probe's
 /// built-in defaults in `lag/probe.rs`, so a table that sets one field keeps
 /// the rest of that probe's defaults.
+///
+/// `[lag.probes.batch]` sits beside them: the batch probe is not a read
+/// model of its own but a way of posting (see `lag/batch.rs`).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProbesConfig([ProbeConfig; 4]);
+pub struct ProbesConfig {
+    each: [ProbeConfig; 4],
+    pub batch: BatchProbeConfig,
+}
 
 impl ProbesConfig {
     /// Every probe with its projection, in `Projection::ALL` order.
     pub fn iter(&self) -> impl Iterator<Item = (Projection, &ProbeConfig)> {
-        Projection::ALL.into_iter().zip(&self.0)
+        Projection::ALL.into_iter().zip(&self.each)
     }
 
     pub fn any_enabled(&self) -> bool {
-        self.0.iter().any(|p| p.enabled)
+        self.each.iter().any(|p| p.enabled) || self.batch.enabled
     }
 }
 
 impl std::ops::Index<Projection> for ProbesConfig {
     type Output = ProbeConfig;
     fn index(&self, p: Projection) -> &ProbeConfig {
-        &self.0[p.index()]
+        &self.each[p.index()]
     }
 }
 
 impl std::ops::IndexMut<Projection> for ProbesConfig {
     fn index_mut(&mut self, p: Projection) -> &mut ProbeConfig {
-        &mut self.0[p.index()]
+        &mut self.each[p.index()]
     }
 }
 
 impl Serialize for ProbesConfig {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter())
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.each.len() + 1))?;
+        for (p, c) in self.iter() {
+            m.serialize_entry(p.as_str(), c)?;
+        }
+        m.serialize_entry(BATCH, &self.batch)?;
+        m.end()
     }
 }
+
+/// The key of the batch probe's table.
+const BATCH: &str = "batch";
+
+/// The batch probe: every `interval` one marked batch of `size` events to
+/// `POST /api/v1/events/batch`, on its own probe patient, watched on `route`
+/// until every event of it is visible (Broadway batch latency).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BatchProbeConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Events per probe batch.
+    pub size: usize,
+    /// The read to poll, relative to `target.base_url` (`{patient}` and
+    /// `{therapist}` are substituted). It must show a whole batch: the
+    /// default reads the probe patient's stream, 250 events deep.
+    pub route: String,
+    /// Where the read lists the events (a JSON pointer), each carrying its
+    /// marker (`session_id`) as a string somewhere inside.
+    pub pointer: String,
+}
+
+impl Default for BatchProbeConfig {
+    fn default() -> Self {
+        BatchProbeConfig {
+            enabled: true,
+            interval: Duration::from_secs(5),
+            size: 20,
+            route: "api/v1/patients/{patient}/stream?limit=250".to_owned(),
+            pointer: "/events".to_owned(),
+        }
+    }
+}
+
+/// Most events in one probe batch: two batches must fit the default read.
+pub const MAX_BATCH_PROBE_SIZE: usize = 100;
 
 /// Keys are read as strings and an unknown one's value is skipped as
 /// `IgnoredAny`, so the loader's unknown-key check names it by its path
@@ -161,6 +211,7 @@ impl<'de> Deserialize<'de> for ProbesConfig {
                 while let Some(name) = map.next_key::<String>()? {
                     match Projection::from_name(&name) {
                         Some(p) => out[p] = map.next_value()?,
+                        None if name == BATCH => out.batch = map.next_value()?,
                         None => {
                             map.next_value::<serde::de::IgnoredAny>()?;
                         }
@@ -287,6 +338,31 @@ impl LagConfig {
             "lag.late_poll_interval",
             "must be at least 10ms",
         );
+        let b = &self.probes.batch;
+        errs.check(
+            (ms(10)..=hour).contains(&b.interval),
+            "lag.probes.batch.interval",
+            "must be between 10ms and 1h",
+        );
+        errs.check(
+            (2..=MAX_BATCH_PROBE_SIZE).contains(&b.size),
+            "lag.probes.batch.size",
+            "must be between 2 and 100",
+        );
+        if let Some(msg) = route_problem(&b.route) {
+            errs.invalid("lag.probes.batch.route", msg);
+        } else if b.route.contains("{marker}") {
+            errs.invalid(
+                "lag.probes.batch.route",
+                "must not use {marker}: one read watches the whole batch",
+            );
+        }
+        if !b.pointer.is_empty() && !b.pointer.starts_with('/') {
+            errs.invalid(
+                "lag.probes.batch.pointer",
+                "must be empty or a JSON pointer starting with '/'",
+            );
+        }
         for (projection, p) in self.probes.iter() {
             let name = projection.as_str();
             let key = |field: &str| format!("lag.probes.{name}.{field}");
@@ -425,6 +501,20 @@ mod tests {
                 "lag.probes.adherence.expect",
             ),
             (|c| c.poll_max_in_flight = 0, "lag.poll_max_in_flight"),
+            (|c| c.probes.batch.size = 1, "lag.probes.batch.size"),
+            (|c| c.probes.batch.size = 101, "lag.probes.batch.size"),
+            (
+                |c| c.probes.batch.interval = Duration::ZERO,
+                "lag.probes.batch.interval",
+            ),
+            (
+                |c| c.probes.batch.route = "x/{marker}".into(),
+                "lag.probes.batch.route",
+            ),
+            (
+                |c| c.probes.batch.pointer = "events".into(),
+                "lag.probes.batch.pointer",
+            ),
             (|c| c.weak_share = 0.0, "lag.weak_share"),
             (|c| c.weak_share = f64::INFINITY, "lag.weak_share"),
             (

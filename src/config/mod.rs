@@ -170,6 +170,8 @@ impl Config {
         for p in lag::Projection::ALL {
             l.probes[p].enabled &= self.shard.owns_probe(p.index());
         }
+        // The batch probe comes after the projections in the shards' turn.
+        l.probes.batch.enabled &= self.shard.owns_probe(lag::Projection::ALL.len());
         l
     }
 

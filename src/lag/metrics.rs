@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use super::batch_metrics::BatchMetrics;
 use super::estimate::Estimate;
 use super::probe::Projection;
 use crate::client::trace::TraceId;
@@ -179,8 +180,9 @@ struct Inner {
     /// Last lag per projection, as `f64` bits; NaN until the first sample.
     last: [AtomicU64; N],
     enabled: [AtomicBool; N],
-    /// Set only in a one-shot run.
-    tap: OnceLock<Arc<RunTap>>,
+    /// Set only in a one-shot run; shared with the batch metrics.
+    tap: Arc<OnceLock<Arc<RunTap>>>,
+    batch: BatchMetrics,
 }
 
 /// Cheap to clone; every clone records into the same series.
@@ -366,6 +368,7 @@ impl LagMetrics {
         for f in [lag_family, end_to_end_family, server_clock_family] {
             exposition.add_histograms(f);
         }
+        let tap = Arc::new(OnceLock::new());
         LagMetrics {
             inner: Arc::new(Inner {
                 lag,
@@ -394,7 +397,8 @@ impl LagMetrics {
                 }),
                 last: std::array::from_fn(|_| AtomicU64::new(f64::NAN.to_bits())),
                 enabled: std::array::from_fn(|_| AtomicBool::new(false)),
-                tap: OnceLock::new(),
+                batch: BatchMetrics::register(exposition, tap.clone()),
+                tap,
             }),
         }
     }
@@ -416,17 +420,7 @@ impl LagMetrics {
     /// is the exemplar. `weak` is the caller's verdict on the error bar.
     pub fn record_lag(&self, p: Projection, s: LagRecord<'_>) {
         let i = p.index();
-        let id = || {
-            let cut = s
-                .event_id
-                .char_indices()
-                .nth(MAX_EXEMPLAR_ID)
-                .map_or(s.event_id.len(), |(at, _)| at);
-            Some(ExemplarIds {
-                trace: s.trace,
-                event: Some(s.event_id[..cut].into()),
-            })
-        };
+        let id = || exemplar_ids(s.event_id, s.trace);
         let e = s.estimate;
         let secs = e.lag.as_secs_f64();
         let inner = &self.inner;
@@ -461,6 +455,11 @@ impl LagMetrics {
         if let Some(tap) = inner.tap.get() {
             tap.record_lag(e.lag);
         }
+    }
+
+    /// The batch probe's families.
+    pub fn batch(&self) -> &BatchMetrics {
+        &self.inner.batch
     }
 
     /// A probe event was seen but its server-clock lag could not be read.
@@ -598,6 +597,19 @@ impl LagMetrics {
             })
             .collect()
     }
+}
+
+/// A probe sample's exemplar: its event id, cut to fit OpenMetrics'
+/// limit, and its POST's trace id.
+pub(super) fn exemplar_ids(event_id: &str, trace: TraceId) -> Option<ExemplarIds> {
+    let cut = event_id
+        .char_indices()
+        .nth(MAX_EXEMPLAR_ID)
+        .map_or(event_id.len(), |(at, _)| at);
+    Some(ExemplarIds {
+        trace,
+        event: Some(event_id[..cut].into()),
+    })
 }
 
 /// What [`LagMetrics::record_lag`] records.

@@ -16,6 +16,8 @@
 //! reads the service's own timestamps where it has them. The README's
 //! "Projection lag and event loss" explains the measurement for operators.
 
+pub mod batch;
+mod batch_metrics;
 pub mod estimate;
 pub mod marker;
 mod metrics;
@@ -41,6 +43,7 @@ pub use crate::config::lag::{
 };
 use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
+pub use batch_metrics::{BatchMetrics, BatchSample};
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
 use probe::{Probe, Setup};
 use status::LagStatus;
@@ -193,6 +196,20 @@ impl LagProbes {
                 busy: AtomicBool::new(false),
             }));
         }
+        let batch = if cfg.probes.batch.enabled {
+            let probe = batch::BatchProbe::new(&cfg.probes.batch, &setup).map_err(|source| {
+                LagError::Route {
+                    probe: "batch",
+                    source,
+                }
+            })?;
+            Some(Arc::new(batch::BatchState::new(
+                probe,
+                cfg.poll_max_in_flight,
+            )))
+        } else {
+            None
+        };
         let shared = Arc::new(ProbeContext {
             client,
             metrics: metrics.clone(),
@@ -211,12 +228,19 @@ impl LagProbes {
         });
         tracing::info!(
             probes = ?probes.iter().map(|p| p.probe.projection.as_str()).collect::<Vec<_>>(),
+            batch = batch.as_ref().map(|b| b.probe.size),
             interval = ?cfg.interval,
             timeout = ?cfg.timeout,
             run_id = format_args!("{:016x}", setup.run.0),
             "lag probes running"
         );
-        let task = tokio::spawn(schedule(shared, probes, cfg.max_in_flight, stop.clone()));
+        let task = tokio::spawn(schedule(
+            shared,
+            probes,
+            batch,
+            cfg.max_in_flight,
+            stop.clone(),
+        ));
         Ok(LagProbes {
             stop,
             task,
@@ -256,6 +280,7 @@ fn advance(due: Instant, every: Duration, now: Instant) -> Instant {
 async fn schedule(
     shared: Arc<ProbeContext>,
     probes: Vec<Arc<ProbeState>>,
+    batch: Option<Arc<batch::BatchState>>,
     max_in_flight: usize,
     stop: CancellationToken,
 ) {
@@ -265,10 +290,11 @@ async fn schedule(
     let start = Instant::now();
     // Spread the probes' first ticks over one interval, so their reads do
     // not all land at the same instant.
-    let n = probes.len().max(1) as u32;
+    let n = (probes.len() + usize::from(batch.is_some())).max(1) as u32;
     let mut due: Vec<Instant> = (0..probes.len())
         .map(|k| start + t.interval * k as u32 / n)
         .collect();
+    let mut batch_due = start + t.interval * probes.len() as u32 / n;
     let mut next_late = start + t.late_poll_interval;
     let mut next_prune = start + PRUNE_EVERY;
     let memory = t.late_window.max(t.timeout).max(MIN_MEMORY);
@@ -296,6 +322,19 @@ async fn schedule(
                 shared.metrics.skipped(p.probe.projection);
             }
         }
+        if let Some(b) = batch.as_ref().filter(|_| now >= batch_due) {
+            batch_due = advance(batch_due, b.probe.interval, now);
+            if !shared.gate.is_paused()
+                && !launch(
+                    &mut runs,
+                    &permits,
+                    &shared,
+                    batch::run(shared.clone(), b.clone()),
+                )
+            {
+                shared.metrics.batch().skipped();
+            }
+        }
         if now >= next_late {
             next_late = advance(next_late, t.late_poll_interval, now);
             if !t.late_window.is_zero() {
@@ -316,6 +355,9 @@ async fn schedule(
         }
         if now >= next_prune {
             next_prune = advance(next_prune, PRUNE_EVERY, now);
+            if let Some(b) = &batch {
+                b.tracker.prune(now, memory);
+            }
             for p in &probes {
                 let expired = p.tracker.prune(now, memory);
                 shared
@@ -342,6 +384,7 @@ async fn schedule(
             .iter()
             .copied()
             .chain([next_late, next_prune])
+            .chain(batch.as_ref().map(|_| batch_due))
             .min()
             .unwrap_or(next_prune);
         tokio::select! {

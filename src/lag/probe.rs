@@ -41,7 +41,7 @@ const LOW_QUALITY: &str = "0.40";
 const RECOVERY_SESSIONS: u32 = 2;
 /// The probe events' `meta.correlation_id`: constant, so the marker occurs
 /// once per stored event and a second occurrence means a real duplicate.
-const CORRELATION_ID: &str = "rehab-canary-probe";
+pub(super) const CORRELATION_ID: &str = "rehab-canary-probe";
 
 struct Defaults {
     route: &'static str,
@@ -211,13 +211,7 @@ impl Probe {
             None => self.read_url(&marker)?,
         };
         let body = match self.projection {
-            Projection::Stream => self.render(&marker, |b| {
-                b.str("session_id", &marker);
-                b.str("prescribed_exercise_id", "canary_probe_template");
-                b.str("exercise_id", "canary_probe");
-                b.display_str("start_time", now());
-                b.display("prescribed_reps", 10);
-            }),
+            Projection::Stream => self.render(&marker, |b| session_start(b, &marker)),
             Projection::Adherence | Projection::Quality => {
                 self.render(&marker, |b| completion(b, &marker, "0.90"))
             }
@@ -286,6 +280,15 @@ impl Probe {
 
 fn now() -> humantime::Rfc3339Timestamp {
     humantime::format_rfc3339_millis(SystemTime::now())
+}
+
+/// A session start marked with `session_id` (the stream and batch probes').
+pub(super) fn session_start(b: &mut ObjWriter, session_id: &str) {
+    b.str("session_id", session_id);
+    b.str("prescribed_exercise_id", "canary_probe_template");
+    b.str("exercise_id", "canary_probe");
+    b.display_str("start_time", now());
+    b.display("prescribed_reps", 10);
 }
 
 fn completion(b: &mut ObjWriter, session_id: &str, quality: &str) {

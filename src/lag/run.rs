@@ -37,7 +37,7 @@ impl Drop for Busy<'_> {
 }
 
 /// GET and parse one read.
-async fn read(client: &TargetClient, url: &Url) -> Result<Value, ReadFailure> {
+pub(super) async fn read(client: &TargetClient, url: &Url) -> Result<Value, ReadFailure> {
     let resp = client.get(url.clone()).await;
     match resp.outcome {
         Outcome::Status(200..=299) => super::visibility::parse(&resp.body),
@@ -51,7 +51,7 @@ async fn read(client: &TargetClient, url: &Url) -> Result<Value, ReadFailure> {
 }
 
 /// The service's id of the created event, when its 201 body says it.
-fn event_id_of(body: &Bytes) -> Option<Box<str>> {
+pub(super) fn event_id_of(body: &Bytes) -> Option<Box<str>> {
     #[derive(serde::Deserialize)]
     struct Created<'a> {
         #[serde(borrow)]
@@ -62,11 +62,11 @@ fn event_id_of(body: &Bytes) -> Option<Box<str>> {
 }
 
 /// One finished poll of a probe run.
-struct PollDone {
+pub(super) struct PollDone {
     /// Launch order within the run.
-    k: u32,
-    span: Span,
-    result: Result<Value, ReadFailure>,
+    pub k: u32,
+    pub span: Span,
+    pub result: Result<Value, ReadFailure>,
 }
 
 /// One read, timed from its launch to its answer. It holds its slot of the
@@ -80,7 +80,17 @@ fn poll(
     slot: Option<OwnedSemaphorePermit>,
 ) -> impl std::future::Future<Output = PollDone> + Send + 'static {
     shared.metrics.read_sent(proj);
-    let client = shared.client.clone();
+    timed_read(&shared.client, url, k, slot)
+}
+
+/// [`poll`] without the counting: the caller counts its own reads.
+pub(super) fn timed_read(
+    client: &TargetClient,
+    url: &Url,
+    k: u32,
+    slot: Option<OwnedSemaphorePermit>,
+) -> impl std::future::Future<Output = PollDone> + Send + 'static {
+    let client = client.clone();
     let url = url.clone();
     let sent = Instant::now();
     async move {
@@ -104,40 +114,73 @@ struct Posted {
     committed: Option<Result<SystemTime, StampError>>,
 }
 
-/// The polls of one probe event so far.
+/// The polls of one probe event (or batch) so far.
 #[derive(Default)]
-struct Polls {
-    done: Vec<Poll>,
+pub(super) struct Polls {
+    pub done: Vec<Poll>,
     launched: u32,
     /// Launch order and instant of the polls still in flight.
-    in_flight: Vec<(u32, Instant)>,
+    pub in_flight: Vec<(u32, Instant)>,
     /// The earliest launch of a poll that saw the event.
-    first_hit: Option<Instant>,
+    pub first_hit: Option<Instant>,
     /// The service's applied time, from the first hit that carried one.
     applied: Option<Result<SystemTime, StampError>>,
     /// The timeout passed: no more scheduled polls, only the last look.
-    last_phase: bool,
+    pub last_phase: bool,
     /// When the (next) last look is due, and which poll it is once sent.
-    last_look_due: Option<Instant>,
-    last_look: Option<u32>,
+    pub last_look_due: Option<Instant>,
+    pub last_look: Option<u32>,
     /// The last look answered and missed.
-    missed: bool,
+    pub missed: bool,
     /// The last look failed `FINAL_ATTEMPTS` times.
-    unreadable: bool,
+    pub unreadable: bool,
     final_failures: u32,
 }
 
 impl Polls {
     /// Every poll that could still move the bracket has answered: with a
     /// hit, every poll launched before it; without, every poll.
-    fn settled(&self) -> bool {
+    pub fn settled(&self) -> bool {
         match self.first_hit {
             Some(hit) => self.in_flight.iter().all(|(_, s)| *s > hit),
             None => self.in_flight.is_empty(),
         }
     }
 
-    fn launch<F: std::future::Future<Output = PollDone>>(
+    /// A poll answered, hit or not (`hit` is `None` when it could not be
+    /// judged); whether it was the last look. Moves the state machine on.
+    pub fn answered(&mut self, done: &PollDone, hit: Option<bool>, t: &Timing) -> bool {
+        self.in_flight.retain(|(k, _)| *k != done.k);
+        let last_look = self.last_look == Some(done.k);
+        match hit {
+            Some(hit) => {
+                self.done.push(Poll {
+                    span: done.span,
+                    hit,
+                });
+                if hit {
+                    let at = done.span.sent;
+                    self.first_hit = Some(self.first_hit.map_or(at, |h| h.min(at)));
+                } else if last_look {
+                    self.missed = true;
+                }
+            }
+            None if last_look => {
+                // One failed read is no verdict: look again shortly, a few
+                // times.
+                self.final_failures += 1;
+                if self.final_failures >= FINAL_ATTEMPTS {
+                    self.unreadable = true;
+                } else {
+                    self.last_look_due = Some(done.span.recv + t.poll_initial);
+                }
+            }
+            None => {}
+        }
+        last_look
+    }
+
+    pub fn launch<F: std::future::Future<Output = PollDone>>(
         &mut self,
         running: &mut FuturesUnordered<F>,
         f: impl FnOnce(u32, Option<OwnedSemaphorePermit>) -> F,
@@ -295,10 +338,9 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                 deadline = acked + t.timeout;
             }
             Some(done) = running.next(), if !running.is_empty() => {
-                let done: PollDone = done;
-                polls.in_flight.retain(|(k, _)| *k != done.k);
-                let last_look = polls.last_look == Some(done.k);
-                let judged = done.result.and_then(|doc| {
+                let mut done: PollDone = done;
+                let result = std::mem::replace(&mut done.result, Err(ReadFailure::Shape));
+                let judged = result.and_then(|doc| {
                     let hit = p.probe.rule.check(&doc, &check, &mut seqs)?;
                     Ok((hit, doc))
                 });
@@ -309,31 +351,16 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                             let observed = p.tracker.observe(&mut seqs, done.span.mid());
                             account(&shared, &p, observed, done.span);
                         }
-                        polls.done.push(Poll { span: done.span, hit });
-                        if hit {
-                            let at = done.span.sent;
-                            polls.first_hit = Some(polls.first_hit.map_or(at, |h| h.min(at)));
-                            if !matches!(polls.applied, Some(Ok(_))) {
-                                if let Some(sc) = &p.probe.server_clock {
-                                    polls.applied = Some(p.probe.applied(&doc, seq, &sc.applied));
-                                }
+                        polls.answered(&done, Some(hit), t);
+                        if hit && !matches!(polls.applied, Some(Ok(_))) {
+                            if let Some(sc) = &p.probe.server_clock {
+                                polls.applied = Some(p.probe.applied(&doc, seq, &sc.applied));
                             }
-                        } else if last_look {
-                            polls.missed = true;
                         }
                     }
                     Err(f) => {
                         shared.log_once(Once::Read(f), proj, &f);
-                        if last_look {
-                            // One failed read is no verdict: look again
-                            // shortly, a few times.
-                            polls.final_failures += 1;
-                            if polls.final_failures >= FINAL_ATTEMPTS {
-                                polls.unreadable = true;
-                            } else {
-                                polls.last_look_due = Some(done.span.recv + t.poll_initial);
-                            }
-                        }
+                        polls.answered(&done, None, t);
                     }
                 }
             }
@@ -417,7 +444,7 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
 /// moves the polls by a uniformly random share of one gap at every elapsed
 /// time. A steady lag then meets a random point of the bracket each time,
 /// so the bracket error averages out instead of repeating the same offset.
-fn first_poll(t: &Timing, sent: Instant) -> (Duration, Instant) {
+pub(super) fn first_poll(t: &Timing, sent: Instant) -> (Duration, Instant) {
     let u: f64 = rand::random();
     if t.poll_backoff > 1.0 {
         let gap = t
@@ -433,14 +460,16 @@ fn first_poll(t: &Timing, sent: Instant) -> (Duration, Instant) {
 
 /// Lets polls still in flight answer in the background, so their
 /// keep-alive connections go back to the pool instead of being cut.
-fn drain(running: FuturesUnordered<impl std::future::Future<Output = PollDone> + Send + 'static>) {
+pub(super) fn drain(
+    running: FuturesUnordered<impl std::future::Future<Output = PollDone> + Send + 'static>,
+) {
     if !running.is_empty() {
         tokio::spawn(async move { running.for_each(|_| async {}).await });
     }
 }
 
 /// A sleep that never ends within a run.
-fn far_future() -> Instant {
+pub(super) fn far_future() -> Instant {
     static FAR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     *FAR.get_or_init(|| Instant::now() + Duration::from_secs(86_400 * 365 * 30))
 }

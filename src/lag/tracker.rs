@@ -97,6 +97,14 @@ impl Tracker {
         i.next_seq
     }
 
+    /// The first of `n` consecutive sequence numbers (a probe batch).
+    pub fn next_seqs(&self, n: u64) -> u64 {
+        let mut i = self.inner.lock();
+        let first = i.next_seq + 1;
+        i.next_seq += n;
+        first
+    }
+
     /// The service acknowledged `seq` (sent at `sent` with trace `trace`,
     /// 201 at `acked`).
     pub fn posted(

@@ -53,7 +53,7 @@ pub use config::{
 pub use error::SimError;
 pub use faults::{Faults, FaultsPatch};
 pub use tls::TlsConfig;
-pub use truth::LAG_BUCKETS;
+pub use truth::{BatchTruth, LAG_BUCKETS};
 
 /// A running simulator.
 pub struct SimHandle {
@@ -111,7 +111,12 @@ impl SimHandle {
             .collect()
     }
 
-    /// The current fault set.
+    /// The most recent `/events/batch` requests' truths (when their first
+    /// and last event became visible), oldest first.
+    pub fn recent_batches(&self) -> Vec<BatchTruth> {
+        self.truth.recent_batches()
+    }
+
     /// The `traceparent` of recent requests per route (as `/sim/traces`).
     pub fn traces(&self) -> std::collections::HashMap<&'static str, Vec<traces::Received>> {
         self.traces.snapshot()

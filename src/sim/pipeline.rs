@@ -16,7 +16,7 @@ use super::config::PipelineConfig;
 use super::envelope::{now_ms, Event};
 use super::faults::{FaultState, Faults};
 use super::store::Store;
-use super::truth::Truth;
+use super::truth::{BatchWatch, Truth};
 
 /// Pending lag observations kept for delayed events; beyond this (only with
 /// huge delays at high rates) lags are observed at apply time instead, with
@@ -29,7 +29,48 @@ pub struct Queued {
     /// When the 201 was produced (just before the handler returns it).
     pub accepted_at: Instant,
     pub duplicate: bool,
+    /// The `/events/batch` request it came with, whose whole visibility
+    /// is part of the truth.
+    pub batch: Option<Arc<BatchWatch>>,
 }
+
+/// One event becoming visible: what the truth records at that instant.
+struct Visible {
+    at: Instant,
+    lag: f64,
+    id: Arc<str>,
+    batch: Option<Arc<BatchWatch>>,
+}
+
+impl Visible {
+    fn record(self, truth: &Truth) {
+        truth.observe_lag(&self.id, self.lag);
+        if let Some(b) = &self.batch {
+            truth.batch_event_visible(b, self.lag);
+        }
+    }
+}
+
+/// Ordered by instant only (the heap's order).
+impl Ord for Visible {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl PartialOrd for Visible {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Visible {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Visible {}
 
 /// The ingestion side of the queue: one bounded partition per processor,
 /// chosen by patient, so one patient's events are applied in the order they
@@ -89,7 +130,7 @@ struct Ctx {
     store: Arc<Store>,
     faults: Arc<FaultState>,
     truth: Arc<Truth>,
-    visibility: mpsc::UnboundedSender<(Instant, f64, Arc<str>)>,
+    visibility: mpsc::UnboundedSender<Visible>,
 }
 
 /// Starts the processors and the visibility timer; they stop when
@@ -194,14 +235,19 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
         if q.duplicate {
             ctx.truth.duplicated.inc();
         }
-        let lag = visible_at
-            .saturating_duration_since(q.accepted_at)
-            .as_secs_f64();
+        let v = Visible {
+            at: visible_at,
+            lag: visible_at
+                .saturating_duration_since(q.accepted_at)
+                .as_secs_f64(),
+            id: q.event.id.clone(),
+            batch: q.batch,
+        };
         if visible_at <= now {
             // Visible the moment it was applied.
-            ctx.truth.observe_lag(&q.event.id, lag);
-        } else if let Err(e) = ctx.visibility.send((visible_at, lag, q.event.id.clone())) {
-            ctx.truth.observe_lag(&e.0 .2, lag);
+            v.record(&ctx.truth);
+        } else if let Err(e) = ctx.visibility.send(v) {
+            e.0.record(&ctx.truth);
         }
     }
 }
@@ -209,15 +255,13 @@ fn apply_batch(ctx: &Ctx, batch: &mut Vec<Queued>) {
 /// Observes each delayed event's lag when it becomes visible, so a scrape
 /// never counts an event a reader could not yet see.
 async fn visibility_timer(
-    mut rx: mpsc::UnboundedReceiver<(Instant, f64, Arc<str>)>,
+    mut rx: mpsc::UnboundedReceiver<Visible>,
     truth: Arc<Truth>,
     shutdown: CancellationToken,
 ) {
-    // (visible_at, lag in nanoseconds, event id): f64 is not `Ord`,
-    // nanoseconds are.
-    let mut pending: BinaryHeap<Reverse<(Instant, u64, Arc<str>)>> = BinaryHeap::new();
+    let mut pending: BinaryHeap<Reverse<Visible>> = BinaryHeap::new();
     loop {
-        let next = pending.peek().map(|Reverse((at, _, _))| *at);
+        let next = pending.peek().map(|Reverse(v)| v.at);
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
@@ -227,18 +271,18 @@ async fn visibility_timer(
         tokio::select! {
             () = shutdown.cancelled() => return,
             msg = rx.recv() => {
-                let Some((at, lag, id)) = msg else { return };
+                let Some(v) = msg else { return };
                 if pending.len() >= MAX_PENDING_VISIBILITY {
-                    truth.observe_lag(&id, lag);
+                    v.record(&truth);
                     continue;
                 }
-                pending.push(Reverse((at, (lag * 1e9) as u64, id)));
+                pending.push(Reverse(v));
             }
             () = sleep => {
                 let now = Instant::now();
-                while pending.peek().is_some_and(|Reverse((at, _, _))| *at <= now) {
-                    if let Some(Reverse((_, lag_ns, id))) = pending.pop() {
-                        truth.observe_lag(&id, lag_ns as f64 / 1e9);
+                while pending.peek().is_some_and(|Reverse(v)| v.at <= now) {
+                    if let Some(Reverse(v)) = pending.pop() {
+                        v.record(&truth);
                     }
                 }
             }

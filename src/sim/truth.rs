@@ -3,6 +3,7 @@
 //! the numbers a canary's own measurements are checked against.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -33,6 +34,51 @@ pub const BATCH_BUCKETS: [f64; 20] = [
     0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.030, 0.040, 0.050, 0.060, 0.080, 0.100, 0.150,
     0.200, 0.300, 0.500, 1.0, 2.0, 5.0, 10.0,
 ];
+
+/// Batches' truths kept verbatim (the most recent ones).
+pub const RECENT_BATCHES: usize = 2_000;
+
+/// One `/events/batch` request followed from its 201 until every event of
+/// it that was queued is visible: the truth of a batch probe.
+#[derive(Debug)]
+pub struct BatchWatch {
+    /// The `event_id` of the batch's first event, as the 201 lists it.
+    first_id: Arc<str>,
+    events: usize,
+    dropped: usize,
+    remaining: AtomicUsize,
+    /// Smallest and largest lag so far, as `f64` bits.
+    first: AtomicU64,
+    last: AtomicU64,
+}
+
+impl BatchWatch {
+    /// `queued` of the batch's `events` will be applied (the rest dropped).
+    pub fn new(first_id: Arc<str>, events: usize, queued: usize) -> Arc<Self> {
+        Arc::new(BatchWatch {
+            first_id,
+            events,
+            dropped: events - queued,
+            remaining: AtomicUsize::new(queued),
+            first: AtomicU64::new(f64::INFINITY.to_bits()),
+            last: AtomicU64::new(0f64.to_bits()),
+        })
+    }
+}
+
+/// What a batch's truth says once its last queued event is visible.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchTruth {
+    pub first_event_id: Arc<str>,
+    pub events: usize,
+    /// Events answered 201 but dropped: the batch never became whole.
+    pub dropped: usize,
+    /// Seconds from the 201 to the first event visible.
+    pub first_visible: f64,
+    /// Seconds from the 201 until every event was visible; `None` when
+    /// some were dropped.
+    pub visible: Option<f64>,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -88,6 +134,7 @@ pub struct Truth {
     pub lag: Histogram,
     pub queue_depth: Gauge,
     pub batch_duration: Histogram,
+    pub batch_visible: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub faults: Family<FaultLabels, Counter>,
     pub patients: Gauge,
@@ -95,6 +142,7 @@ pub struct Truth {
     pub trimmed_events: Counter,
     pub evicted_patients: Counter,
     recent_lags: Mutex<VecDeque<(Arc<str>, f64)>>,
+    recent_batches: Mutex<VecDeque<BatchTruth>>,
 }
 
 impl Default for Truth {
@@ -116,6 +164,7 @@ impl Truth {
             lag: Histogram::new(LAG_BUCKETS),
             queue_depth: Gauge::default(),
             batch_duration: Histogram::new(BATCH_BUCKETS),
+            batch_visible: Histogram::new(LAG_BUCKETS),
             requests: Family::default(),
             faults: Family::default(),
             patients: Gauge::default(),
@@ -123,6 +172,7 @@ impl Truth {
             trimmed_events: Counter::default(),
             evicted_patients: Counter::default(),
             recent_lags: Mutex::new(VecDeque::new()),
+            recent_batches: Mutex::new(VecDeque::new()),
         };
         registry.register(
             "rehab_sim_events_accepted",
@@ -163,6 +213,12 @@ impl Truth {
             "rehab_sim_batch_duration_seconds",
             "Time from a batch's first event being taken off the queue to the batch applied",
             t.batch_duration.clone(),
+        );
+        registry.register(
+            "rehab_sim_batch_visible_seconds",
+            "True time from a /events/batch request's 201 until every event of it is visible \
+             (batches with a dropped event never are, and are not counted)",
+            t.batch_visible.clone(),
         );
         registry.register(
             "rehab_sim_requests",
@@ -206,6 +262,44 @@ impl Truth {
             recent.pop_front();
         }
         recent.push_back((event_id.clone(), lag));
+    }
+
+    /// One event of `batch` became visible `lag` seconds after its 201.
+    pub fn batch_event_visible(&self, batch: &BatchWatch, lag: f64) {
+        let bits = lag.to_bits();
+        // Non-negative floats order as their bits do.
+        batch.first.fetch_min(bits, Ordering::Relaxed);
+        batch.last.fetch_max(bits, Ordering::Relaxed);
+        if batch.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.batch_done(batch);
+        }
+    }
+
+    /// Records a batch whose queued events are all visible (or that had
+    /// none to wait for).
+    pub fn batch_done(&self, batch: &BatchWatch) {
+        let first = f64::from_bits(batch.first.load(Ordering::Acquire));
+        let last = f64::from_bits(batch.last.load(Ordering::Acquire));
+        let visible = (batch.dropped == 0).then_some(last);
+        if let Some(v) = visible {
+            self.batch_visible.observe(v);
+        }
+        let mut recent = self.recent_batches.lock();
+        if recent.len() == RECENT_BATCHES {
+            recent.pop_front();
+        }
+        recent.push_back(BatchTruth {
+            first_event_id: batch.first_id.clone(),
+            events: batch.events,
+            dropped: batch.dropped,
+            first_visible: first,
+            visible,
+        });
+    }
+
+    /// The most recent batches' truths, oldest first.
+    pub fn recent_batches(&self) -> Vec<BatchTruth> {
+        self.recent_batches.lock().iter().cloned().collect()
     }
 
     /// The most recent true lags, oldest first (at most [`RECENT_LAGS`]).
@@ -267,6 +361,27 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn a_batch_is_whole_when_its_last_queued_event_is_visible() {
+        let t = Truth::new();
+        let b = BatchWatch::new("e1".into(), 3, 3);
+        t.batch_event_visible(&b, 0.05);
+        t.batch_event_visible(&b, 0.02);
+        assert!(t.recent_batches().is_empty());
+        t.batch_event_visible(&b, 0.04);
+        let r = &t.recent_batches()[0];
+        assert_eq!((r.first_visible, r.visible), (0.02, Some(0.05)));
+        // One of three dropped: never whole, its first event still timed.
+        let d = BatchWatch::new("e2".into(), 3, 2);
+        t.batch_event_visible(&d, 0.03);
+        t.batch_event_visible(&d, 0.03);
+        let r = &t.recent_batches()[1];
+        assert_eq!((r.dropped, r.visible, r.first_visible), (1, None, 0.03));
+        assert!(t
+            .encode()
+            .contains("rehab_sim_batch_visible_seconds_count 1"));
     }
 
     #[test]

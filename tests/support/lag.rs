@@ -30,6 +30,7 @@ pub fn config(sim: &SimHandle, probes: &[&str], tweak: impl FnOnce(&mut Config))
     for p in Projection::ALL {
         cfg.lag.probes[p].enabled = probes.contains(&p.as_str());
     }
+    cfg.lag.probes.batch.enabled = probes.contains(&"batch");
     tweak(&mut cfg);
     cfg
 }

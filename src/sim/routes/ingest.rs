@@ -3,6 +3,7 @@
 //! registration and consent.
 
 use crate::sim::traces::CreatedEvent;
+use crate::sim::truth::BatchWatch;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -57,6 +58,7 @@ fn roll_queued(f: &Faults, event: Event, accepted_at: Instant) -> Option<Queued>
         event,
         accepted_at,
         duplicate: roll(f.duplicate_rate),
+        batch: None,
     })
 }
 
@@ -175,6 +177,7 @@ pub(super) async fn create_batch(State(s): S, body: Result<Bytes, BytesRejection
         )
         .as_bytes(),
     );
+    let first_id = events[0].id.clone();
     let consent = events.iter().rev().find_map(|e| e.consent_id.clone());
     let therapist = events.iter().rev().find_map(|e| e.therapist_id.clone());
     let mut queued = Vec::with_capacity(n);
@@ -189,9 +192,17 @@ pub(super) async fn create_batch(State(s): S, body: Result<Bytes, BytesRejection
     }
     out.extend_from_slice(b"]}");
     let dropped = (n - queued.len()) as u64;
+    let watch = BatchWatch::new(first_id, n, queued.len());
+    for q in &mut queued {
+        q.batch = Some(watch.clone());
+    }
+    let nothing_to_wait_for = queued.is_empty();
     if s.pipeline.try_enqueue_all(queued).is_err() {
         s.truth.reject(RejectReason::queue_full);
         return unavailable("queue_full", "ingestion queue is full");
+    }
+    if nothing_to_wait_for {
+        s.truth.batch_done(&watch);
     }
     s.truth.dropped.inc_by(dropped);
     s.store
