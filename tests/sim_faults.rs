@@ -422,6 +422,68 @@ async fn max_events_per_second_caps_ingestion_with_503() {
 }
 
 #[tokio::test]
+async fn apply_events_per_second_caps_the_processors_so_the_queue_grows_then_pushes_back() {
+    // 20 events/s applied; a queue of 40. Ingestion is not capped.
+    let (sim, c, base) = api_with(|cfg| {
+        cfg.pipeline.queue_capacity = 40;
+        cfg.pipeline.processors = 2;
+        cfg.pipeline.batch_size = 10;
+        cfg.faults.apply_events_per_second = 20;
+    })
+    .await;
+    let t = Instant::now();
+    let (mut created, mut full) = (0, 0);
+    for i in 0..80 {
+        let r = post_event(&c, &base, &feedback("papply", &format!("{i}"))).await;
+        match r.status().as_u16() {
+            201 => created += 1,
+            503 => {
+                assert_eq!(r.headers()["retry-after"], "1");
+                full += 1;
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    let text = metrics_text(&c, &base).await;
+    let applied = sample(&text, "rehab_sim_events_applied_total");
+    // By construction: at most 20/s plus one batch per processor applied
+    // however the posting went.
+    let bound = 20.0 * t.elapsed().as_secs_f64() + 20.0;
+    assert!(applied <= bound, "{applied} applied, bound {bound}");
+    assert!(
+        full > 0,
+        "the queue filled and pushed back: {created} / {full}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"rehab_sim_events_rejected_total{reason="queue_full"}"#
+        ),
+        f64::from(full)
+    );
+    let depth = sample(&text, "rehab_sim_queue_depth");
+    assert!(depth > 0.0 && depth <= 40.0, "depth {depth}");
+    // The detail route reports the same queue.
+    let detail: Value = c
+        .get(format!("{base}/health/detailed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(detail["queue"]["depth"].as_f64().unwrap() > 0.0, "{detail}");
+    // Healed, everything accepted is applied.
+    sim.set_faults(Faults::default());
+    eventually("queue drained", DEADLINE, || async {
+        let text = metrics_text(&c, &base).await;
+        (sample(&text, "rehab_sim_events_applied_total") == f64::from(created)).then_some(())
+    })
+    .await;
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn faults_from_config_and_handle() {
     let (sim, c, base) = api_with(|cfg| cfg.faults.error_rate = 1.0).await;
     assert_eq!(

@@ -65,6 +65,11 @@ pub struct Faults {
     pub stall_projector: bool,
     /// Ingestion capacity in events per second (0 = unlimited); beyond it, 503.
     pub max_events_per_second: u64,
+    /// What the processors apply together, in events per second (0 =
+    /// unlimited): offered more, the queue grows (the service's queue depth
+    /// rises with the lag it causes) until it is full and ingestion answers
+    /// 503 with `Retry-After`, Broadway's backpressure.
+    pub apply_events_per_second: u64,
 }
 
 /// A partial fault update: a field left out keeps its value.
@@ -87,6 +92,7 @@ pub struct FaultsPatch {
     pub projection_delay_ms: Option<u64>,
     pub stall_projector: Option<bool>,
     pub max_events_per_second: Option<u64>,
+    pub apply_events_per_second: Option<u64>,
 }
 
 impl FaultsPatch {
@@ -111,6 +117,9 @@ impl FaultsPatch {
             max_events_per_second: self
                 .max_events_per_second
                 .unwrap_or(base.max_events_per_second),
+            apply_events_per_second: self
+                .apply_events_per_second
+                .unwrap_or(base.apply_events_per_second),
         }
     }
 }
@@ -187,6 +196,9 @@ pub struct FaultState {
     current: ArcSwap<Faults>,
     changed: watch::Sender<Arc<Faults>>,
     bucket: Mutex<TokenBucket>,
+    /// When the processors' shared capacity is next free
+    /// (`apply_events_per_second`).
+    apply_free: Mutex<Instant>,
 }
 
 impl FaultState {
@@ -197,6 +209,7 @@ impl FaultState {
             current: ArcSwap::new(initial),
             changed,
             bucket: Mutex::new(TokenBucket::new(Instant::now())),
+            apply_free: Mutex::new(Instant::now()),
         }
     }
 
@@ -226,6 +239,20 @@ impl FaultState {
             return true;
         }
         self.bucket.lock().take(limit, n, Instant::now())
+    }
+
+    /// When a batch of `n` events may be applied under
+    /// `apply_events_per_second`: the processors share one schedule, so
+    /// together they never apply faster. `None` when unlimited.
+    pub fn apply_slot(&self, limit: u64, n: usize) -> Option<Instant> {
+        if limit == 0 {
+            return None;
+        }
+        let mut free = self.apply_free.lock();
+        let start = (*free).max(Instant::now());
+        let done = start + Duration::from_secs_f64(n as f64 / limit as f64);
+        *free = done;
+        Some(done)
     }
 
     /// Extra latency to inject before one request's handler (`None` when

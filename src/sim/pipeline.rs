@@ -218,6 +218,14 @@ async fn processor(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Queued>, shutdown: Canc
         if !wait_unstalled(&mut faults, &shutdown).await {
             return;
         }
+        // A capped pipeline takes its share of time for the batch.
+        let cap = ctx.faults.load().apply_events_per_second;
+        if let Some(at) = ctx.faults.apply_slot(cap, batch.len()) {
+            tokio::select! {
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
         apply_batch(&ctx, &mut batch);
         ctx.truth
             .batch_duration
