@@ -252,10 +252,48 @@ impl BatchMetrics {
         });
     }
 
+    /// The batch probe at a glance, for `/status` and the landing page.
+    pub fn snapshot(&self) -> BatchSnapshot {
+        let i = &self.inner;
+        BatchSnapshot {
+            probes_total: i.probes.get(),
+            events_total: i.events.get(),
+            lost_total: i.lost.get(),
+            late_total: i.late.get(),
+            duplicated_total: i.duplicated.get(),
+            failed_total: i.failures.iter().map(Counter::get).sum(),
+            recent: i
+                .recent
+                .lock()
+                .iter()
+                .rev()
+                .take(STATUS_SAMPLES)
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// The newest batch samples, oldest first.
     pub fn recent(&self) -> Vec<BatchSample> {
         self.inner.recent.lock().iter().cloned().collect()
     }
+}
+
+/// Batches shown in `/status`.
+const STATUS_SAMPLES: usize = 5;
+
+/// The batch probe's totals and newest samples (newest first).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BatchSnapshot {
+    pub probes_total: u64,
+    pub events_total: u64,
+    pub lost_total: u64,
+    pub late_total: u64,
+    pub duplicated_total: u64,
+    /// Batches with no sample at all (POST failed or rejected, reads
+    /// unreadable).
+    pub failed_total: u64,
+    pub recent: Vec<BatchSample>,
 }
 
 /// What [`BatchMetrics::record`] records.
@@ -268,4 +306,69 @@ pub struct BatchRecord<'a> {
     pub visible: Option<Estimate>,
     pub first_visible: Option<Estimate>,
     pub lost: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lag::LagMetrics;
+    use crate::metrics::tap::IntervalData;
+    use crate::metrics::Format;
+
+    fn est(ms: u64, unc: u64) -> Estimate {
+        Estimate {
+            lag: Duration::from_millis(ms),
+            end_to_end: Duration::from_millis(ms + 1),
+            uncertainty: Duration::from_millis(unc),
+        }
+    }
+
+    #[test]
+    fn a_batch_lands_in_the_histograms_the_tap_and_the_snapshot() {
+        let mut r = Exposition::default();
+        let lag = LagMetrics::register(&mut r);
+        let tap = Arc::new(RunTap::default());
+        lag.attach_tap(tap.clone());
+        let m = lag.batch();
+        m.probe_sent();
+        m.accepted(20);
+        m.record(BatchRecord {
+            event_id: "evt_first",
+            trace: TraceId(0x1234),
+            events: 20,
+            post: Duration::from_millis(3),
+            visible: Some(est(700, 4)),
+            first_visible: Some(est(650, 4)),
+            lost: 0,
+        });
+        // A batch with two events missing: no full-visibility sample.
+        m.record(BatchRecord {
+            event_id: "evt_next",
+            trace: TraceId(0x5678),
+            events: 20,
+            post: Duration::from_millis(3),
+            visible: None,
+            first_visible: Some(est(40, 2)),
+            lost: 2,
+        });
+        let text = String::from_utf8(r.encode(Format::OpenMetrics, 0)).unwrap();
+        for line in [
+            "rehab_canary_batch_visible_seconds_count{projection=\"stream\"} 1",
+            "rehab_canary_batch_first_visible_seconds_count{projection=\"stream\"} 2",
+            "rehab_canary_batch_visible_seconds_bucket{le=\"1.0\",projection=\"stream\"} 1",
+            "rehab_canary_batch_events_lost_total 2",
+            "rehab_canary_batch_probe_events_total 20",
+            "rehab_canary_batch_probe_failures_total{reason=\"error\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains("event_id=\"evt_first\""), "exemplar");
+        let mut d = IntervalData::default();
+        tap.take(&mut d);
+        assert_eq!((d.batch.count(), d.lost), (1, 2));
+        assert!((d.batch.quantile(0.95).unwrap() - 0.7).abs() < 0.01);
+        let snap = m.snapshot();
+        assert_eq!((snap.lost_total, snap.recent.len()), (2, 2));
+        assert_eq!(&*snap.recent[0].event_id, "evt_next", "newest first");
+    }
 }

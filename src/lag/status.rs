@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::batch_metrics::BatchSnapshot;
 use super::metrics::{window_seconds, LagMetrics, ProjectionSnapshot};
 use crate::html::escape;
 use crate::status::StatusSection;
@@ -44,6 +45,7 @@ impl StatusSection for LagStatus {
             "window_seconds": window_seconds(),
             "in_flight": self.metrics.in_flight_now(),
             "projections": self.metrics.snapshot(),
+            "batch": self.metrics.batch().snapshot(),
         })
     }
 
@@ -67,8 +69,37 @@ impl StatusSection for LagStatus {
             row(&mut h, &p);
         }
         h.push_str("</table>");
+        batch(&mut h, &self.metrics.batch().snapshot());
         Some(h)
     }
+}
+
+/// One line on the batch probe: its newest batch and its totals.
+fn batch(h: &mut String, b: &BatchSnapshot) {
+    if b.probes_total == 0 {
+        return;
+    }
+    let _ = write!(h, "<p>Batch probe: {} batches, {} events", b.probes_total, b.events_total);
+    if let Some(last) = b.recent.first() {
+        let _ = write!(
+            h,
+            "; newest batch of {}: every event visible after {}, the first after {}",
+            last.events,
+            pm(last.visible_seconds, last.visible_uncertainty_seconds),
+            pm(last.first_visible_seconds, last.first_visible_uncertainty_seconds),
+        );
+    }
+    let bad = |n: u64| if n > 0 { " class=\"err\"" } else { "" };
+    let _ = writeln!(
+        h,
+        ". <span{}>Lost {}</span>, late {}, duplicated {}, <span{}>failed batches {}</span>.</p>",
+        bad(b.lost_total),
+        b.lost_total,
+        b.late_total,
+        b.duplicated_total,
+        bad(b.failed_total),
+        b.failed_total,
+    );
 }
 
 fn row(h: &mut String, p: &ProjectionSnapshot) {
@@ -142,6 +173,9 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("<td>work_queue</td><td colspan=\"13\">disabled</td>"));
+        // No batch yet: no batch line.
+        assert!(!html.contains("Batch probe"));
+        assert_eq!(v["batch"]["probes_total"], 0);
         let u95 = stream["p95_uncertainty_seconds"].as_f64().unwrap();
         assert!((u95 - 0.004).abs() < 0.0001, "{u95}");
         assert_eq!(stream["recent"][0]["uncertainty_seconds"], 0.004);
