@@ -24,6 +24,9 @@ pub enum ModeKind {
     Steady,
     /// Stepwise ramp until an SLO breaks, then refine.
     Capacity,
+    /// The seed's Broadway scenario: sustained, bursts as batches, a ramp
+    /// of batched ingestion, backpressure (`oneshot::broadway`).
+    Broadway,
 }
 
 impl ModeKind {
@@ -32,6 +35,7 @@ impl ModeKind {
         match self {
             ModeKind::Steady => "steady",
             ModeKind::Capacity => "capacity",
+            ModeKind::Broadway => "broadway",
         }
     }
 }
@@ -58,6 +62,42 @@ pub struct ProfileConfig {
     pub abort_on_fail: Option<bool>,
     pub thresholds: ThresholdsConfig,
     pub capacity: CapacityConfig,
+    pub broadway: BroadwayConfig,
+}
+
+/// The `broadway` mode's phases (see `oneshot::broadway`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BroadwayConfig {
+    /// Share of sessions uploaded as batches in the first two phases
+    /// (default 0.2); the last two batch every session.
+    pub batch_share: Option<f64>,
+    /// The ramp climbs from the rate to this multiple of it (default 2).
+    pub ramp_multiplier: Option<f64>,
+    pub ramp_steps: Option<u32>,
+    /// The backpressure phase runs at this multiple of the rate (default 3),
+    /// never past `traffic.max_events_per_second`.
+    pub backpressure_multiplier: Option<f64>,
+}
+
+/// [`BroadwayConfig`] with its defaults filled in.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BroadwayPhases {
+    pub batch_share: f64,
+    pub ramp_multiplier: f64,
+    pub ramp_steps: u32,
+    pub backpressure_multiplier: f64,
+}
+
+impl BroadwayConfig {
+    pub fn phases(&self) -> BroadwayPhases {
+        BroadwayPhases {
+            batch_share: self.batch_share.unwrap_or(0.2),
+            ramp_multiplier: self.ramp_multiplier.unwrap_or(2.0),
+            ramp_steps: self.ramp_steps.unwrap_or(4),
+            backpressure_multiplier: self.backpressure_multiplier.unwrap_or(3.0),
+        }
+    }
 }
 
 /// k6-style thresholds; unset ones come from `[slo]`.
@@ -124,14 +164,16 @@ pub fn builtin(name: &str) -> Option<ProfileConfig> {
             events_per_second: None,
             ..steady(600, 1500.0)
         },
-        // Sensor uploads: every minute a 5 s burst at twice the rate, i.e.
-        // 5000 events on top of the sustained 1000/s; the peak (2000/s) stays
-        // within the default rate ceiling.
+        // The seed's Broadway scenario in four phases (`oneshot::broadway`):
+        // 1000/s sustained, then every minute (at least twice per phase) a
+        // 5 s burst at twice the rate uploaded as batches, then a ramp of
+        // batched ingestion to 2000/s, then 3000/s capped at the ceiling.
         "broadway" => ProfileConfig {
+            mode: Some(ModeKind::Broadway),
             burst_every: Some(secs(60)),
             burst_duration: Some(secs(5)),
             burst_multiplier: Some(2.0),
-            ..steady(300, 1000.0)
+            ..steady(480, 1000.0)
         },
         "capacity" => ProfileConfig {
             mode: Some(ModeKind::Capacity),
@@ -179,6 +221,10 @@ pub fn merge(mut base: ProfileConfig, top: &ProfileConfig) -> ProfileConfig {
     overlay!(base, top, capacity.step_duration);
     overlay!(base, top, capacity.settle);
     overlay!(base, top, capacity.refine_steps);
+    overlay!(base, top, broadway.batch_share);
+    overlay!(base, top, broadway.ramp_multiplier);
+    overlay!(base, top, broadway.ramp_steps);
+    overlay!(base, top, broadway.backpressure_multiplier);
     base
 }
 
@@ -253,7 +299,7 @@ pub fn problems(cfg: &Config, name: &str, p: &ProfileConfig, errs: &mut Errors) 
                 );
             }
         }
-        ModeKind::Steady => {
+        ModeKind::Steady | ModeKind::Broadway => {
             let rate = rate(cfg, p);
             if rate > ceiling {
                 errs.invalid(
@@ -340,6 +386,24 @@ fn check(p: &ProfileConfig, key: &dyn Fn(&str) -> String, errs: &mut Errors) {
     }
     if c.refine_steps.is_some_and(|n| n > 10) {
         fail("capacity.refine_steps", "must be at most 10");
+    }
+    let b = &p.broadway;
+    if b.batch_share.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+        fail("broadway.batch_share", "must be a share between 0 and 1");
+    }
+    for (field, v) in [
+        ("broadway.ramp_multiplier", b.ramp_multiplier),
+        (
+            "broadway.backpressure_multiplier",
+            b.backpressure_multiplier,
+        ),
+    ] {
+        if v.is_some_and(|v| !(v.is_finite() && (1.0..=100.0).contains(&v))) {
+            fail(field, "must be a number between 1 and 100");
+        }
+    }
+    if b.ramp_steps.is_some_and(|n| !(1..=20).contains(&n)) {
+        fail("broadway.ramp_steps", "must be between 1 and 20");
     }
 }
 

@@ -88,6 +88,15 @@ impl TargetDetail {
         g
     }
 
+    /// The last value read for `name`; `None` when the field is not
+    /// configured or its last poll could not read it.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        let g = self.fields.get(&FieldLabels {
+            field: name.to_owned(),
+        })?;
+        Some(g.get()).filter(|v| !v.is_nan())
+    }
+
     pub fn error(&self, e: DetailError) {
         self.errors[e as usize].inc();
     }

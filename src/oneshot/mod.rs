@@ -8,6 +8,7 @@
 //! failed (or the run was interrupted), 64 usage or config error, 70 the run
 //! could not be carried out (port busy, results not writable).
 
+pub mod broadway;
 pub mod capacity;
 pub mod profile;
 pub mod pushgateway;
@@ -128,8 +129,23 @@ pub async fn run(
     );
     let recorder = Recorder::spawn(daemon.metrics().clone(), tap);
     let mut interrupt = interrupt;
+    let mut broadway = None;
     let (ended, capacity) = match &profile.mode {
         Mode::Steady => (steady(&recorder, &profile, &mut interrupt).await, None),
+        Mode::Broadway(plan) => {
+            let o = broadway::run(
+                &daemon,
+                &cfg,
+                &recorder,
+                &profile,
+                plan,
+                lag_enabled,
+                &mut interrupt,
+            )
+            .await;
+            broadway = Some((o.report, o.judged));
+            (o.ended, None)
+        }
         Mode::Capacity(plan) => {
             let (ended, c) = ramp(
                 &daemon,
@@ -184,7 +200,19 @@ pub async fn run(
             (vec![row], ended == Ended::Interrupted, None)
         }
         (None, ended) => (
-            thresholds::judge(&profile.thresholds, &recording.run, lag_enabled),
+            {
+                // Broadway: the load phases, with every loss of the run.
+                let judged = match &broadway {
+                    Some((_, phases)) => {
+                        let mut t = phases.clone();
+                        t.lost = recording.run.lost;
+                        t.late = recording.run.late;
+                        t
+                    }
+                    None => recording.run.clone(),
+                };
+                thresholds::judge(&profile.thresholds, &judged, lag_enabled)
+            },
             ended == Ended::Interrupted,
             match ended {
                 Ended::Aborted(ids) => Some(ids),
@@ -203,6 +231,7 @@ pub async fn run(
         mode: match profile.mode {
             Mode::Steady => ModeKind::Steady,
             Mode::Capacity(_) => ModeKind::Capacity,
+            Mode::Broadway(_) => ModeKind::Broadway,
         },
         target,
         started_at,
@@ -225,6 +254,7 @@ pub async fn run(
         totals: SpanTotals::of(&recording.run),
         bursts: RunReport::bursts_of(&recording.samples),
         capacity,
+        broadway: broadway.map(|(b, _)| b),
         timeseries: recording.samples,
     };
 

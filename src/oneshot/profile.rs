@@ -51,10 +51,26 @@ pub struct CapacityPlan {
     pub ceiling: f64,
 }
 
+/// The `broadway` mode's phases, resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BroadwayPlan {
+    pub batch_share: f64,
+    pub ramp_multiplier: f64,
+    pub ramp_steps: u32,
+    pub backpressure_multiplier: f64,
+    /// The bursts phase's bursts (the profile's burst settings).
+    pub burst_every: Duration,
+    pub burst_duration: Duration,
+    pub burst_multiplier: f64,
+    /// `traffic.max_events_per_second`: no phase passes the safety rail.
+    pub ceiling: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mode {
     Steady,
     Capacity(CapacityPlan),
+    Broadway(BroadwayPlan),
 }
 
 /// A profile resolved against the config: what the run does and how it is judged.
@@ -114,6 +130,23 @@ pub fn resolve(
             // The ramp's first rate is what the engine starts with.
             traffic.events_per_second = plan.start.min(plan.ceiling);
             Mode::Capacity(plan)
+        }
+        ModeKind::Broadway => {
+            let b = p.broadway.phases();
+            let plan = BroadwayPlan {
+                batch_share: b.batch_share,
+                ramp_multiplier: b.ramp_multiplier,
+                ramp_steps: b.ramp_steps,
+                backpressure_multiplier: b.backpressure_multiplier,
+                burst_every: traffic.burst.every,
+                burst_duration: traffic.burst.duration,
+                burst_multiplier: traffic.burst.multiplier,
+                ceiling: traffic.max_events_per_second,
+            };
+            // The phases set the bursts themselves: the first has none.
+            traffic.burst.duration = Duration::ZERO;
+            traffic.batch.share = b.batch_share;
+            Mode::Broadway(plan)
         }
     };
     let t = &p.thresholds;
@@ -187,10 +220,20 @@ mod tests {
         let smoke = resolve(&cfg, "smoke", Some(secs(5))).unwrap();
         assert_eq!(smoke.duration, secs(5));
         let broadway = resolve(&cfg, "broadway", None).unwrap();
-        let b = &broadway.traffic.burst;
-        assert!(b.enabled());
-        let extra = (b.multiplier - 1.0) * 1000.0 * b.duration.as_secs_f64();
+        let Mode::Broadway(b) = &broadway.mode else {
+            panic!("{:?}", broadway.mode)
+        };
+        let extra = (b.burst_multiplier - 1.0) * 1000.0 * b.burst_duration.as_secs_f64();
         assert_eq!(extra, 5000.0, "each burst adds 5000 events");
+        assert_eq!((b.batch_share, b.ramp_steps), (0.2, 4));
+        assert_eq!(
+            b.ceiling, 2000.0,
+            "the backpressure phase stops at the rail"
+        );
+        assert!(
+            !broadway.traffic.burst.enabled(),
+            "the first phase has no bursts"
+        );
         assert!(matches!(
             resolve(&cfg, "capacity", None).unwrap().mode,
             Mode::Capacity(_)

@@ -70,6 +70,19 @@ impl Totals {
         self.late += d.late;
     }
 
+    /// Adds another span's totals (the spans follow each other).
+    pub fn absorb(&mut self, o: &Totals) {
+        self.seconds += o.seconds;
+        self.scheduled += o.scheduled;
+        self.sent += o.sent;
+        self.accepted += o.accepted;
+        self.requests.add(&o.requests);
+        self.lag.add(&o.lag);
+        self.batch.add(&o.batch);
+        self.lost += o.lost;
+        self.late += o.late;
+    }
+
     /// Mean scheduled rate over the span.
     pub fn scheduled_rate(&self) -> f64 {
         if self.seconds > 0.0 {

@@ -252,6 +252,9 @@ pub struct RunReport {
     /// `[start, end]` seconds of each burst, from the samples.
     pub bursts: Vec<[f64; 2]>,
     pub capacity: Option<Capacity>,
+    /// The `broadway` mode's phases; absent in other modes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadway: Option<super::broadway::Broadway>,
     /// One row per second.
     pub timeseries: Vec<Sample>,
 }

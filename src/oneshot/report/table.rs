@@ -143,6 +143,10 @@ pub fn render(r: &RunReport) -> String {
             );
         }
     }
+    if let Some(b) = &r.broadway {
+        let _ = writeln!(out);
+        out.push_str(&crate::oneshot::broadway::table(b));
+    }
     let _ = writeln!(out);
     out.push_str(&threshold_rows(&r.thresholds));
     let _ = writeln!(out);

@@ -131,6 +131,7 @@ fn report() -> RunReport {
         totals: totals(),
         bursts: vec![[1.0, 4.0]],
         capacity: None,
+        broadway: None,
         timeseries,
     }
 }
