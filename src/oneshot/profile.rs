@@ -274,7 +274,8 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(
             &path,
-            "[profiles.x]\nevents_per_second = -5\nwhat = 1\n[profiles.x.thresholds]\nlatency_percentile = 120\n",
+            "[profiles.x]\nevents_per_second = -5\nwhat = 1\n[profiles.x.thresholds]\nlatency_percentile = 120\n\
+             [profiles.x.broadway]\nbatch_share = 2\nramp_steps = 0\nbackpressure_multiplier = 0.5\n",
         )
         .unwrap();
         let err = Config::load_with_env(Some(&path), Vec::new()).unwrap_err();
@@ -285,6 +286,13 @@ mod tests {
             keys.contains(&"profiles.x.thresholds.latency_percentile"),
             "{keys:?}"
         );
+        for k in [
+            "profiles.x.broadway.batch_share",
+            "profiles.x.broadway.ramp_steps",
+            "profiles.x.broadway.backpressure_multiplier",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
     }
 
     #[test]
