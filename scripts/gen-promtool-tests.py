@@ -73,6 +73,9 @@ slo_groups('latency', 'Latency', lat(20, 100), lat(98, 100) + [
 lag = lambda b, c: [s('rehab_canary_projection_lag_seconds_bucket', 'projection="stream",le="0.1"', f'0+{b}x80'),
                     s('rehab_canary_projection_lag_seconds_count', 'projection="stream"', f'0+{c}x80')]
 slo_groups('projection_lag', 'ProjectionLag', lag(20, 100), lag(98, 100))
+batch = lambda b, c: [s('rehab_canary_batch_visible_seconds_bucket', 'projection="stream",le="1.0"', f'0+{b}x80'),
+                      s('rehab_canary_batch_visible_seconds_count', 'projection="stream"', f'0+{c}x80')]
+slo_groups('batch_latency', 'BatchLatency', batch(20, 100), batch(98, 100))
 tp = lambda acc, target, paused, sent=60000, dropped=0: [s('rehab_canary_events_accepted_total', 'kind="session_started"', f'0+{acc}x80'),
                                   s('rehab_canary_events_sent_total', 'kind="session_started"', f'0+{sent}x80'),
                                   s('rehab_canary_iterations_dropped_total', 'reason="max_in_flight"', f'0+{dropped}x80'),
@@ -82,6 +85,62 @@ tp = lambda acc, target, paused, sent=60000, dropped=0: [s('rehab_canary_events_
 slo_groups('throughput', 'Throughput', tp(30000, 1000, 0, sent=30000, dropped=30000), tp(59900, 1000, 0), [
     ('a canary configured under min_events_per_second is not judged', tp(3000, 200, 0, sent=12000)),
     ('a paused canary is not judged', tp(0, 1000, 1, sent=30000))])
+
+# --- critical levels: firing past critical; quiet between target and critical ---
+def critical(stem, fire, fire_labels, quiets, fire_t='15m', pending_t='4m'):
+    alert = f'RehabCanary{stem}Critical'
+    tests.append({'name': f'{alert}: past the critical level fires after its for, not before', 'interval': '1m',
+                  'input_series': fire,
+                  'alert_rule_test': [case(alert, pending_t, []), case(alert, fire_t, fire_labels)]})
+    for (desc, series) in quiets:
+        tests.append({'name': f'{alert}: {desc}', 'interval': '1m', 'input_series': series,
+                      'alert_rule_test': [case(alert, fire_t, [])]})
+# 2 % errors against the 1 % critical level; 0.5 % is past the 0.1 % target only.
+critical('Availability',
+         [s('rehab_canary_requests_total', 'endpoint="events_create",status="201"', '0+980x30'),
+          s('rehab_canary_requests_total', 'endpoint="events_create",status="500"', '0+20x30')],
+         [{'job': J, 'slo': 'availability'}],
+         [('0.5 % errors warn but are not critical',
+           [s('rehab_canary_requests_total', 'endpoint="events_create",status="201"', '0+995x30'),
+            s('rehab_canary_requests_total', 'endpoint="events_create",status="500"', '0+5x30'),
+            # Health checks are not user traffic.
+            s('rehab_canary_requests_total', 'endpoint="health",status="500"', '0+1000x30')])])
+def buckets(name, labels, per_le):
+    return [s(f'{name}_bucket', f'{labels},le="{le}"', f'0+{n}x30') for le, n in per_le]
+# p95 in (0.5, 1] s against 500 ms; p95 0.425 s is past the 200 ms target only.
+critical('Latency',
+         buckets('rehab_canary_request_duration_seconds', 'endpoint="events_create"',
+                 [('0.2', 50), ('0.5', 80), ('1.0', 100), ('+Inf', 100)]),
+         [{'job': J}],
+         [('a p95 between target and critical warns but is not critical',
+           buckets('rehab_canary_request_duration_seconds', 'endpoint="events_create"',
+                   [('0.2', 80), ('0.5', 100), ('1.0', 100), ('+Inf', 100)])
+           # Slow health checks are not user traffic.
+           + buckets('rehab_canary_request_duration_seconds', 'endpoint="health"',
+                     [('0.2', 0), ('0.5', 0), ('1.0', 0), ('+Inf', 100)]))])
+# p95 in (1, 2.5] s against 1 s; p95 0.91 s is past the 100 ms target only.
+critical('ProjectionLag',
+         buckets('rehab_canary_projection_lag_seconds', 'projection="stream"',
+                 [('0.1', 50), ('1.0', 80), ('2.5', 100), ('+Inf', 100)]),
+         [{'job': J}],
+         [('a p95 between target and critical warns but is not critical',
+           buckets('rehab_canary_projection_lag_seconds', 'projection="stream"',
+                   [('0.1', 50), ('1.0', 100), ('2.5', 100), ('+Inf', 100)]))])
+# p95 in (2, 5] s against 2 s; p95 1.9 s is past the 1 s target only.
+critical('BatchLatency',
+         buckets('rehab_canary_batch_visible_seconds', 'projection="stream"',
+                 [('1.0', 50), ('2.0', 80), ('5.0', 100), ('+Inf', 100)]),
+         [{'job': J}],
+         [('a p95 between target and critical warns but is not critical',
+           buckets('rehab_canary_batch_visible_seconds', 'projection="stream"',
+                   [('1.0', 50), ('2.0', 100), ('5.0', 100), ('+Inf', 100)]))])
+# At least: 400 of 1000 events/s accepted is under the critical 50 %; 700 is
+# under the 99 % objective only. Not judged under the floor or while paused.
+critical('Throughput', tp(24000, 1000, 0), [{'job': J}],
+         [('70 % accepted warns but is not critical', tp(42000, 1000, 0)),
+          ('a canary configured under min_events_per_second is not judged', tp(3000, 200, 0, sent=12000)),
+          ('a paused canary is not judged', tp(0, 1000, 1, sent=30000))],
+         fire_t='25m', pending_t='8m')
 
 # --- canary health -------------------------------------------------------------
 il = {'job': J, 'instance': I}

@@ -29,7 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the canary daemon until SIGTERM/SIGINT; with --profile, run once
-    /// for a bounded time, judge the thresholds and exit 0 (pass) or 1 (fail).
+    /// for a bounded time, judge the thresholds at their target and critical
+    /// levels and exit 0 (pass) or 1 (fail; see --fail-on).
     Run {
         /// TOML config file; env overrides use REHAB_CANARY__SECTION__KEY.
         #[arg(long, short)]
@@ -122,6 +123,33 @@ struct OneShotArgs {
     /// Push the final metrics and the verdict to this Prometheus Pushgateway.
     #[arg(long, value_name = "URL", requires = "profile")]
     push_gateway: Option<url::Url>,
+    /// Which level fails the run (exit 1). Each threshold reads PASS, WARN
+    /// (past its target, within its critical level) or FAIL (past critical).
+    /// `critical`: only a FAIL fails the run, a WARN exits 0; `warn`: a WARN
+    /// fails it too. abort_on_fail ends a run early at the same level.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "LEVEL",
+        default_value = "critical",
+        requires = "profile"
+    )]
+    fail_on: FailOnArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FailOnArg {
+    Warn,
+    Critical,
+}
+
+impl From<FailOnArg> for oneshot::thresholds::FailOn {
+    fn from(a: FailOnArg) -> Self {
+        match a {
+            FailOnArg::Warn => Self::Warn,
+            FailOnArg::Critical => Self::Critical,
+        }
+    }
 }
 
 /// How a subcommand ended: a status, or an error that says its own.
@@ -197,7 +225,8 @@ fn run(config: Option<PathBuf>, web_config_file: Option<PathBuf>, once: OneShotA
     }
 }
 
-/// `run --profile`: exit 0 pass, 1 threshold failed, 64 usage, 70 could not run.
+/// `run --profile`: exit 0 pass, 1 a threshold failed at the --fail-on level
+/// (or interrupted), 64 usage, 70 could not run.
 fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Ended {
     let opts = oneshot::Options {
         profile,
@@ -205,6 +234,7 @@ fn run_once(cfg: Config, args: OneShotArgs, profile: String) -> Ended {
         results_dir: args.results_dir,
         keep: args.keep,
         push_gateway: args.push_gateway,
+        fail_on: args.fail_on.into(),
     };
     let result = runtime(Exit::Software)?.block_on(async {
         let mut signals = match SignalEvents::register() {

@@ -1,6 +1,6 @@
 //! The HTML report of a real one-shot run: `rehab-canary run --profile`
 //! against the embedded reference API, with bursts, writes a report.html
-//! with the three charts, the five threshold rows and burst shading, and
+//! with the three charts, the six threshold rows and burst shading, and
 //! headless Chromium renders it. Chromium is required: a missing browser
 //! fails the test, it is never skipped.
 
@@ -131,7 +131,7 @@ fn serial_report_html_renders_in_headless_chromium() {
             "threshold row {id}"
         );
     }
-    assert_eq!(table.matches("<tr class=").count(), 5);
+    assert_eq!(table.matches("<tr class=").count(), 6);
     // 7 s with a 1 s burst every 3 s: at least one burst, on all charts.
     let shaded = html.matches("class=\"span\"").count();
     assert!(

@@ -1,6 +1,7 @@
 //! The shipped Prometheus rules: generated from the defaults (not stale),
 //! accepted by `promtool check rules`, every alert proven by `promtool test
-//! rules`, every runbook link landing on a real section, and the CLI's exit
+//! rules`, every runbook link landing on a real section, the dashboards'
+//! target and critical lines at the defaults' levels, and the CLI's exit
 //! codes. promtool missing is a failure, never a skip: `scripts/test.sh`
 //! installs Debian's `prometheus` package, which ships it.
 
@@ -59,6 +60,11 @@ fn promtool_check_rules_accepts_rules_from_a_non_default_config() {
     let mut cfg = Config::default().slo;
     cfg.window = std::time::Duration::from_secs(28 * 86_400);
     cfg.latency.threshold = std::time::Duration::from_secs(1);
+    cfg.latency.critical = std::time::Duration::from_secs(2);
+    cfg.batch_latency.objective = 99.0;
+    cfg.availability.critical = 97.5;
+    // No critical floor: the throughput critical alert is left out.
+    cfg.throughput.critical = 0.0;
     cfg.loss.objective = 99.99;
     cfg.job = "canary-eu".into();
     let dir = tempfile::tempdir().unwrap();
@@ -159,6 +165,21 @@ fn slo_rules_cli_writes_the_rules_and_exits_64_on_a_bad_config() {
     assert!(err.contains("slo.latency.threshold"), "{err}");
     assert!(err.contains("slo.window"), "{err}");
 
+    // A critical level stricter than its target, each direction.
+    std::fs::write(
+        &cfg,
+        "[slo.latency]\ncritical = \"100ms\"\n[slo.throughput]\ncritical = 2000.0\n",
+    )
+    .unwrap();
+    let out = run(canary(&["slo-rules", "--config"]).arg(&cfg));
+    assert_eq!(out.code, Some(64));
+    let err = &out.stderr;
+    assert!(
+        err.contains("slo.latency.critical: must be at least slo.latency.threshold"),
+        "{err}"
+    );
+    assert!(err.contains("slo.throughput.critical"), "{err}");
+
     std::fs::write(&cfg, "[slo.availability]\nobjective = 99.5\n").unwrap();
     let out = run(canary(&["slo-rules", "--config"])
         .arg(&cfg)
@@ -167,4 +188,85 @@ fn slo_rules_cli_writes_the_rules_and_exits_64_on_a_bad_config() {
     out.assert_success("slo-rules");
     let yaml = std::fs::read_to_string(&out_path).unwrap();
     assert!(yaml.contains("(14.4 * 0.005)"), "{yaml}");
+}
+
+/// Threshold steps of a dashboard panel, by title: the values of its dashed
+/// lines.
+fn dashed_lines(dashboard: &str, title: &str) -> Vec<f64> {
+    let path = root().join("grafana/dashboards").join(dashboard);
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let panel = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap_or_else(|| panic!("{dashboard}: no panel {title:?}"));
+    let defaults = &panel["fieldConfig"]["defaults"];
+    assert_eq!(
+        defaults["custom"]["thresholdsStyle"]["mode"], "dashed",
+        "{dashboard} {title:?} draws its thresholds"
+    );
+    let mut v: Vec<f64> = defaults["thresholds"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["value"].as_f64())
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+/// Grafana cannot read the config, so the lines are fixed numbers: they must
+/// be the defaults' target and critical levels.
+#[test]
+fn dashboards_draw_the_default_target_and_critical_levels() {
+    let slo = Config::default().slo;
+    let secs = |d: std::time::Duration| d.as_secs_f64();
+    let pair = |a: f64, b: f64| {
+        let mut v = vec![a, b];
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let latency = pair(secs(slo.latency.threshold), secs(slo.latency.critical));
+    let lag = pair(
+        secs(slo.projection_lag.threshold),
+        secs(slo.projection_lag.critical),
+    );
+    let batch = pair(
+        secs(slo.batch_latency.threshold),
+        secs(slo.batch_latency.critical),
+    );
+    let round = |x: f64| (x * 1e9).round() / 1e9;
+    let errors = pair(
+        round(1.0 - slo.availability.objective / 100.0),
+        round(1.0 - slo.availability.critical / 100.0),
+    );
+    let throughput = pair(
+        slo.throughput.objective / 100.0,
+        slo.throughput.critical_share(),
+    );
+    let overview = "rehab-canary-overview.json";
+    let slos = "rehab-canary-slos.json";
+    for (dashboard, title, want) in [
+        (overview, "Latency p95 per endpoint", &latency),
+        (overview, "Projection lag p95 per projection", &lag),
+        (overview, "Error ratio (availability SLI, 5m)", &errors),
+        (
+            overview,
+            "Batch latency (every event of a probe batch visible)",
+            &batch,
+        ),
+        (slos, "Error ratio (5m): target and critical", &errors),
+        (slos, "p95 latency (5m): target and critical", &latency),
+        (slos, "p95 projection lag (5m): target and critical", &lag),
+        (slos, "p95 batch latency (5m): target and critical", &batch),
+        (slos, "Accepted per target", &throughput),
+    ] {
+        let have: Vec<f64> = dashed_lines(dashboard, title)
+            .into_iter()
+            .map(round)
+            .collect();
+        assert_eq!(&have, want, "{dashboard} {title:?}");
+    }
 }

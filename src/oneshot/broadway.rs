@@ -182,7 +182,7 @@ pub(super) async fn run(
     recorder: &Recorder,
     profile: &Profile,
     plan: &BroadwayPlan,
-    lag_enabled: bool,
+    probes: thresholds::Probes,
     interrupt: &mut Interrupt,
 ) -> Outcome {
     let span = Span { daemon, recorder };
@@ -244,9 +244,10 @@ pub(super) async fn run(
                         interrupted = true;
                         break;
                     };
-                    let passed = !thresholds::judge(&step_thresholds(profile), &t, lag_enabled)
+                    // As a capacity step: within every target.
+                    let passed = !thresholds::judge(&step_thresholds(profile), &t, probes)
                         .iter()
-                        .any(Verdict::failed);
+                        .any(Verdict::missed_target);
                     if passed {
                         best = Some(best.map_or(r, |b: f64| b.max(r)));
                     }
@@ -289,7 +290,7 @@ pub(super) async fn run(
             batch_share: c.traffic.batch.share,
             bursts_as_batches: c.traffic.burst.as_batches && c.traffic.burst.enabled(),
             judged: is_judged,
-            thresholds: thresholds::judge(&step_thresholds(profile), &totals, lag_enabled),
+            thresholds: thresholds::judge(&step_thresholds(profile), &totals, probes),
             totals: SpanTotals::of(&totals),
             backpressure: Pushback::since(before, daemon),
             queue_depth: depth,
@@ -330,6 +331,8 @@ pub fn table(b: &Broadway) -> String {
         };
         let result = if p.thresholds.iter().any(Verdict::failed) {
             "FAIL"
+        } else if p.thresholds.iter().any(Verdict::missed_target) {
+            "WARN"
         } else {
             "PASS"
         };

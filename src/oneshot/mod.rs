@@ -4,9 +4,10 @@
 //! HTML report), optionally pushed to a Pushgateway. A release gate in CI,
 //! and with the `capacity` profile, a capacity finder.
 //!
-//! Exit codes (see `main.rs`): 0 every threshold passed, 1 a threshold
-//! failed (or the run was interrupted), 64 usage or config error, 70 the run
-//! could not be carried out (port busy, results not writable).
+//! Exit codes (see `main.rs`): 0 no threshold failed, 1 a threshold failed
+//! at the `--fail-on` level (past critical by default; past the target with
+//! `--fail-on warn`) or the run was interrupted, 64 usage or config error,
+//! 70 the run could not be carried out (port busy, results not writable).
 
 pub mod broadway;
 pub mod capacity;
@@ -35,7 +36,7 @@ use report::{
     StoppedBy, Tool,
 };
 use results::ResultsError;
-use thresholds::{Comparison, Status, Unit, Verdict};
+use thresholds::{Comparison, FailOn, Probes, Status, Unit, Verdict};
 
 /// Longest wait, after traffic stops, for probe events still being watched
 /// beyond `lag.timeout` (they resolve as seen or lost within the timeout).
@@ -51,6 +52,8 @@ pub struct Options {
     /// `--keep`: remove run folders older than this after the run.
     pub keep: Option<Duration>,
     pub push_gateway: Option<url::Url>,
+    /// `--fail-on`: whether a WARN row fails the run.
+    pub fail_on: FailOn,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +100,13 @@ pub async fn run(
     let profile = profile::resolve(&cfg, &opts.profile, opts.run_for)?;
     let mut cfg = cfg;
     cfg.traffic = profile.traffic.clone();
-    let lag_enabled = cfg.shard_lag().probes.any_enabled();
+    // The probes this shard runs: the lag row needs a projection probe (the
+    // batch probe feeds its own row).
+    let shard_lag = cfg.shard_lag();
+    let probes = Probes {
+        lag: shard_lag.probes.iter().any(|(_, p)| p.enabled),
+        batch: shard_lag.probes.batch.enabled,
+    };
     let started = SystemTime::now();
     let started_at = humantime::format_rfc3339_seconds(started).to_string();
     // Made before the run, so an unwritable results dir fails in a second,
@@ -131,7 +140,10 @@ pub async fn run(
     let mut interrupt = interrupt;
     let mut broadway = None;
     let (ended, capacity) = match &profile.mode {
-        Mode::Steady => (steady(&recorder, &profile, &mut interrupt).await, None),
+        Mode::Steady => (
+            steady(&recorder, &profile, opts.fail_on, &mut interrupt).await,
+            None,
+        ),
         Mode::Broadway(plan) => {
             let o = broadway::run(
                 &daemon,
@@ -139,7 +151,7 @@ pub async fn run(
                 &recorder,
                 &profile,
                 plan,
-                lag_enabled,
+                probes,
                 &mut interrupt,
             )
             .await;
@@ -153,7 +165,7 @@ pub async fn run(
                 &recorder,
                 &profile,
                 plan,
-                lag_enabled,
+                probes,
                 &mut interrupt,
             )
             .await;
@@ -194,6 +206,7 @@ pub async fn run(
                 value: c.events_per_second,
                 comparison: Comparison::AtLeast,
                 target: required,
+                critical: None,
                 unit: Unit::EventsPerSecond,
                 detail: Some(format!("ramp stopped by {}", c.stopped_by)),
             };
@@ -211,7 +224,7 @@ pub async fn run(
                     }
                     None => recording.run.clone(),
                 };
-                thresholds::judge(&profile.thresholds, &judged, lag_enabled)
+                thresholds::judge(&profile.thresholds, &judged, probes)
             },
             ended == Ended::Interrupted,
             match ended {
@@ -236,7 +249,8 @@ pub async fn run(
         target,
         started_at,
         finished_at: humantime::format_rfc3339_seconds(finished).to_string(),
-        outcome: RunReport::outcome_of(&thresholds, interrupted),
+        outcome: RunReport::outcome_of(&thresholds, interrupted, opts.fail_on),
+        fail_on: opts.fail_on,
         aborted,
         interrupted,
         planned: Planned {
@@ -298,8 +312,15 @@ async fn hold(d: Duration, interrupt: &mut Interrupt) -> bool {
     }
 }
 
-/// One rate for the whole run, checked every second for `abort_on_fail`.
-async fn steady(recorder: &Recorder, profile: &Profile, interrupt: &mut Interrupt) -> Ended {
+/// One rate for the whole run, checked every second for `abort_on_fail`:
+/// doomed at the level that fails the run (`fail_on`), so a run that can
+/// only end in warnings is not cut short under the default.
+async fn steady(
+    recorder: &Recorder,
+    profile: &Profile,
+    fail_on: FailOn,
+    interrupt: &mut Interrupt,
+) -> Ended {
     loop {
         let left = profile.duration.saturating_sub(recorder.elapsed());
         if left.is_zero() {
@@ -311,7 +332,13 @@ async fn steady(recorder: &Recorder, profile: &Profile, interrupt: &mut Interrup
         if profile.abort_on_fail {
             let elapsed = recorder.elapsed();
             let doomed = recorder.with(|r| {
-                thresholds::doomed(&profile.thresholds, &r.run, elapsed, profile.duration)
+                thresholds::doomed(
+                    &profile.thresholds,
+                    &r.run,
+                    elapsed,
+                    profile.duration,
+                    fail_on,
+                )
             });
             if !doomed.is_empty() {
                 tracing::warn!(thresholds = ?doomed, "abort_on_fail: these thresholds cannot pass");
@@ -321,14 +348,17 @@ async fn steady(recorder: &Recorder, profile: &Profile, interrupt: &mut Interrup
     }
 }
 
-/// The capacity ramp: each step holds a rate, settles, then is judged.
+/// The capacity ramp: each step holds a rate, settles, then is judged. A
+/// step passes only within every target (a WARN fails it whatever
+/// `--fail-on` says): the figure is the rate the service sustains within
+/// its SLOs.
 async fn ramp(
     daemon: &Daemon,
     cfg: &Config,
     recorder: &Recorder,
     profile: &Profile,
     plan: &CapacityPlan,
-    lag_enabled: bool,
+    probes: Probes,
     interrupt: &mut Interrupt,
 ) -> (Ended, Capacity) {
     // Each step is judged against its own schedule, not a fixed floor.
@@ -362,8 +392,8 @@ async fn ramp(
             break StoppedBy::Interrupted;
         }
         let totals = recorder.with(|r| r.phase.clone());
-        let verdicts = thresholds::judge(&step_thresholds, &totals, lag_enabled);
-        let passed = !verdicts.iter().any(Verdict::failed);
+        let verdicts = thresholds::judge(&step_thresholds, &totals, probes);
+        let passed = !verdicts.iter().any(Verdict::missed_target);
         let sent_rate = if totals.seconds > 0.0 {
             totals.sent as f64 / totals.seconds
         } else {

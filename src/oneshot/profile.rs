@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use super::thresholds::FailOn;
 use crate::config::load::Errors;
 use crate::config::profile::{layered, problems, rate, secs, ModeKind, ProfileConfig, BUILTIN};
 use crate::config::{Config, ConfigErrors, TrafficConfig};
@@ -23,21 +24,53 @@ pub fn names(cfg: &Config) -> Vec<String> {
     names
 }
 
-/// Thresholds ready to judge with.
+/// Thresholds ready to judge with, at two levels: each target, and its
+/// critical level (never stricter than the target).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Thresholds {
     /// Quantile in (0, 1).
     pub latency_quantile: f64,
     pub latency: Duration,
+    pub latency_critical: Duration,
     /// Fraction in [0, 1].
     pub max_error_ratio: f64,
+    pub max_error_ratio_critical: f64,
     pub min_events_per_second: Option<f64>,
     /// Fraction of the scheduled rate that must be accepted, when
     /// `min_events_per_second` is not set.
     pub throughput_ratio: f64,
+    /// The critical floor as a fraction of the target's basis: of the
+    /// scheduled rate, or of `min_events_per_second` when that is set.
+    pub throughput_critical_share: f64,
     pub lag_quantile: f64,
     pub lag: Duration,
+    pub lag_critical: Duration,
+    pub batch_quantile: f64,
+    pub batch: Duration,
+    pub batch_critical: Duration,
+    /// One level: any loss beyond it fails.
     pub max_lost_events: u64,
+}
+
+impl Thresholds {
+    /// The thresholds whose targets are `level`'s: the critical levels for
+    /// [`FailOn::Critical`], the targets themselves for [`FailOn::Warn`].
+    pub fn at(&self, level: FailOn) -> Thresholds {
+        match level {
+            FailOn::Warn => self.clone(),
+            FailOn::Critical => Thresholds {
+                latency: self.latency_critical,
+                max_error_ratio: self.max_error_ratio_critical,
+                min_events_per_second: self
+                    .min_events_per_second
+                    .map(|m| m * self.throughput_critical_share),
+                throughput_ratio: self.throughput_critical_share,
+                lag: self.lag_critical,
+                batch: self.batch_critical,
+                ..self.clone()
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -151,20 +184,33 @@ pub fn resolve(
     };
     let t = &p.thresholds;
     let slo = &cfg.slo;
+    // Rounded so 100 − 99.9 reads 0.1 %, not 0.09999999999999432 %.
+    let error_ratio = |percent: f64| (percent * 1e9).round() / 1e11;
+    let latency = t.latency.unwrap_or(slo.latency.threshold);
+    let max_error_ratio = error_ratio(
+        t.max_error_percent
+            .unwrap_or(100.0 - slo.availability.objective),
+    );
+    let throughput_ratio = slo.throughput.objective / 100.0;
+    let lag = t.lag.unwrap_or(slo.projection_lag.threshold);
+    // A profile may loosen a target past its critical level; the critical
+    // level then follows it (the row is judged at one level).
     let thresholds = Thresholds {
         latency_quantile: t.latency_percentile.unwrap_or(slo.latency.objective) / 100.0,
-        latency: t.latency.unwrap_or(slo.latency.threshold),
-        // Rounded so 100 − 99.9 reads 0.1 %, not 0.09999999999999432 %.
-        max_error_ratio: (t
-            .max_error_percent
-            .unwrap_or(100.0 - slo.availability.objective)
-            * 1e9)
-            .round()
-            / 1e11,
+        latency,
+        latency_critical: slo.latency.critical.max(latency),
+        max_error_ratio,
+        max_error_ratio_critical: error_ratio(100.0 - slo.availability.critical)
+            .max(max_error_ratio),
         min_events_per_second: t.min_events_per_second,
-        throughput_ratio: slo.throughput.objective / 100.0,
+        throughput_ratio,
+        throughput_critical_share: slo.throughput.critical_share().min(throughput_ratio),
         lag_quantile: t.lag_percentile.unwrap_or(slo.projection_lag.objective) / 100.0,
-        lag: t.lag.unwrap_or(slo.projection_lag.threshold),
+        lag,
+        lag_critical: slo.projection_lag.critical.max(lag),
+        batch_quantile: slo.batch_latency.objective / 100.0,
+        batch: slo.batch_latency.threshold,
+        batch_critical: slo.batch_latency.critical,
         max_lost_events: t.max_lost_events.unwrap_or(0),
     };
     Ok(Profile {
@@ -215,6 +261,14 @@ mod tests {
         assert!((load.thresholds.max_error_ratio - 0.001).abs() < 1e-9);
         assert_eq!(load.thresholds.lag, Duration::from_millis(100));
         assert_eq!(load.thresholds.max_lost_events, 0);
+        // The seed's critical levels.
+        assert_eq!(load.thresholds.latency_critical, Duration::from_millis(500));
+        assert!((load.thresholds.max_error_ratio_critical - 0.01).abs() < 1e-12);
+        assert_eq!(load.thresholds.throughput_critical_share, 0.5);
+        assert_eq!(load.thresholds.lag_critical, Duration::from_secs(1));
+        assert_eq!(load.thresholds.batch, Duration::from_secs(1));
+        assert_eq!(load.thresholds.batch_critical, Duration::from_secs(2));
+        assert!((load.thresholds.batch_quantile - 0.95).abs() < 1e-9);
         let stress = resolve(&cfg, "stress", None).unwrap();
         assert_eq!(stress.traffic.events_per_second, 1500.0);
         let smoke = resolve(&cfg, "smoke", Some(secs(5))).unwrap();
@@ -248,6 +302,10 @@ mod tests {
         );
         let load = resolve(&cfg, "load", None).unwrap();
         assert_eq!(load.duration, secs(120));
+        // Looser than the 500 ms critical level: the critical level follows.
+        let cfg_loose = cfg_with("[profiles.load.thresholds]\nlatency = \"1s\"\n");
+        let loose = resolve(&cfg_loose, "load", None).unwrap().thresholds;
+        assert_eq!(loose.latency_critical, Duration::from_secs(1));
         assert_eq!(
             load.traffic.events_per_second, 1000.0,
             "kept from the built-in"

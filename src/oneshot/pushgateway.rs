@@ -37,20 +37,34 @@ pub fn verdict_metrics(r: &RunReport, now_unix: f64) -> String {
     single(
         &mut out,
         "rehab_canary_run_success",
-        "1 if the run passed every threshold, else 0",
+        "1 if the run passed (exit 0: no threshold failed at the --fail-on level), else 0",
         &u8::from(r.outcome == RunVerdict::Pass),
     );
     gauge(
         &mut out,
         "rehab_canary_run_threshold_passed",
-        "1 if the threshold passed, 0 if it failed (skipped ones are absent)",
+        "1 if the threshold met its target (PASS), else 0 (skipped ones are absent)",
     );
-    for v in r.thresholds.iter().filter(|v| v.status != Status::Skipped) {
+    let judged = || r.thresholds.iter().filter(|v| v.status != Status::Skipped);
+    for v in judged() {
         let _ = writeln!(
             out,
             "rehab_canary_run_threshold_passed{{threshold=\"{}\"}} {}",
             v.id,
             u8::from(v.status == Status::Pass)
+        );
+    }
+    gauge(
+        &mut out,
+        "rehab_canary_run_threshold_within_critical",
+        "1 if the threshold stayed within its critical level (PASS or WARN), else 0 (skipped ones are absent)",
+    );
+    for v in judged() {
+        let _ = writeln!(
+            out,
+            "rehab_canary_run_threshold_within_critical{{threshold=\"{}\"}} {}",
+            v.id,
+            u8::from(!v.failed())
         );
     }
     gauge(

@@ -1,11 +1,12 @@
-//! Generates the Prometheus rules (recording rules, SLO burn-rate alerts and
-//! canary-health alerts) from the `[slo]` config. The output is plain data
+//! Generates the Prometheus rules (recording rules, SLO burn-rate alerts, a
+//! critical-level alert per SLO signal, and canary-health alerts) from the
+//! `[slo]` config. The output is plain data
 //! ([`RuleFile`]), rendered to YAML in `render.rs`; tests walk the data
 //! (every recording rule, every alert) instead of parsing YAML back.
 
 use std::time::Duration;
 
-use crate::config::slo::{SloConfig, ThresholdObjectiveConfig};
+use crate::config::slo::{SloConfig, ThresholdLevels};
 
 /// Short windows of the SLIs; the compliance window (`slo.window`) is added.
 pub const SLI_WINDOWS: [&str; 7] = ["5m", "30m", "1h", "2h", "6h", "1d", "3d"];
@@ -80,7 +81,23 @@ struct Slo {
     ratio: Box<dyn Fn(&str) -> String>,
     /// Extra condition ANDed into the burn alerts (throughput's floor).
     gate: Option<String>,
+    /// The alert at the seed's critical level, beside the burn-rate alerts:
+    /// a budget burns over hours, a critical level is crossed now.
+    critical: Option<Critical>,
 }
+
+/// `RehabCanary<stem>Critical`.
+struct Critical {
+    expr: String,
+    for_: &'static str,
+    summary: String,
+    description: String,
+}
+
+/// How long a signal stays past its critical level before the alert fires
+/// (the texts say "5 minutes"): as long as the window it is computed over,
+/// so one slow spell does not page.
+const CRITICAL_FOR: &str = "5m";
 
 /// A Prometheus duration string (`30d`, `36h`) for a whole number of hours.
 pub fn prom_duration(d: Duration) -> String {
@@ -113,6 +130,20 @@ fn le(seconds: f64) -> String {
     format!("{seconds:?}")
 }
 
+/// `200 ms`, `1 s`, `2.5 s`: a level as the alert texts say it.
+fn human(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", num(d.as_secs_f64()))
+    }
+}
+
+/// `p95` for an objective of 95 (%), `p99.9` for 99.9.
+fn percentile(objective: f64) -> String {
+    format!("p{}", num(objective))
+}
+
 /// `bad / all`, each counter summed by job over the window.
 fn counter_ratio(bad: String, all: &'static str) -> Box<dyn Fn(&str) -> String> {
     Box::new(move |w| {
@@ -122,11 +153,12 @@ fn counter_ratio(bad: String, all: &'static str) -> Box<dyn Fn(&str) -> String> 
 
 /// "objective % of `what` within the threshold": the error ratio is the share
 /// of `histogram`'s observations (those matching `matcher`, if any) above the
-/// threshold's bucket.
+/// threshold's bucket. Its critical alert: the same percentile over 5m past
+/// the critical level.
 fn threshold_slo(
     (name, stem, metric): (&'static str, &'static str, &'static str),
-    cfg: &ThresholdObjectiveConfig,
-    what: &str,
+    cfg: ThresholdLevels,
+    (what, signal): (&str, &str),
     histogram: &'static str,
     matcher: &'static str,
 ) -> Slo {
@@ -140,15 +172,19 @@ fn threshold_slo(
             format!("{{{matcher}}}"),
         )
     };
+    let q = num(cfg.objective / 100.0);
+    let p = percentile(cfg.objective);
+    let all = count.clone();
+    let critical = human(cfg.critical);
     Slo {
         name,
         stem,
         metric,
         objective: cfg.objective,
         what: format!(
-            "{}% {what} within {} ms",
+            "{}% {what} within {}",
             num(cfg.objective),
-            cfg.threshold.as_millis()
+            human(cfg.threshold)
         ),
         // Classic buckets, or the native histogram where Prometheus ingests
         // that instead (2.4x with native histograms on drops the classic
@@ -162,10 +198,35 @@ fn threshold_slo(
             )
         }),
         gate: None,
+        // The critical level is a bucket bound (validated), so the classic
+        // quantile is past it exactly when more than 1 - q of the
+        // observations are.
+        critical: Some(Critical {
+            expr: format!(
+                "(\n  histogram_quantile({q}, sum by (job, le) (rate({histogram}_bucket{all}[5m])))\n  or\n  \
+                 histogram_quantile({q}, sum by (job) (rate({histogram}{all}[5m])))\n)\n> {}",
+                num(cfg.critical.as_secs_f64())
+            ),
+            for_: CRITICAL_FOR,
+            summary: format!("{p} {signal} of {{{{ $labels.job }}}} is past the critical {critical}"),
+            description: format!(
+                "The {p} of {signal} over 5 minutes has been above {critical} for 5 minutes: past the \
+                 critical level, not only the {} target.",
+                human(cfg.threshold)
+            ),
+        }),
     }
 }
 
 fn slos(cfg: &SloConfig) -> Vec<Slo> {
+    let errors_critical = (100.0 - cfg.availability.critical) / 100.0;
+    let share = cfg.throughput.critical_share();
+    let floor = num(cfg.throughput.min_events_per_second);
+    // The throughput SLO is judged only where it means something: a target
+    // rate at the floor or above, and not paused.
+    let throughput_gate = format!(
+        "job:rehab_canary_target_events_per_second:sum >= {floor}\nand on (job)\njob:rehab_canary_paused:max == 0"
+    );
     vec![
         Slo {
             name: "availability",
@@ -183,11 +244,27 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                 "rehab_canary_requests_total{endpoint!=\"health\"}",
             ),
             gate: None,
+            critical: Some(Critical {
+                expr: format!(
+                    "job:rehab_canary_request_errors:ratio_rate5m{{slo=\"availability\"}} > {}",
+                    num(errors_critical)
+                ),
+                for_: CRITICAL_FOR,
+                summary: format!(
+                    "Error ratio of {{{{ $labels.job }}}} is past the critical {}%",
+                    num(errors_critical * 100.0)
+                ),
+                description: format!(
+                    "Over 5 minutes more than {}% of requests (health checks excluded) ended in a 5xx, a 429 or a transport error, for 5 minutes: past the critical level, not only the {}% target.",
+                    num(errors_critical * 100.0),
+                    num(100.0 - cfg.availability.objective)
+                ),
+            }),
         },
         threshold_slo(
             ("latency", "Latency", "rehab_canary_request_slow"),
-            &cfg.latency,
-            "of requests answered",
+            cfg.latency.levels(),
+            ("of requests answered", "request latency"),
             "rehab_canary_request_duration_seconds",
             "endpoint!=\"health\"",
         ),
@@ -197,9 +274,26 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                 "ProjectionLag",
                 "rehab_canary_projection_lag_slow",
             ),
-            &cfg.projection_lag,
-            "of probe events visible in their projection",
+            cfg.projection_lag.levels(),
+            (
+                "of probe events visible in their projection",
+                "projection lag",
+            ),
             "rehab_canary_projection_lag_seconds",
+            "",
+        ),
+        threshold_slo(
+            (
+                "batch_latency",
+                "BatchLatency",
+                "rehab_canary_batch_visible_slow",
+            ),
+            cfg.batch_latency.levels(),
+            (
+                "of probe batches fully visible (every event) in the stream",
+                "batch latency",
+            ),
+            "rehab_canary_batch_visible_seconds",
             "",
         ),
         Slo {
@@ -216,6 +310,8 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                 "rehab_canary_lag_probes_total",
             ),
             gate: None,
+            // Any loss already pages (RehabCanaryEventsLost): one level.
+            critical: None,
         },
         Slo {
             name: "throughput",
@@ -241,10 +337,29 @@ fn slos(cfg: &SloConfig) -> Vec<Slo> {
                      sum by (job) (rate(rehab_canary_iterations_dropped_total{{reason!=\"paused\"}}[{w}]))\n    )\n  ),\n  0\n)"
                 )
             }),
-            gate: Some(format!(
-                "job:rehab_canary_target_events_per_second:sum >= {}\nand on (job)\njob:rehab_canary_paused:max == 0",
-                num(cfg.throughput.min_events_per_second)
-            )),
+            gate: Some(throughput_gate.clone()),
+            // Accepted against the target rate, as a share: at a target of
+            // min_events_per_second it is the seed's absolute floor (500 of
+            // 1000 events/s), and a canary offering more is held to more.
+            // Longer `for`: a burst lifts the target gauge at once while
+            // the 5m rate follows slowly.
+            critical: (share > 0.0).then(|| Critical {
+                expr: format!(
+                    "job:rehab_canary_events_accepted_per_target:ratio_rate5m < {}\nand on (job)\n({throughput_gate})",
+                    num(share)
+                ),
+                for_: "10m",
+                summary: format!(
+                    "Accepted events/s of {{{{ $labels.job }}}} are under the critical {}% of the target rate",
+                    num(share * 100.0)
+                ),
+                description: format!(
+                    "Over 5 minutes the target accepted under {}% of the canary's target event rate ({} of {floor} events/s), for 10 minutes, while the target rate is at least {floor} events/s: past the critical level, not only the {}% objective.",
+                    num(share * 100.0),
+                    num(cfg.throughput.critical),
+                    num(cfg.throughput.objective)
+                ),
+            }),
         },
     ]
 }
@@ -311,10 +426,13 @@ pub fn generate(cfg: &SloConfig) -> RuleFile {
             remaining,
             &[("slo", slo.name)],
         ));
-        if allowed <= 0.0 {
-            continue; // burn rates need a budget; RehabCanaryEventsLost covers it
-        }
-        for severity in ["page", "ticket"] {
+        // Burn rates need a budget; RehabCanaryEventsLost covers a 100 % SLO.
+        let severities: &[&str] = if allowed > 0.0 {
+            &["page", "ticket"]
+        } else {
+            &[]
+        };
+        for &severity in severities {
             let pairs: Vec<String> = BURN_PAIRS
                 .iter()
                 .filter(|p| p.3 == severity)
@@ -357,6 +475,22 @@ pub fn generate(cfg: &SloConfig) -> RuleFile {
                         ),
                     ),
                     ("runbook_url", &runbook(&format!("{}-slo-burn", slo.name.replace('_', "-")))),
+                ]),
+            });
+        }
+        if let Some(c) = &slo.critical {
+            burn.push(Rule::Alert {
+                alert: format!("RehabCanary{}Critical", slo.stem),
+                expr: c.expr.clone(),
+                for_: Some(c.for_.to_owned()),
+                labels: labels(&[("severity", "page"), ("slo", slo.name)]),
+                annotations: labels(&[
+                    ("summary", &c.summary),
+                    ("description", &c.description),
+                    (
+                        "runbook_url",
+                        &runbook(&format!("{}-critical", slo.name.replace('_', "-"))),
+                    ),
                 ]),
             });
         }

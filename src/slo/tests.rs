@@ -19,8 +19,17 @@ fn defaults_are_the_seed_targets() {
     assert_eq!(c.latency.threshold, Duration::from_millis(200)); // ... < 200 ms
     assert_eq!(c.projection_lag.objective, 95.0);
     assert_eq!(c.projection_lag.threshold, Duration::from_millis(100));
+    assert_eq!(c.batch_latency.objective, 95.0);
+    assert_eq!(c.batch_latency.threshold, Duration::from_secs(1));
     assert_eq!(c.loss.objective, 100.0); // no lost events
     assert_eq!(c.throughput.min_events_per_second, 1000.0);
+    // The seed's critical levels.
+    assert_eq!(c.availability.critical, 99.0); // errors < 1 %
+    assert_eq!(c.latency.critical, Duration::from_millis(500));
+    assert_eq!(c.projection_lag.critical, Duration::from_secs(1));
+    assert_eq!(c.batch_latency.critical, Duration::from_secs(2));
+    assert_eq!(c.throughput.critical, 500.0);
+    assert_eq!(c.throughput.critical_share(), 0.5);
     assert_eq!(c.window, Duration::from_secs(30 * 86_400));
     assert!(Errors::collect(|e| c.validate(e)).is_empty());
 }
@@ -66,6 +75,45 @@ fn bad_values_name_their_key() {
             |c| c.throughput.min_events_per_second = -5.0,
             "slo.throughput.min_events_per_second",
         ),
+        (
+            |c| c.batch_latency.objective = 0.0,
+            "slo.batch_latency.objective",
+        ),
+        (
+            |c| c.batch_latency.threshold = Duration::from_millis(1500),
+            "slo.batch_latency.threshold",
+        ),
+        // Critical levels: bucket bounds, never stricter than the target.
+        (
+            |c| c.latency.critical = Duration::from_millis(100),
+            "slo.latency.critical",
+        ),
+        (
+            |c| c.latency.critical = Duration::from_millis(300),
+            "slo.latency.critical",
+        ),
+        (
+            |c| c.projection_lag.critical = Duration::from_millis(50),
+            "slo.projection_lag.critical",
+        ),
+        (
+            |c| c.batch_latency.critical = Duration::from_millis(500),
+            "slo.batch_latency.critical",
+        ),
+        (
+            |c| c.availability.critical = 99.95,
+            "slo.availability.critical",
+        ),
+        (
+            |c| c.availability.critical = 100.0,
+            "slo.availability.critical",
+        ),
+        // At least: a critical floor above the target floor is stricter.
+        (
+            |c| c.throughput.critical = 1500.0,
+            "slo.throughput.critical",
+        ),
+        (|c| c.throughput.critical = -1.0, "slo.throughput.critical"),
     ];
     for (tweak, key) in cases {
         let mut c = SloConfig::default();
@@ -101,6 +149,7 @@ fn every_slo_has_every_window_and_a_budget() {
         "rehab_canary_request_errors",
         "rehab_canary_request_slow",
         "rehab_canary_projection_lag_slow",
+        "rehab_canary_batch_visible_slow",
         "rehab_canary_events_lost",
         "rehab_canary_events_shortfall",
     ] {
@@ -113,7 +162,7 @@ fn every_slo_has_every_window_and_a_budget() {
         .iter()
         .filter(|n| n.starts_with("job:rehab_canary_slo_error_budget_remaining:ratio"))
         .count();
-    assert_eq!(budgets, 5);
+    assert_eq!(budgets, 6);
     // Names follow level:metric:operations.
     for n in &names {
         let name = n.split('[').next().unwrap();
@@ -139,8 +188,8 @@ fn burn_alerts_use_the_workbook_pairs_and_thresholds() {
             _ => None,
         })
         .collect();
-    // Four SLOs with a budget, two severities each; loss (100 %) has none.
-    assert_eq!(alerts.len(), 8, "{alerts:?}");
+    // Five SLOs with a budget, two severities each; loss (100 %) has none.
+    assert_eq!(alerts.len(), 10, "{alerts:?}");
     let (_, page, labels) = alerts
         .iter()
         .find(|a| a.0 == "RehabCanaryAvailabilityFastBurn")
@@ -207,12 +256,26 @@ fn a_loss_budget_turns_on_loss_burn_alerts() {
 fn thresholds_follow_the_config() {
     let mut cfg = SloConfig::default();
     cfg.latency.threshold = Duration::from_secs(1);
+    cfg.latency.critical = Duration::from_secs(2);
     cfg.projection_lag.threshold = Duration::from_millis(250);
+    cfg.batch_latency.threshold = Duration::from_millis(500);
     cfg.window = Duration::from_secs(28 * 86_400);
     let yaml = render(&generate(&cfg));
     // prometheus-client writes bounds as `1.0`; Prometheus matches `le` textually.
-    assert!(yaml.contains("le=\"1.0\""), "{yaml}");
-    assert!(yaml.contains("le=\"0.25\""), "{yaml}");
+    assert!(
+        yaml.contains(
+            "rehab_canary_request_duration_seconds_bucket{endpoint!=\"health\",le=\"1.0\"}"
+        ),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("rehab_canary_projection_lag_seconds_bucket{le=\"0.25\"}"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("rehab_canary_batch_visible_seconds_bucket{le=\"0.5\"}"),
+        "{yaml}"
+    );
     assert!(yaml.contains("ratio_rate28d"), "{yaml}");
     assert!(!yaml.contains("ratio_rate30d"), "{yaml}");
 }
@@ -257,4 +320,125 @@ fn the_prometheus_rule_holds_the_rules_file_groups_verbatim() {
         .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap()))
         .collect();
     assert_eq!(unindented, groups);
+}
+
+/// (alert, expr, for) of every `...Critical` alert.
+fn critical_alerts(cfg: &SloConfig) -> Vec<(String, String, Option<String>)> {
+    generate(cfg)
+        .alerts()
+        .filter_map(|r| match r {
+            Rule::Alert {
+                alert, expr, for_, ..
+            } if alert.ends_with("Critical") => Some((alert.clone(), expr.clone(), for_.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_signal_but_loss_has_a_critical_alert_at_its_level() {
+    let alerts = critical_alerts(&SloConfig::default());
+    let names: Vec<&str> = alerts.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "RehabCanaryAvailabilityCritical",
+            "RehabCanaryLatencyCritical",
+            "RehabCanaryProjectionLagCritical",
+            "RehabCanaryBatchLatencyCritical",
+            "RehabCanaryThroughputCritical",
+        ]
+    );
+    let expr = |name: &str| &alerts.iter().find(|a| a.0 == name).unwrap().1;
+    assert!(
+        expr("RehabCanaryAvailabilityCritical").ends_with("{slo=\"availability\"} > 0.01"),
+        "{}",
+        expr("RehabCanaryAvailabilityCritical")
+    );
+    for (name, histogram, level) in [
+        (
+            "RehabCanaryLatencyCritical",
+            "rehab_canary_request_duration_seconds",
+            "0.5",
+        ),
+        (
+            "RehabCanaryProjectionLagCritical",
+            "rehab_canary_projection_lag_seconds",
+            "1",
+        ),
+        (
+            "RehabCanaryBatchLatencyCritical",
+            "rehab_canary_batch_visible_seconds",
+            "2",
+        ),
+    ] {
+        let e = expr(name);
+        // Classic buckets, or the native histogram: p95 over 5m.
+        assert!(
+            e.contains(&format!(
+                "histogram_quantile(0.95, sum by (job, le) (rate({histogram}_bucket"
+            )) && e.contains(&format!(
+                "histogram_quantile(0.95, sum by (job) (rate({histogram}"
+            )),
+            "{e}"
+        );
+        assert!(e.ends_with(&format!("> {level}")), "{e}");
+    }
+    // At least: under half the target rate, only where throughput is judged.
+    let tp = expr("RehabCanaryThroughputCritical");
+    assert!(
+        tp.starts_with("job:rehab_canary_events_accepted_per_target:ratio_rate5m < 0.5"),
+        "{tp}"
+    );
+    assert!(
+        tp.contains("job:rehab_canary_target_events_per_second:sum >= 1000"),
+        "{tp}"
+    );
+    assert!(tp.contains("job:rehab_canary_paused:max == 0"), "{tp}");
+    for (name, _, for_) in &alerts {
+        assert!(for_.is_some(), "{name} fires on one evaluation");
+    }
+}
+
+#[test]
+fn critical_alerts_follow_the_config() {
+    let mut cfg = SloConfig::default();
+    cfg.availability.critical = 98.0;
+    cfg.latency.critical = Duration::from_secs(1);
+    cfg.batch_latency.critical = Duration::from_millis(2500);
+    cfg.latency.objective = 99.0;
+    cfg.throughput.critical = 250.0;
+    let alerts = critical_alerts(&cfg);
+    let expr = |name: &str| alerts.iter().find(|a| a.0 == name).unwrap().1.clone();
+    assert!(expr("RehabCanaryAvailabilityCritical").ends_with("> 0.02"));
+    let lat = expr("RehabCanaryLatencyCritical");
+    assert!(
+        lat.contains("histogram_quantile(0.99,") && lat.ends_with("> 1"),
+        "{lat}"
+    );
+    assert!(expr("RehabCanaryBatchLatencyCritical").ends_with("> 2.5"));
+    assert!(expr("RehabCanaryThroughputCritical").contains("< 0.25"));
+    // No critical floor, no alert.
+    cfg.throughput.critical = 0.0;
+    assert!(!critical_alerts(&cfg)
+        .iter()
+        .any(|a| a.0 == "RehabCanaryThroughputCritical"));
+}
+
+#[test]
+fn a_partly_written_table_keeps_that_slos_own_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[slo.batch_latency]\nobjective = 99.0\n[slo.projection_lag]\nthreshold = \"250ms\"\n",
+    )
+    .unwrap();
+    let cfg = crate::config::Config::load_with_env(Some(&path), Vec::new()).unwrap();
+    let b = &cfg.slo.batch_latency;
+    assert_eq!(
+        (b.threshold, b.critical),
+        (Duration::from_secs(1), Duration::from_secs(2))
+    );
+    assert_eq!(cfg.slo.projection_lag.critical, Duration::from_secs(1));
 }

@@ -33,12 +33,13 @@ pub use stack::{
 };
 pub use wait::{eventually, DEADLINE};
 
-/// The five threshold rows of a one-shot run's summary and report, in order.
-pub const THRESHOLD_IDS: [&str; 5] = [
+/// The six threshold rows of a one-shot run's summary and report, in order.
+pub const THRESHOLD_IDS: [&str; 6] = [
     "latency",
     "error_rate",
     "events_per_second",
     "projection_lag",
+    "batch_latency",
     "lost_events",
 ];
 

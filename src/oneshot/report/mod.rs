@@ -10,7 +10,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::recorder::{Sample, Totals};
-use super::thresholds::{Status, Verdict};
+use super::thresholds::{FailOn, Status, Verdict};
 pub use crate::config::profile::ModeKind;
 
 /// Bumped on any change that could break a reader of `summary.json`;
@@ -163,6 +163,8 @@ pub struct SpanTotals {
     pub errors: u64,
     pub latency_seconds: Quantiles,
     pub projection_lag_seconds: Quantiles,
+    /// Batch probes: acceptance until every event of the batch is visible.
+    pub batch_visible_seconds: Quantiles,
     pub lost_events: u64,
     pub late_events: u64,
 }
@@ -179,6 +181,7 @@ impl SpanTotals {
             errors: t.requests.errors,
             latency_seconds: Quantiles::of(&t.requests),
             projection_lag_seconds: Quantiles::of(&t.lag),
+            batch_visible_seconds: Quantiles::of(&t.batch),
             lost_events: t.lost,
             late_events: t.late,
         }
@@ -241,6 +244,8 @@ pub struct RunReport {
     pub started_at: String,
     pub finished_at: String,
     pub outcome: RunVerdict,
+    /// `--fail-on`: whether a WARN row failed the run too.
+    pub fail_on: FailOn,
     /// Set when `abort_on_fail` ended the run early: the thresholds that
     /// could no longer pass.
     pub aborted: Option<Vec<&'static str>>,
@@ -260,13 +265,19 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Pass only when every judged row passed and the run was not cut short.
-    pub fn outcome_of(thresholds: &[Verdict], interrupted: bool) -> RunVerdict {
-        if interrupted || thresholds.iter().any(|v| v.status == Status::Fail) {
+    /// Pass unless a row fails the run at the `--fail-on` level or the run
+    /// was cut short.
+    pub fn outcome_of(thresholds: &[Verdict], interrupted: bool, fail_on: FailOn) -> RunVerdict {
+        if interrupted || thresholds.iter().any(|v| v.fails_run(fail_on)) {
             RunVerdict::Fail
         } else {
             RunVerdict::Pass
         }
+    }
+
+    /// The rows past their target but within critical.
+    pub fn warnings(&self) -> impl Iterator<Item = &Verdict> {
+        self.thresholds.iter().filter(|v| v.status == Status::Warn)
     }
 
     /// Burst periods from the per-second `burst` flags.
@@ -300,6 +311,45 @@ impl RunReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oneshot::thresholds::{Comparison, Unit};
+
+    #[test]
+    fn a_warning_fails_the_run_only_under_fail_on_warn() {
+        let row = |status| Verdict {
+            id: "latency",
+            name: "p95 latency".to_owned(),
+            status,
+            value: Some(0.3),
+            comparison: Comparison::AtMost,
+            target: 0.2,
+            critical: Some(0.5),
+            unit: Unit::Seconds,
+            detail: None,
+        };
+        let warn = [row(Status::Pass), row(Status::Warn), row(Status::Skipped)];
+        assert_eq!(
+            RunReport::outcome_of(&warn, false, FailOn::Critical),
+            RunVerdict::Pass
+        );
+        assert_eq!(
+            RunReport::outcome_of(&warn, false, FailOn::Warn),
+            RunVerdict::Fail
+        );
+        assert_eq!(
+            RunReport::outcome_of(&warn, true, FailOn::Critical),
+            RunVerdict::Fail,
+            "interrupted"
+        );
+        let fail = [row(Status::Fail)];
+        for level in [FailOn::Warn, FailOn::Critical] {
+            assert_eq!(RunReport::outcome_of(&fail, false, level), RunVerdict::Fail);
+        }
+        let pass = [row(Status::Pass), row(Status::Skipped)];
+        assert_eq!(
+            RunReport::outcome_of(&pass, false, FailOn::Warn),
+            RunVerdict::Pass
+        );
+    }
 
     /// The words the table and the page print are the words in the JSON.
     #[test]
@@ -324,6 +374,9 @@ mod tests {
             StoppedBy::Interrupted,
         ] {
             assert_eq!(json(s), s.as_str());
+        }
+        for f in [FailOn::Warn, FailOn::Critical] {
+            assert_eq!(json(f), f.as_str());
         }
         for l in [LimitedBy::Target, LimitedBy::Canary, LimitedBy::Ceiling] {
             assert_eq!(json(l), l.as_str());

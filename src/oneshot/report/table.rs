@@ -1,5 +1,6 @@
 //! The terminal table, in the spirit of the seed's "Interpreting Results":
-//! one row per threshold with its value, target and pass/fail.
+//! one row per threshold with its value, target, critical level and
+//! PASS, WARN or FAIL.
 
 use std::fmt::Write;
 
@@ -17,17 +18,28 @@ pub fn format_value(v: f64, unit: Unit) -> String {
     }
 }
 
-pub fn format_target(v: &Verdict) -> String {
+fn format_level(v: &Verdict, level: f64) -> String {
     let op = match v.comparison {
         Comparison::AtMost => "<=",
         Comparison::AtLeast => ">=",
     };
-    format!("{op} {}", format_value(v.target, v.unit))
+    format!("{op} {}", format_value(level, v.unit))
+}
+
+pub fn format_target(v: &Verdict) -> String {
+    format_level(v, v.target)
+}
+
+/// The critical level, or `-` for a row judged at one level.
+pub fn format_critical(v: &Verdict) -> String {
+    v.critical
+        .map_or_else(|| "-".to_owned(), |c| format_level(v, c))
 }
 
 pub fn status_label(s: Status) -> &'static str {
     match s {
         Status::Pass => "PASS",
+        Status::Warn => "WARN",
         Status::Fail => "FAIL",
         Status::Skipped => "skipped",
     }
@@ -40,9 +52,9 @@ pub fn outcome_label(o: RunVerdict) -> &'static str {
     }
 }
 
-/// Renders rows as aligned columns: THRESHOLD, VALUE, TARGET, RESULT.
+/// Renders rows as aligned columns: THRESHOLD, VALUE, TARGET, CRITICAL, RESULT.
 pub fn threshold_rows(rows: &[Verdict]) -> String {
-    let cells: Vec<[String; 4]> = rows
+    let cells: Vec<[String; 5]> = rows
         .iter()
         .map(|v| {
             let value = v
@@ -54,11 +66,17 @@ pub fn threshold_rows(rows: &[Verdict]) -> String {
                 }
                 _ => status_label(v.status).to_owned(),
             };
-            [v.name.clone(), value, format_target(v), result]
+            [
+                v.name.clone(),
+                value,
+                format_target(v),
+                format_critical(v),
+                result,
+            ]
         })
         .collect();
-    let header = ["THRESHOLD", "VALUE", "TARGET", "RESULT"].map(str::to_owned);
-    let mut width = [0usize; 4];
+    let header = ["THRESHOLD", "VALUE", "TARGET", "CRITICAL", "RESULT"].map(str::to_owned);
+    let mut width = [0usize; 5];
     for row in std::iter::once(&header).chain(&cells) {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -67,14 +85,16 @@ pub fn threshold_rows(rows: &[Verdict]) -> String {
     let mut out = String::new();
     for row in std::iter::once(&header).chain(&cells) {
         let line = format!(
-            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            "{:<w0$}  {:>w1$}  {:<w2$}  {:<w3$}  {}",
             row[0],
             row[1],
             row[2],
             row[3],
+            row[4],
             w0 = width[0],
             w1 = width[1],
             w2 = width[2],
+            w3 = width[3],
         );
         let _ = writeln!(out, "{}", line.trim_end());
     }
@@ -160,13 +180,82 @@ pub fn render(r: &RunReport) -> String {
     if r.interrupted {
         let _ = writeln!(out, "interrupted before the planned end");
     }
-    let _ = writeln!(out, "RESULT: {}", outcome_label(r.outcome));
+    let warned: Vec<&str> = r.warnings().map(|v| v.name.as_str()).collect();
+    if warned.is_empty() {
+        let _ = writeln!(out, "RESULT: {}", outcome_label(r.outcome));
+    } else {
+        let _ = writeln!(
+            out,
+            "WARN (past the target, within critical): {}",
+            warned.join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "RESULT: {} (--fail-on {})",
+            outcome_label(r.outcome),
+            r.fail_on.as_str()
+        );
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::oneshot::thresholds::FailOn;
+
+    fn row(id: &'static str, status: Status, critical: Option<f64>) -> Verdict {
+        Verdict {
+            id,
+            name: id.replace('_', " "),
+            status,
+            value: Some(0.3),
+            comparison: Comparison::AtMost,
+            target: 0.2,
+            critical,
+            unit: Unit::Seconds,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn rows_show_both_levels_and_the_three_words() {
+        let text = threshold_rows(&[
+            row("latency", Status::Warn, Some(0.5)),
+            row("lost_events", Status::Fail, None),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(
+            header,
+            ["THRESHOLD", "VALUE", "TARGET", "CRITICAL", "RESULT"]
+        );
+        assert!(
+            lines[1].ends_with("<= 200.0 ms  <= 500.0 ms  WARN"),
+            "{text}"
+        );
+        // One level: no critical; columns line up.
+        let at = lines[0].find("CRITICAL").unwrap();
+        assert_eq!(&lines[2][at..at + 2], "- ", "{text}");
+        assert!(lines[2].ends_with("FAIL"), "{text}");
+        assert_eq!(status_label(Status::Pass), "PASS");
+    }
+
+    #[test]
+    fn the_result_line_names_the_warnings_and_the_fail_on_level() {
+        let mut r = crate::oneshot::report::html::tests::report();
+        r.thresholds = vec![row("latency", Status::Warn, Some(0.5))];
+        r.fail_on = FailOn::Critical;
+        r.outcome = RunVerdict::Pass;
+        let text = render(&r);
+        assert!(
+            text.contains("WARN (past the target, within critical): latency\nRESULT: PASS (--fail-on critical)\n"),
+            "{text}"
+        );
+        r.thresholds[0].status = Status::Pass;
+        assert!(render(&r).ends_with("RESULT: PASS\n"));
+    }
 
     #[test]
     fn values_read_in_their_units() {

@@ -7,7 +7,7 @@ use super::fold::chart_points;
 use super::svg::{Chart, Line, Marks, Series, Span, Stroke};
 use super::{rate, trim_num};
 use crate::oneshot::recorder::Sample;
-use crate::oneshot::report::table::format_target;
+use crate::oneshot::report::table::{format_critical, format_target};
 use crate::oneshot::report::RunReport;
 use crate::oneshot::thresholds::{id, Status, Verdict};
 
@@ -16,6 +16,7 @@ const GREEN: &str = "#16a34a";
 const GREY: &str = "#64748b";
 const RED: &str = "#dc2626";
 const ORANGE: &str = "#ea580c";
+const AMBER: &str = "#d97706";
 const PURPLE: &str = "#7c3aed";
 const BURST_FILL: &str = "#fdefc3";
 const STEP_PASS_FILL: &str = "#dcfce7";
@@ -174,8 +175,9 @@ fn rates(r: &RunReport, ts: &[Sample], mut spans: Vec<Span>) -> Chart {
 }
 
 /// One chart for request latency and projection lag alike: quantiles of a
-/// duration with the judged threshold as a dashed line. Without data the
-/// threshold sets the scale; a skipped threshold (no lag probe) is not drawn.
+/// duration with the judged threshold's target and critical level as dashed
+/// lines. Without data the target sets the scale; a skipped threshold (no
+/// lag probe) is not drawn.
 fn quantiles(
     title: &str,
     ts: &[Sample],
@@ -205,12 +207,21 @@ fn quantiles(
             .collect(),
         lines: threshold
             .filter(|v| v.status != Status::Skipped)
-            .map(|v| Line {
-                legend: format!("threshold: {} {}", v.name, format_target(v)),
-                value: v.target * k,
-                color: RED,
+            .map(|v| {
+                let target = Line {
+                    legend: format!("target: {} {}", v.name, format_target(v)),
+                    value: v.target * k,
+                    color: AMBER,
+                };
+                let critical = v.critical.map(|c| Line {
+                    legend: format!("critical: {}", format_critical(v)),
+                    value: c * k,
+                    color: RED,
+                });
+                std::iter::once(target).chain(critical)
             })
             .into_iter()
+            .flatten()
             .collect(),
         spans,
         marks,

@@ -17,7 +17,7 @@ mod fold;
 mod page;
 mod svg;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 

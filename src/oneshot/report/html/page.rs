@@ -4,9 +4,11 @@
 use std::fmt::Write;
 
 use super::{charts, rate, trim_num, Esc};
-use crate::oneshot::report::table::{format_target, format_value, outcome_label, status_label};
+use crate::oneshot::report::table::{
+    format_critical, format_target, format_value, outcome_label, status_label,
+};
 use crate::oneshot::report::{Capacity, LimitedBy, Quantiles, RunReport, SpanTotals, StoppedBy};
-use crate::oneshot::thresholds::{id, Status, Unit, Verdict};
+use crate::oneshot::thresholds::{id, FailOn, Status, Unit, Verdict};
 
 const STYLE: &str = include_str!("report.css");
 
@@ -76,11 +78,13 @@ fn detail(text: &str) -> String {
     format!("<span class=\"detail\">{}</span>", Esc(text))
 }
 
-/// A red note under the header: `strong` says what happened, `text` more.
-fn note(out: &mut String, strong: &str, text: &str) {
+/// A red note under the header (amber with `class` "warn"): `strong` says
+/// what happened, `text` more.
+fn note(out: &mut String, class: &str, strong: &str, text: &str) {
     let _ = writeln!(
         out,
-        "<div class=\"note\"><strong>{strong}</strong> {}</div>",
+        "<div class=\"note{}{class}\"><strong>{strong}</strong> {}</div>",
+        if class.is_empty() { "" } else { " " },
         Esc(text)
     );
 }
@@ -232,6 +236,7 @@ fn header(out: &mut String, r: &RunReport) {
             .collect();
         note(
             out,
+            "",
             "Aborted early",
             &format!(
                 "(abort_on_fail): {} could no longer pass.",
@@ -242,8 +247,22 @@ fn header(out: &mut String, r: &RunReport) {
     if r.interrupted {
         note(
             out,
+            "",
             "Interrupted",
             "(SIGINT/SIGTERM) before the planned end; an interrupted run fails.",
+        );
+    }
+    let warned: Vec<&str> = r.warnings().map(|v| v.name.as_str()).collect();
+    if !warned.is_empty() {
+        let verdict = match r.fail_on {
+            FailOn::Critical => "with --fail-on critical (the default) a warning passes the run",
+            FailOn::Warn => "with --fail-on warn a warning fails the run",
+        };
+        note(
+            out,
+            "warn",
+            "Past the target, within critical:",
+            &format!("{}; {verdict}.", warned.join(", ")),
         );
     }
     out.push_str("</header>\n");
@@ -258,7 +277,7 @@ fn thresholds(out: &mut String, rows: &[Verdict]) {
     out.push_str(
         "<section id=\"thresholds\">\n<h2>Thresholds</h2>\n<table class=\"thresholds\">\
          <thead><tr><th>Threshold</th><th class=\"num\">Value</th><th class=\"num\">Target</th>\
-         <th>Result</th></tr></thead>\n<tbody>\n",
+         <th class=\"num\">Critical</th><th>Result</th></tr></thead>\n<tbody>\n",
     );
     for v in rows {
         let value = v
@@ -277,6 +296,7 @@ fn thresholds(out: &mut String, rows: &[Verdict]) {
                 Td::Text(&v.name),
                 Td::Num(value),
                 Td::Num(format_target(v)),
+                Td::Num(format_critical(v)),
                 Td::Html(format!("{}{detail}", pill(v.status))),
             ],
         );
@@ -290,7 +310,7 @@ fn capacity(out: &mut String, c: &Capacity) {
     let _ = write!(
         out,
         "<section id=\"capacity\">\n<h2>Capacity</h2>\n<div class=\"capacity-figure\">\
-         <div class=\"figure{}\">{}</div><div>the highest rate that passed every threshold \
+         <div class=\"figure{}\">{}</div><div>the highest rate within every threshold's target \
          <span class=\"muted\">· ramp stopped: {}</span></div></div>\n",
         if c.events_per_second.is_some() {
             ""
@@ -329,10 +349,11 @@ fn capacity(out: &mut String, c: &Capacity) {
         } else {
             0.0
         };
+        // A step is judged at the targets: a WARN fails it too.
         let failed: Vec<&str> = s
             .thresholds
             .iter()
-            .filter(|v| v.failed())
+            .filter(|v| v.missed_target())
             .map(|v| v.name.as_str())
             .collect();
         let (cls, result) = if s.passed {
@@ -423,5 +444,10 @@ fn totals(out: &mut String, t: &SpanTotals) {
     lag.push(("lost events", t.lost_events.to_string()));
     lag.push(("late events", t.late_events.to_string()));
     figures(out, "Projection lag", &lag);
+    figures(
+        out,
+        "Batch latency",
+        &quantile_rows(&t.batch_visible_seconds, "batches"),
+    );
     out.push_str("</div>\n</section>\n");
 }

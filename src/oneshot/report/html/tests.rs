@@ -7,15 +7,16 @@ use crate::oneshot::report::{
     Capacity, CapacityStep, LimitedBy, ModeKind, Phase, Planned, PlannedBurst, Quantiles,
     RunReport, RunVerdict, SpanTotals, StoppedBy, Tool,
 };
-use crate::oneshot::thresholds::{id, Comparison, Status, Unit, Verdict};
+use crate::oneshot::thresholds::{id, Comparison, FailOn, Status, Unit, Verdict};
 
 fn verdict(id: &'static str, name: &str, status: Status, value: Option<f64>) -> Verdict {
-    let (target, unit) = match id {
-        id::LATENCY => (0.2, Unit::Seconds),
-        id::PROJECTION_LAG => (0.1, Unit::Seconds),
-        id::ERROR_RATE => (0.001, Unit::Ratio),
-        id::EVENTS_PER_SECOND => (99.0, Unit::EventsPerSecond),
-        _ => (0.0, Unit::Count),
+    let (target, critical, unit) = match id {
+        id::LATENCY => (0.2, Some(0.5), Unit::Seconds),
+        id::PROJECTION_LAG => (0.1, Some(1.0), Unit::Seconds),
+        id::BATCH_LATENCY => (1.0, Some(2.0), Unit::Seconds),
+        id::ERROR_RATE => (0.001, Some(0.01), Unit::Ratio),
+        id::EVENTS_PER_SECOND => (99.0, Some(50.0), Unit::EventsPerSecond),
+        _ => (0.0, None, Unit::Count),
     };
     Verdict {
         id,
@@ -28,6 +29,7 @@ fn verdict(id: &'static str, name: &str, status: Status, value: Option<f64>) -> 
             Comparison::AtMost
         },
         target,
+        critical,
         unit,
         detail: None,
     }
@@ -54,6 +56,7 @@ fn totals() -> SpanTotals {
         errors: 3,
         latency_seconds: quantiles(),
         projection_lag_seconds: quantiles(),
+        batch_visible_seconds: quantiles(),
         lost_events: 1,
         late_events: 0,
     }
@@ -61,7 +64,7 @@ fn totals() -> SpanTotals {
 
 /// Six seconds; the third has no latency or lag data, the fourth
 /// lost an event, seconds 2-4 are a burst.
-fn report() -> RunReport {
+pub(crate) fn report() -> RunReport {
     let timeseries = (1..=6)
         .map(|i| {
             let t = f64::from(i);
@@ -96,8 +99,14 @@ fn report() -> RunReport {
         verdict(
             id::PROJECTION_LAG,
             "projection lag p95",
-            Status::Pass,
-            Some(0.08),
+            Status::Warn,
+            Some(0.3),
+        ),
+        verdict(
+            id::BATCH_LATENCY,
+            "batch latency p95",
+            Status::Skipped,
+            None,
         ),
         verdict(id::LOST_EVENTS, "lost events", Status::Fail, Some(1.0)),
     ];
@@ -114,6 +123,7 @@ fn report() -> RunReport {
         started_at: "2026-11-24T15:01:02Z".to_owned(),
         finished_at: "2026-11-24T15:01:08Z".to_owned(),
         outcome: RunVerdict::Fail,
+        fail_on: FailOn::Critical,
         aborted: None,
         interrupted: false,
         planned: Planned {
@@ -170,7 +180,8 @@ fn the_threshold_table_has_every_row_and_marks_failures() {
     let html = render(&r);
     let table = &html[html.find("<table class=\"thresholds\"").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
-    assert_eq!(table.matches("<tr class=").count(), 5);
+    assert_eq!(table.matches("<tr class=").count(), 6);
+    assert!(table.contains("<th class=\"num\">Critical</th>"), "{table}");
     for v in &r.thresholds {
         let row = table
             .split("<tr ")
@@ -179,13 +190,60 @@ fn the_threshold_table_has_every_row_and_marks_failures() {
         assert!(row.contains(&escape(&v.name)), "{}", v.name);
         let label = status_label(v.status);
         assert!(row.contains(&format!(">{label}</span>")), "{}", v.name);
-        assert_eq!(row.starts_with("class=\"fail\""), v.failed(), "{}", v.name);
+        let class = label.to_lowercase();
+        assert!(
+            row.starts_with(&format!("class=\"{class}\"")),
+            "{}: {row}",
+            v.name
+        );
     }
-    // Formatted as in the terminal table.
+    // Formatted as in the terminal table, both levels.
     assert!(table.contains("120.0 ms") && table.contains("&lt;= 200.0 ms"));
+    assert!(table.contains("&lt;= 500.0 ms"), "{table}");
     assert!(table.contains("0.300 %") && table.contains("&gt;= 99.0/s"));
+    assert!(table.contains("&gt;= 50.0/s") && table.contains("&lt;= 1.000 %"));
     assert!(table.contains("99% of the 100.0/s scheduled"));
+    // A warning row, and lost events with one level.
+    let lag = table
+        .split("<tr ")
+        .find(|r| r.contains("projection_lag"))
+        .unwrap();
+    assert!(
+        lag.contains("<span class=\"pill warn\">WARN</span>"),
+        "{lag}"
+    );
+    let lost = table
+        .split("<tr ")
+        .find(|r| r.contains("lost_events"))
+        .unwrap();
+    assert!(lost.contains("<td class=\"num\">-</td>"), "{lost}");
     assert!(html.contains("<div class=\"outcome fail\""));
+}
+
+#[test]
+fn warnings_are_named_under_the_header() {
+    let mut r = report();
+    r.thresholds.retain(|v| v.status != Status::Fail);
+    r.outcome = RunVerdict::Pass;
+    let html = render(&r);
+    assert!(html.contains("<div class=\"outcome pass\""));
+    let note = html
+        .split("<div class=\"note warn\">")
+        .nth(1)
+        .expect("a warning note");
+    assert!(note.contains("projection lag p95"), "{note}");
+    assert!(note.contains("--fail-on critical"), "{note}");
+    r.fail_on = FailOn::Warn;
+    r.outcome = RunVerdict::Fail;
+    let html = render(&r);
+    assert!(html.contains("<div class=\"outcome fail\""));
+    assert!(
+        html.contains("--fail-on warn"),
+        "the note says why it failed"
+    );
+    // No warning, no note.
+    r.thresholds.retain(|v| v.status != Status::Warn);
+    assert!(!render(&r).contains("note warn"));
 }
 
 #[test]
@@ -206,14 +264,21 @@ fn bursts_are_shaded_on_every_chart() {
 fn latency_and_lag_thresholds_are_dashed_lines() {
     let html = render(&report());
     assert!(!chart(&html, 0).contains("class=\"threshold\""));
+    // Target and critical: 200 and 500 ms, the scale reaching both.
     let lat = chart(&html, 1);
-    assert_eq!(lat.matches("class=\"threshold\"").count(), 1);
-    assert!(lat.contains("threshold: p95 latency &lt;= 200.0 ms"));
-    // 200 ms is the top gridline: 0, 50, ..., 250 ms.
-    assert!(lat.contains(">250 ms</text>"));
+    assert_eq!(lat.matches("class=\"threshold\"").count(), 2);
+    assert!(lat.contains("target: p95 latency &lt;= 200.0 ms"));
+    assert!(lat.contains("critical: &lt;= 500.0 ms"));
+    assert!(lat.contains(">500 ms</text>"), "{lat}");
+    // The lag data (80 ms) is far under the 1 s critical level: drawn at
+    // the target only, the legend saying where the other line went.
     let lag = chart(&html, 2);
     assert_eq!(lag.matches("class=\"threshold\"").count(), 1);
-    assert!(lag.contains("threshold: projection lag p95 &lt;= 100.0 ms"));
+    assert!(lag.contains("target: projection lag p95 &lt;= 100.0 ms"));
+    assert!(
+        lag.contains("critical: &lt;= 1.00 s (above the scale)"),
+        "{lag}"
+    );
 }
 
 #[test]
