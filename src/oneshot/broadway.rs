@@ -44,6 +44,18 @@ pub enum PhaseName {
     Backpressure,
 }
 
+impl PhaseName {
+    /// As `summary.json` writes it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Sustained => "sustained",
+            PhaseName::Bursts => "bursts",
+            PhaseName::Ramp => "ramp",
+            PhaseName::Backpressure => "backpressure",
+        }
+    }
+}
+
 /// The target pushing back during a phase (`rehab_canary_backpressure_total`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Pushback {
@@ -336,10 +348,7 @@ pub fn table(b: &Broadway) -> String {
         } else {
             "PASS"
         };
-        let name = serde_json::to_value(p.name)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
+        let name = p.name.as_str();
         let _ = writeln!(
             out,
             "{:<13} {:>10}  {:>6.0}%  {:>10}  {:>10}  {:>10}  {:>6}  {:>6}  {:>9}  {}{}",

@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use super::{charts, rate, trim_num, Esc};
+use crate::oneshot::broadway::Broadway;
 use crate::oneshot::report::table::{
     format_critical, format_target, format_value, outcome_label, status_label,
 };
@@ -28,6 +29,9 @@ pub fn render(r: &RunReport) -> String {
         capacity(&mut out, c);
     }
     thresholds(&mut out, &r.thresholds);
+    if let Some(b) = &r.broadway {
+        broadway(&mut out, b);
+    }
     charts::section(&mut out, r);
     totals(&mut out, &r.totals);
     let _ = write!(
@@ -392,6 +396,80 @@ fn capacity(out: &mut String, c: &Capacity) {
     }
     if c.steps.is_empty() {
         out.push_str("<tr><td colspan=\"11\" class=\"muted\">no step was judged</td></tr>\n");
+    }
+    out.push_str("</tbody></table>\n</section>\n");
+}
+
+/// The Broadway phases: how each went on its own, with the service's
+/// pushback and queue depth.
+fn broadway(out: &mut String, b: &Broadway) {
+    let figure = b
+        .batched_capacity_events_per_second
+        .map_or_else(|| "none".to_owned(), rate);
+    let _ = write!(
+        out,
+        "<section id=\"broadway\">\n<h2>Broadway phases</h2>\n<p class=\"muted\">Each phase is \
+         judged on its own. The run's verdict above judges <em>sustained</em> and \
+         <em>bursts</em> together, with every lost event of the run; the ramp and backpressure \
+         phases are shown, not gated on. Batched capacity (the highest ramp step within every \
+         target): <strong>{}</strong>.</p>\n<table class=\"steps\"><thead><tr><th>Phase</th>\
+         <th class=\"num\">Time</th><th class=\"num\">Rate</th><th class=\"num\">Batched</th>\
+         <th class=\"num\">Accepted</th><th class=\"num\">Latency</th><th class=\"num\">Lag</th>\
+         <th class=\"num\">Batch latency</th><th class=\"num\">429</th><th class=\"num\">503</th>\
+         <th class=\"num\">Queue depth</th><th>Result</th></tr></thead>\n<tbody>\n",
+        Esc(&figure)
+    );
+    for p in &b.phases {
+        let status = if p.thresholds.iter().any(Verdict::failed) {
+            Status::Fail
+        } else if p.thresholds.iter().any(Verdict::missed_target) {
+            Status::Warn
+        } else {
+            Status::Pass
+        };
+        let value = |row: &str| {
+            seconds(
+                p.thresholds
+                    .iter()
+                    .find(|v| v.id == row)
+                    .and_then(|v| v.value),
+            )
+        };
+        let depth = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |d| format!("{d:.0}"));
+        let name = p.name.as_str();
+        let gated = if p.judged {
+            ""
+        } else {
+            " <span class=\"muted\">not gated</span>"
+        };
+        row(
+            out,
+            &format!("<tr class=\"{}\">", status_label(status).to_lowercase()),
+            &[
+                Td::Text(name),
+                Td::Num(format!(
+                    "{:.0}–{:.0} s",
+                    finite_or_zero(p.started_at),
+                    finite_or_zero(p.ended_at)
+                )),
+                Td::Num(rate(p.events_per_second)),
+                Td::Num(format!("{:.0} %", p.batch_share * 100.0)),
+                Td::Num(rate(p.totals.achieved_events_per_second)),
+                Td::Num(value(id::LATENCY)),
+                Td::Num(value(id::PROJECTION_LAG)),
+                Td::Num(value(id::BATCH_LATENCY)),
+                Td::Num(p.backpressure.too_many_requests.to_string()),
+                Td::Num(p.backpressure.unavailable.to_string()),
+                Td::Num(format!(
+                    "{} → {} (max {})",
+                    depth(p.queue_depth.start),
+                    depth(p.queue_depth.end),
+                    depth(p.queue_depth.max)
+                )),
+                Td::Html(format!("{}{gated}", pill(status))),
+            ],
+        );
+        out.push('\n');
     }
     out.push_str("</tbody></table>\n</section>\n");
 }

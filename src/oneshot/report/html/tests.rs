@@ -499,3 +499,65 @@ fn a_capacity_run_has_its_steps_table_and_step_spans() {
     assert!(chart(&html, 1).contains("class=\"threshold\""));
     no_bad_numbers(&html);
 }
+
+#[test]
+fn a_broadway_run_has_its_phases_table() {
+    use crate::oneshot::broadway::{Broadway, Phase as BPhase, PhaseName, Pushback, QueueDepth};
+    let mut r = report();
+    r.mode = ModeKind::Broadway;
+    let phase = |name, judged, status, depth: Option<f64>, pushed: u64| BPhase {
+        name,
+        started_at: 0.0,
+        ended_at: 5.0,
+        events_per_second: 60.0,
+        batch_share: 1.0,
+        bursts_as_batches: false,
+        judged,
+        totals: totals(),
+        thresholds: vec![verdict(
+            id::BATCH_LATENCY,
+            "batch latency p95",
+            status,
+            Some(1.5),
+        )],
+        backpressure: Pushback {
+            too_many_requests: 0,
+            unavailable: pushed,
+            retry_after: 0,
+        },
+        queue_depth: QueueDepth {
+            start: Some(3.0),
+            max: depth,
+            end: depth,
+        },
+        steps: Vec::new(),
+    };
+    r.broadway = Some(Broadway {
+        phases: vec![
+            phase(PhaseName::Sustained, true, Status::Pass, Some(5.0), 0),
+            phase(
+                PhaseName::Backpressure,
+                false,
+                Status::Warn,
+                Some(118.0),
+                42,
+            ),
+        ],
+        batched_capacity_events_per_second: None,
+    });
+    let html = render(&r);
+    let section = &html[html.find("<section id=\"broadway\">").unwrap()..];
+    let section = &section[..section.find("</section>").unwrap()];
+    assert_eq!(section.matches("<tr class=").count(), 2);
+    assert!(
+        section.contains("<tr class=\"warn\"><td>backpressure</td>"),
+        "{section}"
+    );
+    assert!(
+        section.contains(">42<") && section.contains("3 → 118 (max 118)"),
+        "{section}"
+    );
+    assert!(section.contains("not gated"));
+    assert!(section.contains("Batched capacity") && section.contains("<strong>none</strong>"));
+    no_bad_numbers(&html);
+}
