@@ -39,7 +39,14 @@ pub struct Sample {
     pub lag_p50_seconds: Option<f64>,
     pub lag_p95_seconds: Option<f64>,
     pub lag_samples: u64,
+    /// p95 of the batch probes' full visibility in the interval.
+    pub batch_visible_p95_seconds: Option<f64>,
     pub lost_events: u64,
+    /// 429 and 503 answers per second (`rehab_canary_backpressure_total`).
+    pub backpressure_per_second: f64,
+    /// The service's queue depth (`target.detail`'s `queue_depth` field) at
+    /// the end of the interval; `null` when not read.
+    pub queue_depth: Option<f64>,
     /// A burst was on at some tick of the interval.
     pub burst: bool,
 }
@@ -121,6 +128,7 @@ struct Sampler {
     last_sample: Instant,
     ticks: u32,
     counts: (u64, u64),
+    pushback: u64,
     // The current chart point's accumulation.
     point_scheduled: f64,
     point_burst: bool,
@@ -164,6 +172,10 @@ impl Sampler {
             accepted.saturating_sub(self.counts.1),
         );
         self.counts = (sent, accepted);
+        let b = &self.metrics.backpressure;
+        let pushback = b.total(0) + b.total(1);
+        let d_pushback = pushback.saturating_sub(self.pushback);
+        self.pushback = pushback;
         let d = &self.data;
         let mut guard = rec.lock();
         let rec = &mut *guard;
@@ -193,7 +205,13 @@ impl Sampler {
                     lag_p50_seconds: d.lag.quantile(0.5),
                     lag_p95_seconds: d.lag.quantile(0.95),
                     lag_samples: d.lag.count(),
+                    batch_visible_p95_seconds: d.batch.quantile(0.95),
                     lost_events: d.lost,
+                    backpressure_per_second: per_s(d_pushback as f64),
+                    queue_depth: self
+                        .metrics
+                        .target_detail
+                        .value(super::broadway::QUEUE_DEPTH_FIELD),
                     burst: self.point_burst,
                 });
             }
@@ -229,6 +247,7 @@ impl Recorder {
         // Whatever the tap holds from before the start is not this run's.
         tap.take(&mut IntervalData::default());
         let counts = metrics.events_totals();
+        let pushback = metrics.backpressure.total(0) + metrics.backpressure.total(1);
         let mut sampler = Sampler {
             metrics,
             tap,
@@ -237,6 +256,7 @@ impl Recorder {
             last_sample: start,
             ticks: 0,
             counts,
+            pushback,
             point_scheduled: 0.0,
             point_burst: false,
             data: IntervalData::default(),

@@ -36,6 +36,8 @@ const LAG: [Quantile; 2] = [
     ("p95", ORANGE, |s| s.lag_p95_seconds),
 ];
 
+const BATCH: [Quantile; 1] = [("p95", ORANGE, |s| s.batch_visible_p95_seconds)];
+
 pub(super) fn section(out: &mut String, r: &RunReport) {
     let (ts, per_point) = chart_points(&r.timeseries);
     let burst_spans: Vec<Span> = r
@@ -71,7 +73,7 @@ pub(super) fn section(out: &mut String, r: &RunReport) {
         &ts,
         &LAG,
         threshold(r, id::PROJECTION_LAG),
-        burst_spans,
+        burst_spans.clone(),
         Some(Marks {
             legend: format!("lost events ({lost_total})"),
             color: RED,
@@ -80,8 +82,26 @@ pub(super) fn section(out: &mut String, r: &RunReport) {
     );
 
     out.push_str("<section id=\"charts\">\n<h2>Over time</h2>\n");
-    // One time axis for all three, so they line up.
-    let mut all = [rates, latency, lag];
+    let mut all = vec![rates, latency, lag];
+    // Charts of what only some runs have: the batch probe's latency, and
+    // the service's queue and pushback (Broadway runs, a detail route).
+    if ts.iter().any(|s| s.batch_visible_p95_seconds.is_some()) {
+        all.push(quantiles(
+            "Batch latency (every event of a probe batch visible)",
+            &ts,
+            &BATCH,
+            threshold(r, id::BATCH_LATENCY),
+            burst_spans.clone(),
+            None,
+        ));
+    }
+    if ts
+        .iter()
+        .any(|s| s.queue_depth.is_some() || s.backpressure_per_second > 0.0)
+    {
+        all.push(queue(&ts, burst_spans));
+    }
+    // One time axis for all, so they line up.
     let x_max = all.iter().map(Chart::x_extent).fold(0.0, f64::max);
     for c in &mut all {
         c.x_max = x_max;
@@ -168,6 +188,24 @@ fn rates(r: &RunReport, ts: &[Sample], mut spans: Vec<Span>) -> Chart {
             }),
         ],
         lines,
+        spans,
+        marks: None,
+        x_max: 0.0,
+    }
+}
+
+/// The service's queue depth beside the 429s and 503s it answered.
+fn queue(ts: &[Sample], spans: Vec<Span>) -> Chart {
+    Chart {
+        title: "Target queue depth (events) and pushback (429 + 503 per s)".to_owned(),
+        unit: "",
+        series: vec![
+            series(ts, "queue depth", PURPLE, Stroke::Solid, |s| s.queue_depth),
+            series(ts, "pushback/s", RED, Stroke::Solid, |s| {
+                Some(s.backpressure_per_second)
+            }),
+        ],
+        lines: Vec::new(),
         spans,
         marks: None,
         x_max: 0.0,

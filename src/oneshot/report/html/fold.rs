@@ -49,7 +49,10 @@ fn downsample(ts: &[&Sample], n: usize) -> Vec<Sample> {
                 lag_p50_seconds: worst(|s| s.lag_p50_seconds),
                 lag_p95_seconds: worst(|s| s.lag_p95_seconds),
                 lag_samples: c.iter().map(|s| s.lag_samples).sum(),
+                batch_visible_p95_seconds: worst(|s| s.batch_visible_p95_seconds),
                 lost_events: c.iter().map(|s| s.lost_events).sum(),
+                backpressure_per_second: mean(|s| s.backpressure_per_second),
+                queue_depth: worst(|s| s.queue_depth),
                 burst: c.iter().any(|s| s.burst),
             })
         })

@@ -82,6 +82,9 @@ pub(crate) fn report() -> RunReport {
                 lag_p50_seconds: q(0.03),
                 lag_p95_seconds: q(0.08),
                 lag_samples: 3,
+                batch_visible_p95_seconds: None,
+                backpressure_per_second: 0.0,
+                queue_depth: None,
                 lost_events: u64::from(i == 4),
                 burst: (2..=4).contains(&i),
             }
@@ -559,5 +562,35 @@ fn a_broadway_run_has_its_phases_table() {
     );
     assert!(section.contains("not gated"));
     assert!(section.contains("Batched capacity") && section.contains("<strong>none</strong>"));
+    no_bad_numbers(&html);
+}
+
+#[test]
+fn batch_latency_and_the_queue_are_charted_when_the_run_has_them() {
+    let mut r = report();
+    for (i, s) in r.timeseries.iter_mut().enumerate() {
+        s.batch_visible_p95_seconds = Some(0.4 + 0.1 * i as f64);
+        s.queue_depth = Some(10.0 * i as f64);
+        s.backpressure_per_second = if i > 3 { 5.0 } else { 0.0 };
+    }
+    r.thresholds.push(verdict(
+        id::BATCH_LATENCY,
+        "batch latency p95",
+        Status::Pass,
+        Some(0.5),
+    ));
+    r.thresholds
+        .retain(|v| v.id != id::BATCH_LATENCY || v.status != Status::Skipped);
+    let html = render(&r);
+    assert_eq!(html.matches("<figure>").count(), 5);
+    let batch = chart(&html, 3);
+    assert!(batch.contains("Batch latency"), "{batch}");
+    assert!(
+        batch.contains("class=\"threshold\""),
+        "target and critical lines"
+    );
+    let queue = chart(&html, 4);
+    assert!(queue.contains("queue depth") && queue.contains("pushback/s"));
+    assert!(queue.contains("class=\"span\""), "bursts shaded");
     no_bad_numbers(&html);
 }
