@@ -79,14 +79,21 @@ fn batch(h: &mut String, b: &BatchSnapshot) {
     if b.probes_total == 0 {
         return;
     }
-    let _ = write!(h, "<p>Batch probe: {} batches, {} events", b.probes_total, b.events_total);
+    let _ = write!(
+        h,
+        "<p>Batch probe: {} batches, {} events",
+        b.probes_total, b.events_total
+    );
     if let Some(last) = b.recent.first() {
         let _ = write!(
             h,
             "; newest batch of {}: every event visible after {}, the first after {}",
             last.events,
             pm(last.visible_seconds, last.visible_uncertainty_seconds),
-            pm(last.first_visible_seconds, last.first_visible_uncertainty_seconds),
+            pm(
+                last.first_visible_seconds,
+                last.first_visible_uncertainty_seconds
+            ),
         );
     }
     let bad = |n: u64| if n > 0 { " class=\"err\"" } else { "" };
