@@ -29,6 +29,10 @@ use crate::status::StatusSection;
 use crate::traffic::engine::Engine;
 use crate::traffic::gate::Gate;
 use crate::traffic::journeys::{Journeys, Naming};
+use crate::verdict::api::VerdictState;
+use crate::verdict::collect::Collector;
+use crate::verdict::deploy::Deploys;
+use crate::verdict::store::Store;
 use tokio_util::sync::CancellationToken;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -68,6 +72,8 @@ pub enum AppError {
     Signals(#[source] std::io::Error),
     #[error(transparent)]
     Lag(#[from] LagError),
+    #[error(transparent)]
+    Verdict(#[from] crate::verdict::store::StoreError),
 }
 
 impl ExitStatus for AppError {
@@ -75,6 +81,7 @@ impl ExitStatus for AppError {
         match self {
             AppError::Config(_)
             | AppError::WebConfig(_)
+            | AppError::Verdict(_)
             | AppError::Client(ClientError::Tls(_)) => Exit::Usage,
             _ => Exit::Failure,
         }
@@ -108,7 +115,7 @@ impl Daemon {
     pub async fn start_with(cfg: Config, opts: RunOptions) -> Result<Daemon, AppError> {
         cfg.check()?;
         let bound = Bound::bind(&cfg).await?;
-        let (metrics, lag_metrics) = metrics(&opts);
+        let (metrics, lag_metrics, deploys) = metrics(&opts);
         let info = Arc::new(RuntimeInfo::new(VERSION, bound.target.as_str()));
         let life = Lifecycle::default();
         let http = TargetClient::new(&cfg.target)?.with_sampled(cfg.tracing.sampled);
@@ -134,9 +141,22 @@ impl Daemon {
             life.background(Box::pin(identity.watch(cfg.target.tls.cert_check_interval)));
         }
         let gate = Arc::new(Gate::new(&cfg.circuit_breaker, metrics.clone()));
+        // The verdict's baseline memory, filled as the windows rotate.
+        let store = Arc::new(parking_lot::Mutex::new(Store::open(
+            cfg.verdict.capacity(),
+            crate::api::Endpoint::ALL.len(),
+            lag::Projection::ALL.len(),
+            cfg.verdict.state_dir.as_deref(),
+        )?));
+        let collector = Arc::new(Collector::new(
+            cfg.verdict.snapshot_interval,
+            store.clone(),
+            &lag_metrics,
+        ));
         life.background(Box::pin(background::rotate_windows(
             metrics.clone(),
             lag_metrics.clone(),
+            collector,
         )));
         life.background(Box::pin(background::poll_target_health(
             http.clone(),
@@ -211,7 +231,14 @@ impl Daemon {
             sim,
         } = bound;
         let access = control::Access::new(admin_addr, cfg.server.enable_lifecycle, web.clone());
-        serve_admin(listener, web, access, &life, &metrics, &info, &controls);
+        let verdict = VerdictState {
+            cfg: Arc::new(cfg.verdict.clone()),
+            store,
+            deploys,
+        };
+        serve_admin(
+            listener, web, access, &life, &metrics, &info, &controls, verdict,
+        );
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -398,6 +425,7 @@ fn serve_admin(
     metrics: &Arc<Metrics>,
     info: &Arc<RuntimeInfo>,
     controls: &Arc<Controls>,
+    verdict: VerdictState,
 ) {
     if !access.allowed() {
         tracing::warn!(
@@ -406,7 +434,8 @@ fn serve_admin(
         );
     }
     let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
-        .merge(control::router(controls.clone(), access));
+        .merge(control::router(controls.clone(), access.clone()))
+        .merge(crate::verdict::api::router(verdict, access));
     let web_now = web.current();
     if web_now.auth.is_some() && web_now.tls.is_none() {
         tracing::warn!("admin server: basic auth without TLS sends passwords in clear text");
@@ -433,17 +462,18 @@ fn serve_admin(
 
 /// The registry with every family, the lag families included (they join
 /// before it is shared), and the one-shot tap if there is one.
-fn metrics(opts: &RunOptions) -> (Arc<Metrics>, LagMetrics) {
+fn metrics(opts: &RunOptions) -> (Arc<Metrics>, LagMetrics, Arc<Deploys>) {
     let mut metrics = Metrics::new(BuildInfo {
         version: VERSION,
         revision: REVISION,
     });
     let lag_metrics = LagMetrics::register(metrics.exposition_mut());
+    let deploys = Arc::new(Deploys::register(&mut metrics.exposition_mut().registry));
     if let Some(tap) = &opts.tap {
         metrics.attach_tap(tap.clone());
         lag_metrics.attach_tap(tap.clone());
     }
-    (Arc::new(metrics), lag_metrics)
+    (Arc::new(metrics), lag_metrics, deploys)
 }
 
 /// A trailing slash makes `join` keep any path prefix of the base URL.

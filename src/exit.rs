@@ -10,6 +10,8 @@ pub enum Exit {
     Success = 0,
     /// A runtime failure, an unhealthy daemon, or a failed verdict.
     Failure = 1,
+    /// A verdict that needs a human: marginal or inconclusive.
+    Undecided = 2,
     /// `EX_USAGE`: bad usage or configuration; retrying will not help.
     Usage = 64,
     /// `EX_SOFTWARE`: a one-shot run could not be carried out (no verdict).

@@ -89,6 +89,29 @@ enum Command {
         #[arg(long, requires = "url")]
         insecure: bool,
     },
+    /// Ask a running daemon whether the target got worse after `--since`
+    /// (GET /api/v1/verdict): one row per signal, then the verdict. Exit 0
+    /// pass, 1 fail, 2 marginal or inconclusive, 64 bad usage, 70 no answer.
+    /// With --user, the password comes from REHAB_CANARY_ADMIN_PASSWORD.
+    Verdict {
+        /// The admin server's base URL.
+        #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8742")]
+        url: String,
+        /// Start of the window judged: RFC 3339, unix seconds or last-deploy.
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// The baseline window before --since (default verdict.baseline).
+        #[arg(long, value_name = "DURATION")]
+        baseline: Option<String>,
+        /// Fewer samples than this on either side: inconclusive.
+        #[arg(long, value_name = "N")]
+        min_samples: Option<u64>,
+        /// Basic-auth user of the admin server.
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// Run the reference Rehab API (the simulator) standalone.
     Sim {
         #[arg(long, default_value = "127.0.0.1:4000")]
@@ -341,6 +364,17 @@ fn healthcheck(
     }
 }
 
+/// `verdict`: the table on stdout, the verdict as the exit status.
+fn verdict(ask: rehab_canary::verdict::cli::Ask) -> Ended {
+    match runtime(Exit::Software)?.block_on(rehab_canary::verdict::cli::ask(&ask)) {
+        Ok((table, exit)) => {
+            print!("{table}");
+            Ok(exit)
+        }
+        Err(e) => fail(e),
+    }
+}
+
 /// `sim`: the reference API, standalone.
 fn sim(listen: SocketAddr, config: Option<PathBuf>) -> Ended {
     rehab_canary::telemetry::init(&Default::default());
@@ -406,6 +440,24 @@ fn main() -> ExitCode {
             ),
         ),
         Command::Sim { listen, config } => ("rehab-canary sim", sim(listen, config)),
+        Command::Verdict {
+            url,
+            since,
+            baseline,
+            min_samples,
+            user,
+            timeout,
+        } => (
+            "rehab-canary verdict",
+            verdict(rehab_canary::verdict::cli::Ask {
+                url,
+                since,
+                baseline,
+                min_samples,
+                user,
+                timeout,
+            }),
+        ),
     };
     match outcome {
         Ok(exit) => exit.into(),

@@ -23,7 +23,8 @@ use super::WebState;
 use crate::reload::{ReloadOutcome, ReloadReport};
 
 /// The answer of a closed lifecycle route.
-pub const CLOSED: &str = "lifecycle routes (/-/reload, /-/pause, /-/resume) are off: the admin \
+pub const CLOSED: &str =
+    "lifecycle routes (/-/reload, /-/pause, /-/resume, /-/deploy) are off: the admin \
      listener is not loopback and has no basic auth. Configure basic_auth_users in the web \
      config, or set server.enable_lifecycle = true if the network in front is trusted. SIGHUP \
      still reloads.\n";
@@ -50,7 +51,7 @@ impl Access {
     }
 }
 
-async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {
+pub(crate) async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {
     if access.allowed() {
         next.run(req).await
     } else {

@@ -12,14 +12,18 @@ use crate::metrics::{Metrics, WINDOW_ROTATE_EVERY};
 
 /// The one timer of every one-minute window (requests and lag alike), so
 /// they cover the same span and keep rotating while the probes restart.
-pub(super) async fn rotate_windows(metrics: Arc<Metrics>, lag: LagMetrics) {
+/// Each rotation also hands the finished slots to the verdict's collector.
+pub(super) async fn rotate_windows(
+    metrics: Arc<Metrics>,
+    lag: LagMetrics,
+    collector: Arc<crate::verdict::collect::Collector>,
+) {
     let mut tick = tokio::time::interval(WINDOW_ROTATE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;
-        metrics.rotate_windows();
-        lag.rotate();
+        collector.rotate(&metrics, &lag);
     }
 }
 

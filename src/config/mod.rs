@@ -17,6 +17,7 @@ mod server;
 pub mod slo;
 mod target;
 mod traffic;
+pub mod verdict;
 
 pub use server::{LogConfig, LogFormat, ServerConfig, ShardConfig, TracingConfig};
 pub use target::{
@@ -102,6 +103,8 @@ pub struct Config {
     /// One-shot run profiles (`src/oneshot/profile.rs`): overrides of the
     /// built-in smoke/load/stress/broadway/capacity, or new ones.
     pub profiles: std::collections::BTreeMap<String, profile::ProfileConfig>,
+    /// The deploy verdict's baseline memory and tolerances (`src/verdict/`).
+    pub verdict: verdict::VerdictConfig,
 }
 
 impl Config {
@@ -150,6 +153,7 @@ impl Config {
         self.shard.validate(errs);
         self.lag.validate(errs);
         self.slo.validate(errs);
+        self.verdict.validate(errs);
         profile::validate(self, errs);
     }
 
@@ -187,7 +191,7 @@ impl Config {
                 }
             )+};
         }
-        keep!(server, log, tracing, target, auth, shard);
+        keep!(server, log, tracing, target, auth, shard, verdict);
         changed
     }
 

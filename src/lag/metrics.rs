@@ -537,9 +537,29 @@ impl LagMetrics {
         self.inner.in_flight.get()
     }
 
+    /// [`LagMetrics::rotate`], handing each projection's finished lag slot
+    /// to `f` (projection index, histogram).
+    pub fn rotate_with(&self, mut f: impl FnMut(usize, &hdrhistogram::Histogram<u32>)) {
+        self.inner.windows.rotate_with(|i, h, _, _| f(i, h));
+        self.rotate_rest();
+    }
+
+    /// Probe events sent and declared lost of `p`, since start.
+    pub fn counts(&self, p: Projection) -> (u64, u64) {
+        let i = &self.inner;
+        (
+            i.probes[p.index()].get(),
+            i.failures[p.index()][Failure::Lost.index()].get(),
+        )
+    }
+
     /// Advances the one-minute windows; call every [`SLOT_PERIOD`].
     pub fn rotate(&self) {
         self.inner.windows.rotate();
+        self.rotate_rest();
+    }
+
+    fn rotate_rest(&self) {
         self.inner.uncertainty_windows.rotate();
         self.inner.server_windows.rotate();
         let mut ring = self.inner.lost.lock();

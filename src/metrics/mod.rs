@@ -567,8 +567,22 @@ impl Metrics {
         self.rotate_windows_at(Instant::now());
     }
 
+    /// [`Metrics::rotate_windows`], handing each endpoint's finished slot to
+    /// `f` (endpoint index, histogram, requests, errors).
+    pub fn rotate_windows_with(
+        &self,
+        f: impl FnMut(usize, &hdrhistogram::Histogram<u32>, u64, u64),
+    ) {
+        self.windows.rotate_with(f);
+        self.mark_rates(Instant::now());
+    }
+
     fn rotate_windows_at(&self, now: Instant) {
         self.windows.rotate();
+        self.mark_rates(now);
+    }
+
+    fn mark_rates(&self, now: Instant) {
         self.sent_rate.mark(now, sum(&self.events_sent));
         self.accepted_rate.mark(now, sum(&self.events_accepted));
     }

@@ -153,6 +153,21 @@ impl LatencyWindows {
         slot.errors += u64::from(error);
     }
 
+    /// Like [`LatencyWindows::rotate`], first handing each series' finished
+    /// slot to `f` (index, histogram, requests, errors): how the verdict's
+    /// snapshots are filled without a second recording on the hot path.
+    pub fn rotate_with(&self, mut f: impl FnMut(usize, &Histogram<u32>, u64, u64)) {
+        for (i, ring) in self.rings.iter().enumerate() {
+            let mut ring = ring.lock();
+            let cur = ring.current;
+            let s = &ring.slots[cur];
+            f(i, &s.hist, s.requests, s.errors);
+            let next = (cur + 1) % SLOTS;
+            ring.slots[next].clear();
+            ring.current = next;
+        }
+    }
+
     /// Advance every ring by one slot, dropping the oldest slot's data.
     pub fn rotate(&self) {
         for ring in self.rings.iter() {
