@@ -160,6 +160,17 @@ async fn start_stack(faults: Faults, dir: &Path) -> (SimHandle, Daemon) {
     (sim, daemon)
 }
 
+/// `POST /-/deploy`, as a pipeline's deploy step does.
+async fn record_deploy(addr: SocketAddr) {
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/-/deploy"))
+        .body(r#"{"version":"e2e-1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
 /// Every dashboard query and recording rule that returns no data over
 /// `start..now`, and every rule that failed to evaluate.
 async fn queries_without_data(
@@ -316,6 +327,8 @@ async fn serial_dashboards_and_rules_return_data_from_a_real_prometheus() {
     .unwrap();
     let report = daemon.reload();
     assert!(report.errors.is_empty(), "{report:?}");
+    // A deploy, for the dashboards' deploy annotation.
+    record_deploy(daemon.admin_addr()).await;
     tokio::time::sleep(Duration::from_secs(25)).await;
     // The loss alert: pending or firing once lost probes are counted.
     let loss_alert = tokio::time::timeout(Duration::from_secs(15), async {
@@ -530,6 +543,9 @@ async fn serial_native_histograms_exemplars_and_shards_in_a_real_prometheus() {
             r.status().is_success().then_some(())
         })
         .await;
+    }
+    for addr in &addrs {
+        record_deploy(*addr).await;
     }
     tokio::time::sleep(Duration::from_secs(25)).await;
 
