@@ -576,3 +576,103 @@ mod tests {
         assert!(s.deploys.last().is_none());
     }
 }
+
+/// The memory bound by construction, and (ignored: a benchmark) the
+/// measured memory and verdict time at the defaults.
+#[cfg(test)]
+mod bound {
+    use super::*;
+    use crate::metrics::window::new_hist;
+    use crate::verdict::store::{encode, Snapshot};
+    use rand::{Rng, SeedableRng};
+
+    /// A busy minute: every endpoint with `n` requests spread log-uniformly
+    /// over 1 ms .. 2 s (far wider than a healthy service), every projection
+    /// with 60 lag samples over 5 ms .. 5 s.
+    fn busy_minute(rng: &mut rand::rngs::StdRng, start: u64, n: u64) -> Snapshot {
+        let mut spread = |lo: f64, hi: f64, n: u64| {
+            let mut h = new_hist();
+            for _ in 0..n {
+                let v = (lo.ln() + rng.random::<f64>() * (hi / lo).ln()).exp();
+                h.record((v * 1e6) as u64).unwrap();
+            }
+            encode(&h)
+        };
+        let endpoints = Endpoint::ALL.len();
+        let projections = Projection::ALL.len();
+        Snapshot {
+            start,
+            seconds: 60,
+            latency: (0..endpoints).map(|_| spread(1e-3, 2.0, n)).collect(),
+            requests: vec![n; endpoints],
+            errors: vec![1; endpoints],
+            lag: (0..projections).map(|_| spread(5e-3, 5.0, 60)).collect(),
+            probes: vec![60; projections],
+            lost: vec![0; projections],
+        }
+    }
+
+    fn day(n: u64) -> Store {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let cfg = VerdictConfig::default();
+        let mut store = Store::open(
+            cfg.capacity(),
+            Endpoint::ALL.len(),
+            Projection::ALL.len(),
+            None,
+        )
+        .unwrap();
+        for k in 0..cfg.capacity() as u64 + 10 {
+            store.push(busy_minute(&mut rng, 60 * k, n)).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_day_of_snapshots_stays_under_20_mb() {
+        // 13 endpoints × 2000 requests a minute, widely spread: every
+        // histogram holds near its most distinct buckets.
+        let store = day(2000);
+        assert_eq!(store.len(), 1440, "the ring never grows past the retention");
+        let mb = store.bytes() as f64 / 1e6;
+        eprintln!("24 h of snapshots: {mb:.1} MB");
+        assert!(mb < 20.0, "{mb} MB");
+    }
+
+    /// `cargo test --release --lib verdict::api::bound -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a benchmark: memory and time, see BENCHMARKS.md"]
+    fn bench_memory_and_verdict_time() {
+        fn rss_kib() -> u64 {
+            std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find(|l| l.starts_with("VmRSS:"))
+                        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                })
+                .unwrap_or(0)
+        }
+        let before = rss_kib();
+        let store = day(2000);
+        let after = rss_kib();
+        let cfg = VerdictConfig::default();
+        let t = std::time::Instant::now();
+        let runs = 20;
+        for _ in 0..runs {
+            let end = 60.0 * 1440.0;
+            let since = end - 3600.0;
+            let base = store.merged(since - 3600.0, since);
+            let canary = store.merged(since, f64::INFINITY);
+            let r = judge(&cfg, 100, &base, &canary, since, since - 3600.0, end, None);
+            assert_eq!(r.baseline.snapshots, 60);
+        }
+        let per = t.elapsed() / runs;
+        eprintln!(
+            "24 h of snapshots: {:.1} MB counted, RSS +{:.1} MiB; one verdict (1 h vs 1 h, 13 \
+             endpoints, 4 projections): {per:?}",
+            store.bytes() as f64 / 1e6,
+            (after.saturating_sub(before)) as f64 / 1024.0
+        );
+    }
+}

@@ -104,14 +104,32 @@ fn get_leb(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// The recorded buckets of `h`.
+/// Most buckets one encoded histogram keeps: what bounds the memory by
+/// construction (17 histograms × 128 pairs of at most ~6 bytes a snapshot).
+pub const MAX_BUCKETS: usize = 128;
+
+/// The recorded buckets of `h`. A histogram with more than
+/// [`MAX_BUCKETS`] distinct buckets (a minute spread over decades) has runs
+/// of adjacent ones merged into their highest value, so its resolution
+/// coarsens to about its own range / 128 and never rounds a value down.
 pub fn encode(h: &Histogram<u32>) -> Encoded {
-    let mut out = Vec::new();
+    let pairs: Vec<(u64, u64)> = h
+        .iter_recorded()
+        .map(|v| {
+            (
+                h.highest_equivalent(v.value_iterated_to()),
+                u64::from(v.count_at_value()),
+            )
+        })
+        .collect();
+    let run = pairs.len().div_ceil(MAX_BUCKETS).max(1);
+    let mut out = Vec::with_capacity(6 * pairs.len().min(MAX_BUCKETS));
     let mut prev = 0;
-    for v in h.iter_recorded() {
-        let value = h.highest_equivalent(v.value_iterated_to());
+    for group in pairs.chunks(run) {
+        let value = group.last().map_or(0, |p| p.0);
+        let count: u64 = group.iter().map(|p| p.1).sum();
         put_leb(&mut out, value - prev);
-        put_leb(&mut out, u64::from(v.count_at_value()));
+        put_leb(&mut out, count);
         prev = value;
     }
     out.into_boxed_slice()
@@ -346,6 +364,25 @@ mod tests {
         for q in [0.0, 0.5, 0.9, 1.0] {
             assert!(back.equivalent(back.value_at_quantile(q), h.value_at_quantile(q)));
         }
+        // A minute spread over decades keeps at most MAX_BUCKETS buckets,
+        // every count, and never reads lower than it was.
+        let mut wide = new_hist();
+        for k in 0..5000u64 {
+            wide.record(1000 + k * 397).unwrap();
+        }
+        let enc = encode(&wide);
+        let mut back = new_hist();
+        assert!(decode_into(&enc, &mut back));
+        assert_eq!(back.len(), 5000);
+        assert!(back.iter_recorded().count() <= MAX_BUCKETS);
+        assert!(back.value_at_quantile(0.5) >= wide.value_at_quantile(0.5));
+        let p95 = |h: &Histogram<u32>| h.value_at_quantile(0.95) as f64;
+        assert!(
+            p95(&back) <= p95(&wide) * 1.03,
+            "{} vs {}",
+            p95(&back),
+            p95(&wide)
+        );
         // An empty histogram encodes to nothing; garbage is refused.
         assert!(encode(&new_hist()).is_empty());
         assert!(!decode_into(&[0xff, 0xff], &mut new_hist()));
