@@ -23,3 +23,4 @@ pub mod slo;
 pub mod status;
 pub mod telemetry;
 pub mod traffic;
+pub mod verdict;
