@@ -711,3 +711,619 @@ pub fn overall(signals: &[Outcome]) -> Outcome {
         Outcome::Pass
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::window::new_hist;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// A histogram as the project records latency, holding `values` (µs).
+    fn hist(values: &[u64]) -> Histogram<u32> {
+        let mut h = new_hist();
+        for &v in values {
+            h.record(v).unwrap();
+        }
+        h
+    }
+
+    /// A lognormal-ish latency in µs: median `median_us`, log-sd `sigma`
+    /// (Box–Muller, so only `rand` is needed).
+    fn lognormal_us(rng: &mut StdRng, median_us: f64, sigma: f64) -> u64 {
+        let u1 = 1.0 - rng.random::<f64>(); // (0, 1]
+        let u2 = rng.random::<f64>();
+        let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        (median_us * (sigma * z).exp()).round().max(1.0) as u64
+    }
+
+    /// `n` latencies with a 40 ms median, plus `offset_us`, in a histogram.
+    fn latency_hist(rng: &mut StdRng, n: usize, offset_us: u64) -> Histogram<u32> {
+        let mut h = new_hist();
+        for _ in 0..n {
+            h.saturating_record(lognormal_us(rng, 40_000.0, 0.35) + offset_us);
+        }
+        h
+    }
+
+    fn close(actual: f64, expected: f64, rel: f64) -> bool {
+        (actual - expected).abs() <= rel * expected.abs()
+    }
+
+    #[test]
+    fn erfc_matches_reference_values() {
+        // Reference values from CPython's math.erfc (correctly rounded to a
+        // few ulp), across all three of Cody's intervals and both signs.
+        let cases = [
+            (-3.0, 1.9999779095030015),
+            (-1.0, 1.842700792949715),
+            (-0.3, 1.3286267594591274),
+            (0.0, 1.0),
+            (1e-9, 0.9999999988716208),
+            (0.1, 0.8875370839817152),
+            (0.46875, 0.507386526782062),
+            (0.5, 0.4795001221869535),
+            (1.0, 0.15729920705028513),
+            (2.0, 0.004677734981047265),
+            (3.5, 7.430983723414128e-7),
+            (4.0, 1.541725790028002e-8),
+            (4.5, 1.9661604415428873e-10),
+            (6.0, 2.1519736712498916e-17),
+            (10.0, 2.088487583762545e-45),
+            (26.0, 5.663192408856143e-296),
+        ];
+        for (x, want) in cases {
+            let got = erfc(x);
+            assert!(
+                close(got, want, 1e-13),
+                "erfc({x}) = {got:e}, want {want:e}"
+            );
+        }
+        assert_eq!(erfc(30.0), 0.0);
+        assert_eq!(erfc(-30.0), 2.0);
+        assert_eq!(erfc(f64::INFINITY), 0.0);
+        assert_eq!(erfc(f64::NEG_INFINITY), 2.0);
+        assert!(erfc(f64::NAN).is_nan());
+    }
+
+    #[test]
+    fn normal_sf_matches_reference_values() {
+        let cases = [
+            (0.0, 0.5),
+            (1.0, 0.15865525393145707),
+            (1.6448536269514722, 0.05),
+            (2.326347874040841, 0.01),
+            (3.0, 0.0013498980316300957),
+            (6.0, 9.865876450377012e-10),
+            (-2.0, 0.9772498680518208),
+        ];
+        for (z, want) in cases {
+            let got = normal_sf(z);
+            assert!(close(got, want, 1e-13), "sf({z}) = {got:e}, want {want:e}");
+        }
+    }
+
+    // Hand example, with ties. Baseline 1 2 2 3 5, canary 2 3 4 6 6 7 (µs;
+    // below 256 µs every value is its own HDR bucket).
+    //
+    // Pooled and sorted: 1 | 2 2 2 | 3 3 | 4 | 5 | 6 6 | 7, mid-ranks
+    // 1 | 3 3 3 | 5.5 5.5 | 7 | 8 | 9.5 9.5 | 11. The canary's rank sum is
+    // 3 + 5.5 + 7 + 9.5 + 9.5 + 11 = 45.5, so U = 45.5 − 6·7/2 = 24.5 (pairwise:
+    // 1 + ½·2, 3 + ½·1, 4, 5, 5, 5 = 24.5). E[U] = 5·6/2 = 15. Ties of sizes 3,
+    // 2, 2 give Σ(t³ − t) = 24 + 6 + 6 = 36, so
+    // σ² = 30/12 · (12 − 36/110) = 29.181818…, σ = 5.402019824…,
+    // z = 9.5/σ = 1.758601469…, one-sided p = sf((9.5 − 0.5)/σ) = 0.047852376…,
+    // two-sided 2·that = 0.095704751…, P(superiority) = 24.5/30.
+    const HAND_BASELINE: [u64; 5] = [1, 2, 2, 3, 5];
+    const HAND_CANARY: [u64; 6] = [2, 3, 4, 6, 6, 7];
+
+    #[test]
+    fn mann_whitney_matches_the_hand_computed_example() {
+        let t = mann_whitney(&hist(&HAND_BASELINE), &hist(&HAND_CANARY)).unwrap();
+        assert_eq!((t.baseline_count, t.canary_count), (5, 6));
+        assert_eq!(t.u, 24.5);
+        assert!(close(t.z, 1.7586014692720624, 1e-12), "{t:?}");
+        assert!(close(t.p_worse, 0.047852375587440724, 1e-12), "{t:?}");
+        assert!(close(t.p_two_sided, 0.09570475117488145, 1e-12), "{t:?}");
+        assert!(close(t.prob_superiority, 24.5 / 30.0, 1e-15));
+    }
+
+    #[test]
+    fn swapping_the_windows_mirrors_the_test() {
+        let t = mann_whitney(&hist(&HAND_BASELINE), &hist(&HAND_CANARY)).unwrap();
+        let s = mann_whitney(&hist(&HAND_CANARY), &hist(&HAND_BASELINE)).unwrap();
+        assert_eq!(s.u, 30.0 - 24.5);
+        assert!(close(s.z, -t.z, 1e-15));
+        assert!(close(s.p_worse, 0.9679266906327978, 1e-12), "{s:?}");
+        assert!(close(s.p_two_sided, t.p_two_sided, 1e-15));
+        assert!(close(s.prob_superiority, 1.0 - t.prob_superiority, 1e-15));
+        // The continuity correction moves each one-sided p up by at most half
+        // a unit of U, so p + p_swapped − 1 lies in [0, 1/(σ√(2π))].
+        let sigma = 29.18181818181818f64.sqrt();
+        let excess = t.p_worse + s.p_worse - 1.0;
+        let bound = 1.0 / (sigma * (2.0 * std::f64::consts::PI).sqrt());
+        assert!((0.0..=bound).contains(&excess), "{excess} vs {bound}");
+
+        // At realistic sizes the excess vanishes: swap gives 1 − p.
+        let mut rng = StdRng::seed_from_u64(7);
+        let a = latency_hist(&mut rng, 2000, 0);
+        let b = latency_hist(&mut rng, 2000, 1_000);
+        let ab = mann_whitney(&a, &b).unwrap();
+        let ba = mann_whitney(&b, &a).unwrap();
+        assert!(
+            (ab.p_worse + ba.p_worse - 1.0).abs() < 1e-3,
+            "{ab:?} {ba:?}"
+        );
+    }
+
+    #[test]
+    fn identical_windows_give_one_sided_p_of_a_half() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let h = latency_hist(&mut rng, 2000, 0);
+        let t = mann_whitney(&h, &h).unwrap();
+        assert_eq!(t.u, 2000.0 * 2000.0 / 2.0);
+        assert_eq!(t.z, 0.0);
+        assert_eq!(t.prob_superiority, 0.5);
+        assert!((t.p_worse - 0.5).abs() < 0.01, "{t:?}");
+        assert_eq!(t.p_two_sided, 1.0);
+    }
+
+    #[test]
+    fn empty_windows_give_no_test() {
+        let some = hist(&[10, 20]);
+        assert!(mann_whitney(&new_hist(), &some).is_none());
+        assert!(mann_whitney(&some, &new_hist()).is_none());
+        assert!(mann_whitney(&new_hist(), &new_hist()).is_none());
+        assert!(shift(&new_hist(), &some, 0.5).is_none());
+        assert!(quantile_secs(&new_hist(), 0.5).is_none());
+    }
+
+    #[test]
+    fn values_sharing_an_hdr_bucket_are_ties() {
+        // Above 256 µs buckets widen (1/128 relative): 1000 and 1001 µs share
+        // one, so two windows of them are indistinguishable.
+        let probe = new_hist();
+        assert_eq!(
+            probe.highest_equivalent(1000),
+            probe.highest_equivalent(1001)
+        );
+        let t = mann_whitney(&hist(&[1000; 50]), &hist(&[1001; 50])).unwrap();
+        assert_eq!((t.z, t.p_worse, t.p_two_sided), (0.0, 1.0, 1.0));
+        assert_eq!(t.prob_superiority, 0.5);
+        // One bucket apart is a difference again.
+        let t = mann_whitney(&hist(&[1000; 50]), &hist(&[1010; 50])).unwrap();
+        assert!(t.p_worse < 1e-20, "{t:?}");
+        assert_eq!(t.prob_superiority, 1.0);
+    }
+
+    /// U and Σ(t³ − t) by brute force over the samples, after quantizing them
+    /// to their HDR bucket as the histogram does.
+    fn brute_force(a: &[u64], b: &[u64]) -> (f64, f64) {
+        let h = new_hist();
+        let q = |v: u64| h.highest_equivalent(v);
+        let mut u = 0.0;
+        for &y in b {
+            for &x in a {
+                u += match q(y).cmp(&q(x)) {
+                    std::cmp::Ordering::Greater => 1.0,
+                    std::cmp::Ordering::Equal => 0.5,
+                    std::cmp::Ordering::Less => 0.0,
+                };
+            }
+        }
+        let mut all: Vec<u64> = a.iter().chain(b).map(|&v| q(v)).collect();
+        all.sort_unstable();
+        let mut ties = 0.0;
+        for group in all.chunk_by(|x, y| x == y) {
+            let t = group.len() as f64;
+            ties += t * t * t - t;
+        }
+        (u, ties)
+    }
+
+    #[test]
+    fn bucket_walk_agrees_with_ranking_the_samples() {
+        let mut rng = StdRng::seed_from_u64(2026);
+        for case in 0..300 {
+            let draw = |rng: &mut StdRng| -> u64 {
+                // Small exact values with many ties, and values around 100 ms
+                // where a bucket is 512 µs wide.
+                if rng.random_bool(0.5) {
+                    rng.random_range(1..=30)
+                } else {
+                    rng.random_range(100_000..=103_000)
+                }
+            };
+            let a: Vec<u64> = (0..rng.random_range(1..60))
+                .map(|_| draw(&mut rng))
+                .collect();
+            let b: Vec<u64> = (0..rng.random_range(1..60))
+                .map(|_| draw(&mut rng))
+                .collect();
+            let t = mann_whitney(&hist(&a), &hist(&b)).unwrap();
+            let (u, ties) = brute_force(&a, &b);
+            assert_eq!(t.u, u, "case {case}");
+            let (n1, n2) = (a.len() as f64, b.len() as f64);
+            let n = n1 + n2;
+            let var = n1 * n2 / 12.0 * ((n + 1.0) - ties / (n * (n - 1.0)));
+            if var > 1e-9 {
+                let z = (u - n1 * n2 / 2.0) / var.sqrt();
+                assert!((t.z - z).abs() < 1e-9, "case {case}: {} vs {z}", t.z);
+                let p = normal_sf((u - n1 * n2 / 2.0 - 0.5) / var.sqrt());
+                assert!((t.p_worse - p).abs() < 1e-12, "case {case}");
+            } else {
+                assert_eq!(t.p_worse, 1.0, "case {case}");
+            }
+        }
+    }
+
+    #[test]
+    fn huge_counts_stay_exact_and_fast() {
+        // 12 billion samples in four buckets: the walk is O(buckets) and the
+        // integer arithmetic does not overflow.
+        let mut a = new_hist();
+        a.record_n(1_000, 3_000_000_000).unwrap();
+        a.record_n(2_000, 3_000_000_000).unwrap();
+        let same = mann_whitney(&a, &a).unwrap();
+        assert_eq!(same.baseline_count, 6_000_000_000);
+        assert_eq!((same.z, same.prob_superiority), (0.0, 0.5));
+        assert!((same.p_worse - 0.5).abs() < 1e-4, "{same:?}");
+        let mut b = new_hist();
+        b.record_n(2_000, 3_000_000_000).unwrap();
+        b.record_n(3_000, 3_000_000_000).unwrap();
+        let worse = mann_whitney(&a, &b).unwrap();
+        // Pairs: canary 2000 vs baseline 1000 win, vs 2000 tie; canary 3000
+        // beats both: U = 3e9·(3e9 + 1.5e9) + 3e9·6e9.
+        assert_eq!(worse.u, 3e9 * 4.5e9 + 3e9 * 6e9);
+        assert!(worse.p_worse < 1e-300 && worse.z > 1e4, "{worse:?}");
+    }
+
+    #[test]
+    fn null_calibration_keeps_the_false_alarm_rate() {
+        // 200 pairs of windows drawn from one distribution (2000 samples each).
+        // The asymptotic test's size at α = 0.01 is at most 1 % (the continuity
+        // correction and the tie correction only make it more conservative),
+        // so the count below 0.01 is Binomial(200, ≤ 0.01): mean ≤ 2, and
+        // P(count > 6) < 0.5 %. The bound is therefore 6 of 200 (3 %). The
+        // p-values should also be roughly uniform: about half below 0.5
+        // (Binomial(200, 0.5) has sd 7; 70..=130 is over 4 sd).
+        let mut rng = StdRng::seed_from_u64(0x5eed_0017);
+        let (mut below_1pct, mut below_half) = (0, 0);
+        for _ in 0..200 {
+            let a = latency_hist(&mut rng, 2000, 0);
+            let b = latency_hist(&mut rng, 2000, 0);
+            let t = mann_whitney(&a, &b).unwrap();
+            below_1pct += usize::from(t.p_worse < 0.01);
+            below_half += usize::from(t.p_worse < 0.5);
+        }
+        assert!(below_1pct <= 6, "{below_1pct} of 200 below 0.01");
+        assert!(
+            (70..=130).contains(&below_half),
+            "{below_half} of 200 below 0.5"
+        );
+    }
+
+    #[test]
+    fn a_50_ms_shift_is_found_and_measured() {
+        let mut rng = StdRng::seed_from_u64(50);
+        let base = latency_hist(&mut rng, 2000, 0);
+        let canary = latency_hist(&mut rng, 2000, 50_000);
+        let t = mann_whitney(&base, &canary).unwrap();
+        assert!(t.p_worse < 1e-6, "{t:?}");
+        assert!(t.prob_superiority > 0.9, "{t:?}");
+        let s95 = shift(&base, &canary, 0.95).unwrap();
+        assert!((s95 - 0.050).abs() <= 0.005, "p95 shift {s95}");
+        let s50 = shift(&base, &canary, 0.5).unwrap();
+        assert!((s50 - 0.050).abs() <= 0.005, "p50 shift {s50}");
+
+        let v = judge_latency(&base, &canary, TOL_20MS, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+        assert!(v.reason.starts_with("p95 rose "), "{}", v.reason);
+        assert!(
+            v.reason
+                .contains("over the 20.0 ms tolerance; Mann–Whitney p="),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn quantiles_and_shifts_are_in_seconds() {
+        let b = hist(&[100, 100, 200]);
+        let c = hist(&[150, 150, 250]);
+        assert_eq!(quantile_secs(&b, 0.5), Some(100e-6));
+        assert_eq!(shift(&b, &c, 0.5), Some(50e-6));
+        assert_eq!(shift(&c, &b, 1.0), Some(-50e-6));
+        assert_eq!(shift(&b, &b, 0.95), Some(0.0));
+    }
+
+    #[test]
+    fn two_proportions_matches_reference_values() {
+        // 30/1000 vs 50/1000: pooled 0.04, se = √(0.04·0.96·0.002) = 0.0087636,
+        // z = 0.02/se = 2.2821773, p = 0.0112394 (Python, math.erfc).
+        let t = two_proportions(30, 1000, 50, 1000).unwrap();
+        assert!(close(t.z, 2.2821773229381925, 1e-12), "{t:?}");
+        assert!(close(t.p_worse, 0.011239436683062634, 1e-11), "{t:?}");
+        assert_eq!((t.baseline_ratio, t.canary_ratio), (0.03, 0.05));
+        assert!(close(t.difference, 0.02, 1e-12));
+        // Swap: no continuity correction, so exactly 1 − p.
+        let s = two_proportions(50, 1000, 30, 1000).unwrap();
+        assert!((s.p_worse + t.p_worse - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn two_proportions_separates_2_percent_from_0_1_percent() {
+        // 20 000 requests each: 0.1 % (20) against 2 % (400) errors.
+        let t = two_proportions(20, 20_000, 400, 20_000).unwrap();
+        assert!(close(t.z, 18.64022078826845, 1e-12), "{t:?}");
+        assert!(t.p_worse < 1e-70, "{t:?}");
+        // 0.1 % against 0.1 %: nothing.
+        let t = two_proportions(20, 20_000, 20, 20_000).unwrap();
+        assert_eq!((t.z, t.p_worse), (0.0, 0.5));
+        assert!(t.p_worse > 0.05);
+    }
+
+    #[test]
+    fn two_proportions_handles_zeros_and_bad_input() {
+        let t = two_proportions(0, 1000, 0, 1000).unwrap();
+        assert_eq!((t.z, t.p_worse, t.difference), (0.0, 1.0, 0.0));
+        let t = two_proportions(1000, 1000, 500, 500).unwrap();
+        assert_eq!((t.z, t.p_worse), (0.0, 1.0));
+        let t = two_proportions(0, 1000, 3, 1000).unwrap();
+        assert!(t.p_worse > 0.01 && t.p_worse < 0.1, "{t:?}");
+        assert!(two_proportions(0, 0, 0, 10).is_none());
+        assert!(two_proportions(0, 10, 0, 0).is_none());
+        assert!(two_proportions(11, 10, 0, 10).is_none());
+        assert!(two_proportions(0, 10, 11, 10).is_none());
+    }
+
+    const TOL_20MS: Tolerance = Tolerance {
+        relative: 0.10,
+        absolute: 0.020,
+    };
+    const TOL_HALF_PP: Tolerance = Tolerance {
+        relative: 0.0,
+        absolute: 0.005,
+    };
+
+    #[test]
+    fn tolerance_takes_the_larger_allowance() {
+        assert_eq!(TOL_20MS.allowed(0.1), 0.020);
+        assert!(close(TOL_20MS.allowed(0.5), 0.05, 1e-15));
+        assert_eq!(TOL_HALF_PP.allowed(0.9), 0.005);
+    }
+
+    #[test]
+    fn judge_latency_is_inconclusive_without_enough_samples() {
+        let a = hist(&[100; 50]);
+        let b = hist(&[100_000; 50]);
+        let v = judge_latency(&a, &b, TOL_20MS, 0.01, 0.001, 51);
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(
+            v.reason,
+            "too few samples: baseline 50, canary 50, at least 51 each needed"
+        );
+        // The numbers are still reported.
+        assert!(v.p_value.unwrap() < 1e-10);
+        let v = judge_latency(&a, &new_hist(), TOL_20MS, 0.01, 0.001, 0);
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(v.p_value, None);
+        assert_eq!(v.canary_count, 0);
+        assert_eq!(
+            v.reason,
+            "too few samples: baseline 50, canary 0, at least 1 each needed"
+        );
+        let v = judge_latency(&new_hist(), &new_hist(), TOL_20MS, 0.01, 0.001, 10);
+        assert_eq!((v.outcome, v.allowed), (Outcome::Inconclusive, None));
+    }
+
+    #[test]
+    fn judge_latency_fails_only_past_the_tolerance() {
+        // Baseline 100 µs, canary 150 or 151 µs; 50 µs allowed. Both shifts
+        // are overwhelmingly significant; only the one past 50 µs fails.
+        let tol = Tolerance {
+            relative: 0.0,
+            absolute: 50e-6,
+        };
+        let base = hist(&[100; 1000]);
+        let at = judge_latency(&base, &hist(&[150; 1000]), tol, 0.01, 0.001, 100);
+        assert_eq!(at.outcome, Outcome::Marginal, "{at:?}");
+        let past = judge_latency(&base, &hist(&[151; 1000]), tol, 0.01, 0.001, 100);
+        assert_eq!(past.outcome, Outcome::Fail, "{past:?}");
+        assert!(
+            past.reason.starts_with(
+                "p95 rose 0.051 ms (0.100 → 0.151 ms), over the 0.050 ms tolerance; \
+                 Mann–Whitney p="
+            ),
+            "{}",
+            past.reason
+        );
+        assert_eq!(past.allowed, Some(50e-6));
+    }
+
+    #[test]
+    fn judge_latency_marks_a_small_significant_slowdown_marginal() {
+        // +5 ms on a 40 ms median: real (p ≪ 0.001) but within 20 ms.
+        let mut rng = StdRng::seed_from_u64(5);
+        let base = latency_hist(&mut rng, 2000, 0);
+        let canary = latency_hist(&mut rng, 2000, 5_000);
+        let v = judge_latency(&base, &canary, TOL_20MS, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Marginal, "{v:?}");
+        assert!(v.p_value.unwrap() < 0.001);
+        assert!(
+            v.reason
+                .contains("within the 20.0 ms tolerance, but the canary is significantly worse"),
+            "{}",
+            v.reason
+        );
+    }
+
+    #[test]
+    fn judge_latency_marks_a_tail_without_significance_marginal() {
+        // The canary is faster for most requests but has a slow 8 % tail: its
+        // p95 is far past the tolerance, yet it is not stochastically larger.
+        let mut b = new_hist();
+        b.record_n(40_000, 900).unwrap();
+        b.record_n(50_000, 100).unwrap();
+        let mut c = new_hist();
+        c.record_n(30_000, 920).unwrap();
+        c.record_n(200_000, 80).unwrap();
+        let v = judge_latency(&b, &c, TOL_20MS, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Marginal, "{v:?}");
+        assert!(v.p_value.unwrap() > 0.5);
+        assert!(
+            v.reason
+                .contains("over the 20.0 ms tolerance, but not significantly"),
+            "{}",
+            v.reason
+        );
+        let Detail::Distribution { shift_p95, .. } = v.detail else {
+            panic!("{v:?}")
+        };
+        assert!(shift_p95.unwrap() > 0.14);
+    }
+
+    #[test]
+    fn judge_latency_passes_calm_and_faster_canaries() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let base = latency_hist(&mut rng, 2000, 0);
+        let v = judge_latency(&base, &base, TOL_20MS, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        assert!(v.reason.starts_with("p95 unchanged ("), "{}", v.reason);
+        assert!(v
+            .reason
+            .contains("within the 20.0 ms tolerance; Mann–Whitney p=0.5"));
+
+        let mut faster = new_hist();
+        for v in base.iter_recorded() {
+            faster
+                .record_n(v.value_iterated_to() / 2, v.count_at_value())
+                .unwrap();
+        }
+        let v = judge_latency(&base, &faster, TOL_20MS, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        assert!(v.reason.starts_with("p95 fell "), "{}", v.reason);
+        assert!(v.p_value.unwrap() > 0.999);
+    }
+
+    #[test]
+    fn judge_ratio_covers_every_outcome() {
+        // 0.1 % → 2 % errors on 20 000 requests: fail, with the numbers.
+        let v = judge_ratio(20, 20_000, 400, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert_eq!(
+            v.reason,
+            "ratio rose 1.90 pp (0.10 % → 2.00 %), over the 0.50 pp tolerance; \
+             two-proportion p=7.6e-78"
+        );
+        // 0.1 % → 0.3 %: real (z ≈ 4.5) but within half a point.
+        let v = judge_ratio(20, 20_000, 60, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Marginal, "{v:?}");
+        assert!(v.reason.contains("but the canary is significantly worse"));
+        // 0 of 10 → 1 of 10: ten points up, but p ≈ 0.15.
+        let v = judge_ratio(0, 10, 1, 10, TOL_HALF_PP, 0.01, 0.001, 10);
+        assert_eq!(v.outcome, Outcome::Marginal, "{v:?}");
+        assert!(v.reason.contains("but not significantly"), "{}", v.reason);
+        // Calm, and no errors at all.
+        let v = judge_ratio(20, 20_000, 20, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Pass, "{v:?}");
+        assert_eq!(
+            v.reason,
+            "ratio unchanged (0.10 % → 0.10 %), within the 0.50 pp tolerance; \
+             two-proportion p=0.500"
+        );
+        let v = judge_ratio(0, 20_000, 0, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        assert_eq!((v.outcome, v.p_value), (Outcome::Pass, Some(1.0)));
+        // Too few, none, and impossible counts.
+        let v = judge_ratio(0, 99, 50, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert_eq!(
+            v.reason,
+            "too few samples: baseline 99, canary 20000, at least 100 each needed"
+        );
+        let v = judge_ratio(0, 0, 0, 0, TOL_HALF_PP, 0.01, 0.001, 0);
+        assert_eq!((v.outcome, v.p_value), (Outcome::Inconclusive, None));
+        let v = judge_ratio(5, 4, 0, 10, TOL_HALF_PP, 0.01, 0.001, 0);
+        assert_eq!(v.outcome, Outcome::Inconclusive);
+        assert!(v.reason.starts_with("invalid counts"), "{}", v.reason);
+    }
+
+    #[test]
+    fn judge_ratio_allows_a_relative_rise() {
+        // 10 % → 14 % loss with "may rise by half": 5 points allowed.
+        let tol = Tolerance {
+            relative: 0.5,
+            absolute: 0.005,
+        };
+        let v = judge_ratio(1000, 10_000, 1400, 10_000, tol, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Marginal, "{v:?}");
+        assert!(close(v.allowed.unwrap(), 0.05, 1e-12));
+        let v = judge_ratio(1000, 10_000, 1600, 10_000, tol, 0.01, 0.001, 100);
+        assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
+    }
+
+    #[test]
+    fn overall_covers_every_combination() {
+        use Outcome::*;
+        assert_eq!(overall(&[Pass, Marginal, Fail, Inconclusive]), Fail);
+        assert_eq!(overall(&[Fail]), Fail);
+        assert_eq!(overall(&[Pass, Marginal, Inconclusive]), Marginal);
+        assert_eq!(overall(&[Inconclusive, Marginal]), Marginal);
+        assert_eq!(overall(&[Pass, Inconclusive, Inconclusive]), Pass);
+        assert_eq!(overall(&[Pass, Pass]), Pass);
+        assert_eq!(overall(&[Inconclusive, Inconclusive]), Inconclusive);
+        assert_eq!(overall(&[]), Inconclusive);
+    }
+
+    #[test]
+    fn verdicts_serialize_for_the_json_answer() {
+        assert_eq!(
+            serde_json::to_string(&Outcome::Marginal).unwrap(),
+            "\"marginal\""
+        );
+        assert_eq!(Outcome::Inconclusive.to_string(), "inconclusive");
+        for o in [
+            Outcome::Pass,
+            Outcome::Marginal,
+            Outcome::Fail,
+            Outcome::Inconclusive,
+        ] {
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
+        }
+
+        let v = judge_ratio(20, 20_000, 400, 20_000, TOL_HALF_PP, 0.01, 0.001, 100);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["outcome"], "fail");
+        assert_eq!(json["kind"], "ratio");
+        assert_eq!(json["canary_bad"], 400);
+        assert_eq!(json["baseline_count"], 20_000);
+        let back: SignalVerdict = serde_json::from_value(json).unwrap();
+        assert_eq!(back, v);
+
+        let v = judge_latency(&hist(&[100; 10]), &new_hist(), TOL_20MS, 0.01, 0.001, 5);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["kind"], "distribution");
+        assert_eq!(json["outcome"], "inconclusive");
+        assert!(json["canary_p95"].is_null() && json["p_value"].is_null());
+        assert_eq!(json["baseline_p50"], 100e-6);
+        let back: SignalVerdict = serde_json::from_value(json).unwrap();
+        assert_eq!(back, v);
+
+        let t = mann_whitney(&hist(&HAND_BASELINE), &hist(&HAND_CANARY)).unwrap();
+        let json = serde_json::to_value(t).unwrap();
+        assert_eq!(json["u"], 24.5);
+        let p = two_proportions(1, 10, 2, 10).unwrap();
+        assert_eq!(serde_json::to_value(p).unwrap()["canary_ratio"], 0.2);
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(fmt_p(0.4321), "0.432");
+        assert_eq!(fmt_p(0.001), "0.001");
+        assert_eq!(fmt_p(1e-9), "1.0e-9");
+        assert_eq!(fmt_ms(0.1001), "100.1");
+        assert_eq!(fmt_ms(0.000412), "0.412");
+        assert_eq!(fmt_ms(0.0), "0.0");
+        assert_eq!(fmt_pct(0.02), "2.00 %");
+    }
+}
