@@ -163,7 +163,8 @@ pub struct RankTest {
     /// sample falls in one bucket (σ = 0).
     pub z: f64,
     /// One-sided p-value that the canary is stochastically larger (slower,
-    /// more lag) than the baseline; continuity-corrected.
+    /// more lag) than the baseline; continuity-corrected. Underflows to 0
+    /// beyond z ≈ 37.
     pub p_worse: f64,
     /// Two-sided p-value that the two differ in either direction;
     /// continuity-corrected, at most 1.
@@ -486,12 +487,16 @@ fn decide(p: f64, beyond: bool, alpha: f64, marginal_alpha: f64) -> Outcome {
     }
 }
 
-/// A p-value as a reader wants it: three decimals, or scientific when tiny.
+/// A p-value as a reader wants it, with its relation: "p=0.432" with three
+/// decimals, "p=1.0e-9" when tiny, and "p<1e-300" once the normal tail has
+/// underflowed to 0 (z beyond about 37).
 fn fmt_p(p: f64) -> String {
     if p >= 0.001 {
-        format!("{p:.3}")
+        format!("p={p:.3}")
+    } else if p >= 1e-300 {
+        format!("p={p:.1e}")
     } else {
-        format!("{p:.1e}")
+        "p<1e-300".to_string()
     }
 }
 
@@ -612,7 +617,7 @@ pub fn judge_latency(
         outcome,
         beyond,
         &format!("{} ms", fmt_ms(allowed_s)),
-        &format!("Mann–Whitney p={}", fmt_p(t.p_worse)),
+        &format!("Mann–Whitney {}", fmt_p(t.p_worse)),
     ));
     SignalVerdict {
         outcome,
@@ -681,7 +686,7 @@ pub fn judge_ratio(
         outcome,
         beyond,
         &format!("{:.2} pp", allowed_r * 100.0),
-        &format!("two-proportion p={}", fmt_p(t.p_worse)),
+        &format!("two-proportion {}", fmt_p(t.p_worse)),
     ));
     SignalVerdict {
         outcome,
@@ -1019,9 +1024,10 @@ mod tests {
         let v = judge_latency(&base, &canary, TOL_20MS, 0.01, 0.001, 100);
         assert_eq!(v.outcome, Outcome::Fail, "{v:?}");
         assert!(v.reason.starts_with("p95 rose "), "{}", v.reason);
+        // z ≈ 53: the normal tail underflows, and the reason says so.
         assert!(
             v.reason
-                .contains("over the 20.0 ms tolerance; Mann–Whitney p="),
+                .contains("over the 20.0 ms tolerance; Mann–Whitney p<1e-300"),
             "{}",
             v.reason
         );
@@ -1119,26 +1125,42 @@ mod tests {
 
     #[test]
     fn judge_latency_fails_only_past_the_tolerance() {
-        // Baseline 100 µs, canary 150 or 151 µs; 50 µs allowed. Both shifts
-        // are overwhelmingly significant; only the one past 50 µs fails.
+        // Baseline 100 µs, canary 150 or 151 µs, 20 samples each; 50 µs
+        // allowed. Both shifts are significant (all 400 pairs favour the
+        // canary: z = 199.5/σ with σ² = 400/12 · (41 − 2·7980/1560), one-sided
+        // p = 2.34e-10); only the one past 50 µs fails.
         let tol = Tolerance {
             relative: 0.0,
             absolute: 50e-6,
         };
-        let base = hist(&[100; 1000]);
-        let at = judge_latency(&base, &hist(&[150; 1000]), tol, 0.01, 0.001, 100);
+        let base = hist(&[100; 20]);
+        let at = judge_latency(&base, &hist(&[150; 20]), tol, 0.01, 0.001, 20);
         assert_eq!(at.outcome, Outcome::Marginal, "{at:?}");
-        let past = judge_latency(&base, &hist(&[151; 1000]), tol, 0.01, 0.001, 100);
-        assert_eq!(past.outcome, Outcome::Fail, "{past:?}");
-        assert!(
-            past.reason.starts_with(
-                "p95 rose 0.051 ms (0.100 → 0.151 ms), over the 0.050 ms tolerance; \
-                 Mann–Whitney p="
-            ),
-            "{}",
-            past.reason
+        assert_eq!(
+            at.reason,
+            "p95 rose 0.050 ms (0.100 → 0.150 ms), within the 0.050 ms tolerance, \
+             but the canary is significantly worse (Mann–Whitney p=2.3e-10)"
         );
+        let past = judge_latency(&base, &hist(&[151; 20]), tol, 0.01, 0.001, 20);
+        assert_eq!(past.outcome, Outcome::Fail, "{past:?}");
+        assert_eq!(
+            past.reason,
+            "p95 rose 0.051 ms (0.100 → 0.151 ms), over the 0.050 ms tolerance; \
+             Mann–Whitney p=2.3e-10"
+        );
+        assert!(close(past.p_value.unwrap(), 2.3413411793710456e-10, 1e-12));
         assert_eq!(past.allowed, Some(50e-6));
+        let Detail::Distribution {
+            shift_p50,
+            shift_p95,
+            prob_superiority,
+            ..
+        } = past.detail
+        else {
+            panic!("{past:?}")
+        };
+        assert_eq!((shift_p50, shift_p95), (Some(51e-6), Some(51e-6)));
+        assert_eq!(prob_superiority, Some(1.0));
     }
 
     #[test]
@@ -1318,9 +1340,10 @@ mod tests {
 
     #[test]
     fn numbers_read_well() {
-        assert_eq!(fmt_p(0.4321), "0.432");
-        assert_eq!(fmt_p(0.001), "0.001");
-        assert_eq!(fmt_p(1e-9), "1.0e-9");
+        assert_eq!(fmt_p(0.4321), "p=0.432");
+        assert_eq!(fmt_p(0.001), "p=0.001");
+        assert_eq!(fmt_p(1e-9), "p=1.0e-9");
+        assert_eq!(fmt_p(0.0), "p<1e-300");
         assert_eq!(fmt_ms(0.1001), "100.1");
         assert_eq!(fmt_ms(0.000412), "0.412");
         assert_eq!(fmt_ms(0.0), "0.0");
