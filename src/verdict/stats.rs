@@ -1009,6 +1009,44 @@ mod tests {
     }
 
     #[test]
+    fn two_proportions_null_calibration_keeps_the_false_alarm_rate() {
+        // 200 pairs of windows of 5000 requests at one true error ratio of
+        // 1 % (about 50 errors each). Same bound as for the rank test: at most
+        // 6 of 200 below 0.01.
+        let mut rng = StdRng::seed_from_u64(0x5eed_e770);
+        let mut below_1pct = 0;
+        for _ in 0..200 {
+            let mut bad = || (0..5000).filter(|_| rng.random_bool(0.01)).count() as u64;
+            let (a, b) = (bad(), bad());
+            let t = two_proportions(a, 5000, b, 5000).unwrap();
+            below_1pct += usize::from(t.p_worse < 0.01);
+        }
+        assert!(below_1pct <= 6, "{below_1pct} of 200 below 0.01");
+    }
+
+    #[test]
+    fn calm_windows_pass() {
+        // The calm criterion on independent samples: 20 verdicts
+        // between windows from one distribution give no fail and at most one
+        // marginal, for latency and for errors.
+        let mut rng = StdRng::seed_from_u64(20);
+        let mut outcomes = Vec::new();
+        for _ in 0..20 {
+            let a = latency_hist(&mut rng, 2000, 0);
+            let b = latency_hist(&mut rng, 2000, 0);
+            let latency = judge_latency(&a, &b, TOL_20MS, 0.01, 0.001, 100).outcome;
+            let mut bad = || (0..5000).filter(|_| rng.random_bool(0.005)).count() as u64;
+            let (ea, eb) = (bad(), bad());
+            let errors = judge_ratio(ea, 5000, eb, 5000, TOL_HALF_PP, 0.01, 0.001, 100).outcome;
+            outcomes.push(overall(&[latency, errors]));
+        }
+        let fails = outcomes.iter().filter(|&&o| o == Outcome::Fail).count();
+        let marginals = outcomes.iter().filter(|&&o| o == Outcome::Marginal).count();
+        assert_eq!(fails, 0, "{outcomes:?}");
+        assert!(marginals <= 1, "{outcomes:?}");
+    }
+
+    #[test]
     fn a_50_ms_shift_is_found_and_measured() {
         let mut rng = StdRng::seed_from_u64(50);
         let base = latency_hist(&mut rng, 2000, 0);
