@@ -54,8 +54,9 @@ fn not_passing(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serial_each_fault_fails_its_own_signal_and_calm_windows_pass() {
+/// A reference API and a daemon at 200 events/s with 10 s snapshots,
+/// after `warm` of calm traffic.
+async fn stack(warm: Duration) -> (rehab_canary::sim::SimHandle, rehab_canary::app::Daemon) {
     let mut sim_cfg = with_faults(Faults::default());
     sim_cfg.pipeline.batch_timeout = Duration::from_millis(5);
     let sim = start_sim(sim_cfg).await;
@@ -69,11 +70,48 @@ async fn serial_each_fault_fails_its_own_signal_and_calm_windows_pass() {
     cfg.verdict.baseline = Duration::from_secs(60);
     cfg.verdict.min_samples = 50;
     let daemon = start_daemon(cfg).await;
-    let addr = daemon.admin_addr();
+    tokio::time::sleep(warm).await;
+    (sim, daemon)
+}
 
-    // Calm: 80 s of traffic, then 20 verdicts over calm windows (the last
-    // 20, 30 or 40 s against the minute before them).
-    tokio::time::sleep(Duration::from_secs(80)).await;
+/// After a calm minute, a deploy followed by `fault`: within 45 s the
+/// verdict fails on `signal`, and every other signal passes (or has too few
+/// samples to say).
+async fn deploy_then_fault(version: &str, fault: Faults, signal: &str) {
+    let (sim, daemon) = stack(Duration::from_secs(70)).await;
+    let addr = daemon.admin_addr();
+    deploy(addr, version).await;
+    sim.set_faults(fault);
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let v = verdict(addr, "since=last-deploy&baseline=60s").await;
+    let off = not_passing(&v);
+    eprintln!("{version}: {} {off:?}", v["verdict"]);
+    assert_eq!(v["verdict"], "fail", "{version}: {off:?}");
+    assert_eq!(v["deploy"]["version"], version);
+    for s in v["signals"].as_array().unwrap() {
+        if s["signal"] == signal {
+            continue;
+        }
+        assert!(
+            s["outcome"] == "pass" || s["outcome"] == "inconclusive",
+            "{version}: another signal moved: {s}"
+        );
+    }
+    assert!(
+        off.iter()
+            .any(|o| o.starts_with(signal) && o.contains("fail")),
+        "{version}: {off:?}"
+    );
+    daemon.shutdown().await;
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_calm_windows_do_not_fail() {
+    // 20 verdicts over calm windows: the last 20, 30 or 40 s against the
+    // 30 to 60 s before them.
+    let (sim, daemon) = stack(Duration::from_secs(90)).await;
+    let addr = daemon.admin_addr();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -89,6 +127,9 @@ async fn serial_each_fault_fails_its_own_signal_and_calm_windows_pass() {
             "calm window {k}: {:?}",
             not_passing(&v)
         );
+        if v["verdict"] != "pass" {
+            eprintln!("calm window {k}: {} {:?}", v["verdict"], not_passing(&v));
+        }
         marginal += usize::from(v["verdict"] == "marginal");
     }
     eprintln!("calm: {marginal} marginal of 20");
@@ -96,39 +137,21 @@ async fn serial_each_fault_fails_its_own_signal_and_calm_windows_pass() {
         marginal <= 1,
         "{marginal} marginal verdicts of 20 calm ones"
     );
-
-    let cases: [(&str, Faults, &str); 3] = [
-        ("latency", faults(|f| f.latency_ms = 50), "latency"),
-        ("lag", faults(|f| f.projection_delay_ms = 100), "lag"),
-        ("errors", faults(|f| f.error_rate = 0.02), "errors"),
-    ];
-    for (version, fault, signal) in cases {
-        deploy(addr, version).await;
-        sim.set_faults(fault);
-        tokio::time::sleep(Duration::from_secs(45)).await;
-        let v = verdict(addr, "since=last-deploy&baseline=60s").await;
-        let off = not_passing(&v);
-        eprintln!("{version}: {} {off:?}", v["verdict"]);
-        assert_eq!(v["verdict"], "fail", "{version}: {off:?}");
-        assert_eq!(v["deploy"]["version"], version);
-        for s in v["signals"].as_array().unwrap() {
-            if s["signal"] == signal {
-                continue;
-            }
-            assert!(
-                s["outcome"] == "pass" || s["outcome"] == "inconclusive",
-                "{version}: another signal moved: {s}"
-            );
-        }
-        assert!(
-            off.iter()
-                .any(|o| o.starts_with(signal) && o.contains("fail")),
-            "{version}: {off:?}"
-        );
-        // Heal, and let a calm minute become the next baseline.
-        sim.set_faults(Faults::default());
-        tokio::time::sleep(Duration::from_secs(65)).await;
-    }
     daemon.shutdown().await;
     sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_50ms_more_latency_after_a_deploy_fails_on_latency() {
+    deploy_then_fault("latency", faults(|f| f.latency_ms = 50), "latency").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_100ms_more_projection_delay_after_a_deploy_fails_on_lag() {
+    deploy_then_fault("lag", faults(|f| f.projection_delay_ms = 100), "lag").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_2_percent_errors_after_a_deploy_fails_on_errors() {
+    deploy_then_fault("errors", faults(|f| f.error_rate = 0.02), "errors").await;
 }
