@@ -46,6 +46,7 @@ impl StatusSection for LagStatus {
             "in_flight": self.metrics.in_flight_now(),
             "projections": self.metrics.snapshot(),
             "batch": self.metrics.batch().snapshot(),
+            "audit": self.metrics.audit().snapshot(),
         })
     }
 
