@@ -235,11 +235,12 @@ pub fn oldest_listed(doc: &Value, rule: &Visibility, pointer: &str) -> Option<u6
 
 /// Judges event `seq` (of `version`, if known) in one audit read.
 /// `version_pointer` points into each listed item at its version; with it
-/// and a known version an absent event is `vanished` only when the stream
-/// reaches back before it: this read lists an older version, or
-/// `older_seen` (an older version this audit already saw listed: retention
-/// trims streams from the front, so the older one proves this one was kept).
-/// Otherwise the event is past retention.
+/// and a known version an absent event is `vanished` only when this read
+/// lists an older version (the stream still reaches back before it; one
+/// read is one consistent view, while between two reads retention may trim
+/// on). Otherwise the event is past retention. Two neighbours both lost are
+/// therefore judged past retention: the audit under-counts a loss of
+/// fraction f by about f.
 pub fn judge(
     doc: &Value,
     rule: &Visibility,
@@ -247,7 +248,6 @@ pub fn judge(
     seq: u64,
     version: Option<u64>,
     version_pointer: Option<&str>,
-    older_seen: Option<u64>,
 ) -> Result<Verdict, Unjudged> {
     let mut seqs = Vec::new();
     rule.markers(doc, prefix, &mut seqs)
@@ -260,15 +260,9 @@ pub fn judge(
     let (Some(v), Some(ptr)) = (version, version_pointer) else {
         return Ok(Verdict::Vanished);
     };
-    if v <= 1 {
-        // Nothing comes before a stream's first version.
-        return Ok(Verdict::Vanished);
-    }
-    let oldest = oldest_listed(doc, rule, ptr)
-        .into_iter()
-        .chain(older_seen)
-        .min();
-    if oldest.is_some_and(|o| o < v) {
+    // (A stream's first version has nothing before it: its absence is never
+    // told from retention, so it is never counted.)
+    if oldest_listed(doc, rule, ptr).is_some_and(|o| o < v) {
         Ok(Verdict::Vanished)
     } else {
         Err(Unjudged::Retention)
@@ -290,9 +284,6 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
     let m = shared.metrics.audit();
     let mut report = AuditReport::default();
     let ptr = p.probe.audit_version();
-    // The oldest version the reads of this audit listed so far (picks go
-    // oldest first).
-    let mut oldest: Option<u64> = None;
     for pick in picks {
         let Some(url) = p.probe.audit_url(pick.seq, pick.version) else {
             continue;
@@ -301,19 +292,14 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
             .await
             .map_err(Unjudged::Read)
             .and_then(|doc| {
-                let verdict = judge(
+                judge(
                     &doc,
                     &p.probe.rule,
                     &p.probe.prefix,
                     pick.seq,
                     pick.version,
                     ptr,
-                    oldest,
-                );
-                if let Some(o) = ptr.and_then(|ptr| oldest_listed(&doc, &p.probe.rule, ptr)) {
-                    oldest = Some(oldest.map_or(o, |x| x.min(o)));
-                }
-                verdict
+                )
             });
         match judged {
             Ok(v) => {
@@ -472,51 +458,44 @@ mod tests {
         assert_eq!(version_of(&doc, &rule, &p, 5, "/version"), Some(10));
         assert_eq!(version_of(&doc, &rule, &p, 7, "/version"), None);
         assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, None),
+            judge(&doc, &rule, &p, 5, Some(10), ptr),
             Ok(Verdict::Present)
         );
         // Version 10 left out by a rebuild; 9 still there: vanished.
         let doc = read(vec![ev(9, 4), ev(11, 6), ev(12, 7)]);
         assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, None),
+            judge(&doc, &rule, &p, 5, Some(10), ptr),
             Ok(Verdict::Vanished)
         );
         // Nothing before it any more: past retention, not a failure.
         let doc = read(vec![ev(40, 30), ev(41, 31)]);
         assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, None),
+            judge(&doc, &rule, &p, 5, Some(10), ptr),
             Err(Unjudged::Retention)
         );
         assert_eq!(
-            judge(&read(vec![]), &rule, &p, 5, Some(10), ptr, None),
+            judge(&read(vec![]), &rule, &p, 5, Some(10), ptr),
             Err(Unjudged::Retention)
         );
-        // Versions 9 and 10 both left out: an older version listed earlier
-        // in the same audit still proves the stream reaches back.
+        // Versions 9 and 10 both left out: nothing older listed, so it
+        // cannot be told from retention (under-counted, never over-counted).
         let doc = read(vec![ev(11, 6), ev(12, 7), ev(13, 8)]);
         assert_eq!(oldest_listed(&doc, &rule, "/version"), Some(11));
         assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, None),
+            judge(&doc, &rule, &p, 5, Some(10), ptr),
             Err(Unjudged::Retention)
         );
-        assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, Some(7)),
-            Ok(Verdict::Vanished)
-        );
         // Without a version: absent is vanished.
-        assert_eq!(
-            judge(&doc, &rule, &p, 5, None, None, None),
-            Ok(Verdict::Vanished)
-        );
+        assert_eq!(judge(&doc, &rule, &p, 5, None, None), Ok(Verdict::Vanished));
         // Twice now.
         let doc = read(vec![ev(9, 4), ev(10, 5), ev(11, 5)]);
         assert_eq!(
-            judge(&doc, &rule, &p, 5, Some(10), ptr, None),
+            judge(&doc, &rule, &p, 5, Some(10), ptr),
             Ok(Verdict::Duplicated)
         );
         // A body without the list judges nothing.
         assert_eq!(
-            judge(&json!({"nope": 1}), &rule, &p, 5, Some(10), ptr, None),
+            judge(&json!({"nope": 1}), &rule, &p, 5, Some(10), ptr),
             Err(Unjudged::Read(ReadFailure::Shape))
         );
     }
