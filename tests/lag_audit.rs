@@ -212,3 +212,47 @@ async fn serial_a_calm_run_counts_no_integrity_failure() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serial_failed_audit_reads_judge_nothing() {
+    let sim = start_sim(Faults::default(), |c| {
+        c.pipeline.batch_timeout = Duration::from_millis(5);
+        c.retention.max_bytes_per_patient = 64 << 20;
+        c.retention.max_events_per_patient = 100_000;
+    })
+    .await;
+    let ms = Duration::from_millis;
+    let daemon = start_daemon(config(&sim, &["stream"], |c| {
+        audited(c, ms(50), ms(500), ms(200));
+    }))
+    .await;
+    let addr = daemon.admin_addr();
+    scrape_until(addr, "a calm audit", Duration::from_secs(10), |s| {
+        per(
+            s,
+            "rehab_canary_projection_integrity_checked_total",
+            "stream",
+        ) >= 10.0
+    })
+    .await;
+    // Every answer a 500, then every read body garbage: nothing is judged.
+    for (fault, reason) in [
+        (faults(|f| f.error_rate = 1.0), "status"),
+        (faults(|f| f.garbage_rate = 1.0), "not_json"),
+    ] {
+        sim.set_faults(fault);
+        let s = scrape(addr).await;
+        let before = (audits(&s), unjudged(&s, reason));
+        scrape_until(addr, reason, Duration::from_secs(10), |s| {
+            audits(s) >= before.0 + 2.0 && unjudged(s, reason) >= before.1 + 10.0
+        })
+        .await;
+    }
+    sim.set_faults(Faults::default());
+    let s = scrape(addr).await;
+    daemon.shutdown().await;
+    sim.shutdown().await;
+    assert_eq!(integrity(&s, "vanished"), 0.0);
+    assert_eq!(integrity(&s, "duplicated"), 0.0);
+    assert_eq!(unjudged(&s, "retention"), 0.0);
+}
