@@ -78,7 +78,15 @@ async fn serial_a_rebuild_losing_old_events_is_caught_by_the_next_audit() {
     .await;
     let every = Duration::from_secs(3);
     let daemon = start_daemon(config(&sim, &["stream"], |c| {
-        audited(c, Duration::from_millis(20), every, Duration::from_secs(1));
+        audited(
+            c,
+            Duration::from_millis(20),
+            every,
+            Duration::from_millis(2500),
+        );
+        // A sample of the ~325 events old enough at the audit after the
+        // rebuild, so the count depends on which ones the audit drew.
+        c.lag.audit.sample = 200;
     }))
     .await;
     let addr = daemon.admin_addr();
@@ -141,6 +149,17 @@ async fn serial_a_rebuild_losing_old_events_is_caught_by_the_next_audit() {
         truth.dropped,
         truth.examined,
         checked.len()
+    );
+    let seq = |m: &String| m.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+    let mut all: Vec<u64> = checked.iter().map(seq).collect();
+    all.sort();
+    let mut missed: Vec<u64> = dropped.difference(&checked).map(seq).collect();
+    missed.sort();
+    eprintln!(
+        "checked seqs {:?}..{:?} n {}; dropped not checked {missed:?}",
+        all.first(),
+        all.last(),
+        all.len()
     );
     assert!(
         expected >= 5.0,
