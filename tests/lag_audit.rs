@@ -138,6 +138,8 @@ async fn serial_a_rebuild_losing_old_events_is_caught_by_the_next_audit() {
     );
     // What the audit re-read, against the simulator's truth.
     let status = audit_status(addr).await;
+    let page = support::fetch_text(&format!("http://{addr}/")).await;
+    assert!(page.contains("Integrity audit of stream"), "landing page");
     daemon.shutdown().await;
     sim.shutdown().await;
     let checked = markers(&status["last_checked"]);
