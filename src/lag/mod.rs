@@ -13,7 +13,10 @@
 //! Each probe event is one run (`run.rs`): it posts the event and polls on
 //! a schedule that does not wait for the round trip; `estimate.rs` turns
 //! the polls into a lag sample and its error bar, and `server_clock.rs`
-//! reads the service's own timestamps where it has them. The README's
+//! reads the service's own timestamps where it has them. Every
+//! `lag.audit.interval`, `audit.rs` re-reads a sample of each audited
+//! probe's old, confirmed events to catch read models that lose them later.
+//! The README's
 //! "Projection lag and event loss" explains the measurement for operators.
 
 mod audit;
