@@ -197,6 +197,16 @@ quiet('late, error and rejected probes are not losses', 'RehabCanaryEventsLost',
        s('rehab_canary_lag_probe_failures_total', 'projection="stream",reason="error"', '0+1x10'),
        s('rehab_canary_lag_probe_failures_total', 'projection="stream",reason="rejected"', '0+1x10'),
        s('rehab_canary_lag_probe_failures_total', 'projection="stream",reason="lost"', '0x10')], ['5m'])
+health('fires on one vanished event', 'RehabCanaryReadModelLostEvents',
+       [s('rehab_canary_projection_integrity_failures_total', 'projection="stream",reason="vanished"', '0 0 0 1x20'),
+        s('rehab_canary_projection_integrity_failures_total', 'projection="adherence",reason="vanished"', '0x23')],
+       '10m', [{'job': J, 'projection': 'stream'}], ['2m', '20m'])
+quiet('duplicates, checks and unjudged reads are not losses', 'RehabCanaryReadModelLostEvents',
+      [s('rehab_canary_projection_integrity_failures_total', 'projection="stream",reason="duplicated"', '0+1x20'),
+       s('rehab_canary_projection_integrity_checked_total', 'projection="stream"', '0+20x20'),
+       s('rehab_canary_projection_integrity_unjudged_total', 'projection="stream",reason="retention"', '0+5x20'),
+       s('rehab_canary_projection_integrity_unjudged_total', 'projection="stream",reason="status"', '0+5x20'),
+       s('rehab_canary_projection_integrity_failures_total', 'projection="stream",reason="vanished"', '0x20')], ['5m', '15m'])
 health('fires after an hour paused', 'RehabCanaryPausedTooLong',
        [s('rehab_canary_paused', '', '1x70')], '61m', [il], ['30m'])
 quiet('a short pause never fires', 'RehabCanaryPausedTooLong', [s('rehab_canary_paused', '', '1x30 0x40')], ['61m'])

@@ -521,3 +521,72 @@ async fn faults_from_config_and_handle() {
     assert_eq!(sim.faults(), Faults::default());
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn rebuild_leaves_old_events_out_of_the_stream_and_says_which() {
+    let (sim, c, base) = api(fast_config()).await;
+    for k in 0..40 {
+        let ev = session_start("prb", &format!("s{k}"), "2025-09-08T10:00:00Z", 10);
+        assert_eq!(post_event(&c, &base, &ev).await.status(), 201);
+    }
+    let url = format!("{base}/api/v1/patients/prb/stream?limit=1000");
+    read_until(&c, &url, "all 40 visible", |v| v["count"] == 40).await;
+    // Bad input: 400 naming the field; nothing changes.
+    for (body, field) in [
+        (json!({"drop_fraction": 1.5}), "drop_fraction"),
+        (
+            json!({"drop_fraction": 0.1, "projection": "adherence"}),
+            "projection",
+        ),
+        (json!({"drop_fraction": 0.1, "nope": 1}), "nope"),
+    ] {
+        let r = post_json(&c, &format!("{base}/sim/rebuild"), &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(field), "{body}: {text}");
+    }
+    // Nothing is an hour old: a rebuild of old events drops nothing.
+    let r = post_json(
+        &c,
+        &format!("{base}/sim/rebuild"),
+        &json!({"drop_fraction": 1.0, "older_than_ms": 3_600_000}),
+    )
+    .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["examined"].as_u64(), v["dropped"].as_u64()),
+        (Some(0), Some(0))
+    );
+    // Everything visible is old at 0 ms: half of it, about, is left out.
+    let r = post_json(
+        &c,
+        &format!("{base}/sim/rebuild"),
+        &json!({"drop_fraction": 0.5, "patient_id": "prb"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let dropped = v["dropped"].as_u64().unwrap();
+    assert_eq!(v["examined"], 40);
+    assert_eq!(v["dropped_by_patient"]["prb"], dropped);
+    assert!((5..=35).contains(&dropped), "{dropped}");
+    let (_, read) = get_json(&c, &url).await;
+    let kept = versions(&read);
+    assert_eq!(kept.len() as u64, 40 - dropped);
+    assert_eq!(read["stream_version"], 40, "the event store keeps them");
+    assert_truth(
+        &c,
+        &base,
+        &[("rehab_sim_rebuild_dropped_events_total", dropped as f64)],
+    )
+    .await;
+    // In process, the truth names the events.
+    let report = sim.rebuild(1.0, Duration::ZERO, Some("prb"));
+    assert_eq!(report.dropped, 40 - dropped, "already left out stay out");
+    let gone = &report.by_patient["prb"];
+    assert!(gone.iter().all(|d| kept.contains(&d.version)));
+    assert!(gone
+        .iter()
+        .all(|d| d.session_id.as_deref().is_some_and(|s| s.starts_with('s'))));
+    sim.shutdown().await;
+}

@@ -46,8 +46,48 @@ pub struct LagConfig {
     pub late_window: Duration,
     #[serde(with = "humantime_serde")]
     pub late_poll_interval: Duration,
+    /// The read-model integrity audit (`[lag.audit]`).
+    pub audit: AuditConfig,
     pub probes: ProbesConfig,
 }
+
+/// `[lag.audit]`: every `interval`, each audited probe re-reads up to
+/// `sample` of its own events confirmed visible between `min_age` and
+/// `max_age` ago, through its `audit_route`, and counts the ones gone
+/// (`vanished`) or now shown twice (`duplicated`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub min_age: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Events re-read per probe per audit.
+    pub sample: usize,
+    /// Confirmed events remembered per probe; past it the oldest go first.
+    pub max_remembered: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            interval: Duration::from_secs(300),
+            min_age: Duration::from_secs(600),
+            max_age: Duration::from_secs(24 * 3600),
+            sample: 20,
+            max_remembered: 10_000,
+        }
+    }
+}
+
+/// Most events one audit re-reads per probe.
+pub const MAX_AUDIT_SAMPLE: usize = 1000;
+/// Most confirmed events remembered per probe.
+pub const MAX_AUDIT_REMEMBERED: usize = 1_000_000;
 
 impl Default for LagConfig {
     fn default() -> Self {
@@ -62,6 +102,7 @@ impl Default for LagConfig {
             weak_share: 0.25,
             late_window: Duration::from_secs(300),
             late_poll_interval: Duration::from_secs(1),
+            audit: AuditConfig::default(),
             probes: ProbesConfig::default(),
         }
     }
@@ -254,6 +295,20 @@ pub struct ProbeConfig {
     pub expect: Option<String>,
     /// Server-clock lag, where the service says when things happened.
     pub server_clock: ServerClockConfig,
+    /// The integrity audit's read of one old event, relative to
+    /// `target.base_url`: `{patient}`, `{therapist}`, `{marker}`,
+    /// `{version}` (the event's version, read at `audit_version` from the
+    /// element that showed it) and `{prev_version}` (one less) are
+    /// substituted. Unset: the probe's built-in (the stream's is
+    /// `start_version={prev_version}&limit=3`; the other read models list
+    /// only recent items, so they have none). "" turns the audit off for
+    /// this probe.
+    pub audit_route: Option<String>,
+    /// A JSON pointer into the element holding the marker, to the event's
+    /// version (reference API: `/version`). Needed by `{version}` and
+    /// `{prev_version}`; also lets an audit read tell an event removed
+    /// from a read model from one past the service's retention.
+    pub audit_version: Option<String>,
 }
 
 impl Default for ProbeConfig {
@@ -266,6 +321,8 @@ impl Default for ProbeConfig {
             pointer: None,
             expect: None,
             server_clock: ServerClockConfig::default(),
+            audit_route: None,
+            audit_version: None,
         }
     }
 }
@@ -286,6 +343,15 @@ pub struct ServerClockConfig {
 
 /// The placeholders a route may use.
 pub const ROUTE_PLACEHOLDERS: [&str; 3] = ["{patient}", "{therapist}", "{marker}"];
+
+/// The placeholders an audit route may use.
+pub const AUDIT_PLACEHOLDERS: [&str; 5] = [
+    "{patient}",
+    "{therapist}",
+    "{marker}",
+    "{version}",
+    "{prev_version}",
+];
 
 impl LagConfig {
     /// Every violation, each naming its key.
@@ -338,6 +404,32 @@ impl LagConfig {
             "lag.late_poll_interval",
             "must be at least 10ms",
         );
+        let a = &self.audit;
+        errs.check(
+            (ms(10)..=Duration::from_secs(24 * 3600)).contains(&a.interval),
+            "lag.audit.interval",
+            "must be between 10ms and 24h",
+        );
+        errs.check(
+            a.min_age < a.max_age,
+            "lag.audit.min_age",
+            "must be less than lag.audit.max_age",
+        );
+        errs.check(
+            a.max_age <= Duration::from_secs(30 * 24 * 3600),
+            "lag.audit.max_age",
+            "must be at most 30d",
+        );
+        errs.check(
+            (1..=MAX_AUDIT_SAMPLE).contains(&a.sample),
+            "lag.audit.sample",
+            "must be between 1 and 1000",
+        );
+        errs.check(
+            (1..=MAX_AUDIT_REMEMBERED).contains(&a.max_remembered),
+            "lag.audit.max_remembered",
+            "must be between 1 and 1000000",
+        );
         let b = &self.probes.batch;
         errs.check(
             (ms(10)..=hour).contains(&b.interval),
@@ -375,6 +467,30 @@ impl LagConfig {
                 if let Some(msg) = route_problem(route) {
                     errs.invalid(key("route"), msg);
                 }
+            }
+            if let Some(route) = p.audit_route.as_deref().filter(|r| !r.is_empty()) {
+                if let Some(msg) = template_problem(route, &AUDIT_PLACEHOLDERS) {
+                    errs.invalid(key("audit_route"), msg);
+                } else if p.rule.unwrap_or(if projection == Projection::Quality {
+                    RuleKind::Increment
+                } else {
+                    RuleKind::Marker
+                }) != RuleKind::Marker
+                {
+                    errs.invalid(
+                        key("audit_route"),
+                        "needs rule = \"marker\": only marker-rule probes are audited",
+                    );
+                }
+            }
+            if p.audit_version
+                .as_deref()
+                .is_some_and(|v| !v.starts_with('/'))
+            {
+                errs.invalid(
+                    key("audit_version"),
+                    "must be a JSON pointer starting with '/'",
+                );
             }
             if let Some(ptr) = &p.pointer {
                 if !ptr.is_empty() && !ptr.starts_with('/') {
@@ -422,6 +538,11 @@ impl LagConfig {
 
 /// Why a route template is unusable, if it is.
 fn route_problem(route: &str) -> Option<&'static str> {
+    template_problem(route, &ROUTE_PLACEHOLDERS)
+}
+
+/// Why a route template using `known` placeholders is unusable, if it is.
+pub fn template_problem(route: &str, known: &[&str]) -> Option<&'static str> {
     if route.is_empty() || route.contains("://") || route.starts_with('/') {
         return Some("must be a path relative to target.base_url, like api/v1/...");
     }
@@ -435,8 +556,12 @@ fn route_problem(route: &str) -> Option<&'static str> {
         let Some(close) = tail.find('}') else {
             return Some("has an unclosed '{'");
         };
-        if !ROUTE_PLACEHOLDERS.contains(&&tail[..=close]) {
-            return Some("placeholders are {patient}, {therapist} and {marker}");
+        if !known.contains(&&tail[..=close]) {
+            return Some(if known.len() == ROUTE_PLACEHOLDERS.len() {
+                "placeholders are {patient}, {therapist} and {marker}"
+            } else {
+                "placeholders are {patient}, {therapist}, {marker}, {version} and {prev_version}"
+            });
         }
         rest = &tail[close + 1..];
     }
@@ -516,6 +641,36 @@ mod tests {
                 "lag.probes.batch.pointer",
             ),
             (|c| c.weak_share = 0.0, "lag.weak_share"),
+            (|c| c.audit.interval = Duration::ZERO, "lag.audit.interval"),
+            (
+                |c| c.audit.min_age = Duration::from_secs(48 * 3600),
+                "lag.audit.min_age",
+            ),
+            (
+                |c| c.audit.max_age = Duration::from_secs(90 * 24 * 3600),
+                "lag.audit.max_age",
+            ),
+            (|c| c.audit.sample = 0, "lag.audit.sample"),
+            (|c| c.audit.max_remembered = 0, "lag.audit.max_remembered"),
+            (
+                |c| c.probes[Projection::Stream].audit_route = Some("x/{nope}".into()),
+                "lag.probes.stream.audit_route",
+            ),
+            (
+                |c| {
+                    c.probes[Projection::Stream].audit_route = Some("x/{version}".into());
+                    c.probes[Projection::Stream].rule = Some(RuleKind::Value);
+                },
+                "lag.probes.stream.audit_route",
+            ),
+            (
+                |c| c.probes[Projection::Quality].audit_route = Some("x/{marker}".into()),
+                "lag.probes.quality.audit_route",
+            ),
+            (
+                |c| c.probes[Projection::Stream].audit_version = Some("version".into()),
+                "lag.probes.stream.audit_version",
+            ),
             (|c| c.weak_share = f64::INFINITY, "lag.weak_share"),
             (
                 |c| c.probes[Projection::Stream].server_clock.committed = Some("/c".into()),

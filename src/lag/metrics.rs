@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use super::audit_metrics::AuditMetrics;
 use super::batch_metrics::BatchMetrics;
 use super::estimate::Estimate;
 use super::probe::Projection;
@@ -183,6 +184,7 @@ struct Inner {
     /// Set only in a one-shot run; shared with the batch metrics.
     tap: Arc<OnceLock<Arc<RunTap>>>,
     batch: BatchMetrics,
+    audit: AuditMetrics,
 }
 
 /// Cheap to clone; every clone records into the same series.
@@ -398,6 +400,7 @@ impl LagMetrics {
                 last: std::array::from_fn(|_| AtomicU64::new(f64::NAN.to_bits())),
                 enabled: std::array::from_fn(|_| AtomicBool::new(false)),
                 batch: BatchMetrics::register(exposition, tap.clone()),
+                audit: AuditMetrics::register(exposition),
                 tap,
             }),
         }
@@ -460,6 +463,11 @@ impl LagMetrics {
     /// The batch probe's families.
     pub fn batch(&self) -> &BatchMetrics {
         &self.inner.batch
+    }
+
+    /// The integrity audit's families.
+    pub fn audit(&self) -> &AuditMetrics {
+        &self.inner.audit
     }
 
     /// A probe event was seen but its server-clock lag could not be read.

@@ -13,9 +13,14 @@
 //! Each probe event is one run (`run.rs`): it posts the event and polls on
 //! a schedule that does not wait for the round trip; `estimate.rs` turns
 //! the polls into a lag sample and its error bar, and `server_clock.rs`
-//! reads the service's own timestamps where it has them. The README's
+//! reads the service's own timestamps where it has them. Every
+//! `lag.audit.interval`, `audit.rs` re-reads a sample of each audited
+//! probe's old, confirmed events to catch read models that lose them later.
+//! The README's
 //! "Projection lag and event loss" explains the measurement for operators.
 
+mod audit;
+mod audit_metrics;
 pub mod batch;
 mod batch_metrics;
 pub mod estimate;
@@ -39,10 +44,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::TargetClient;
 pub use crate::config::lag::{
-    LagConfig, ProbeConfig, ProbesConfig, Projection, RuleKind, ServerClockConfig,
+    AuditConfig, LagConfig, ProbeConfig, ProbesConfig, Projection, RuleKind, ServerClockConfig,
 };
 use crate::status::StatusSection;
 use crate::traffic::gate::Gate;
+pub use audit_metrics::{AuditMetrics, AuditSnapshot};
 pub use batch_metrics::{BatchMetrics, BatchSample};
 pub use metrics::{Failure, LagMetrics, LagRecord, LagSample, ProjectionSnapshot, LAG_BUCKETS};
 use probe::{Probe, Setup};
@@ -78,10 +84,13 @@ enum Once {
     PostRejected,
     Cleanup,
     ServerClock,
+    AuditRead(ReadFailure),
+    /// A confirmed event's read lacked the version its audit route needs.
+    AuditVersion,
 }
 
 impl Once {
-    const COUNT: usize = ReadFailure::ALL.len() + 4;
+    const COUNT: usize = 2 * ReadFailure::ALL.len() + 5;
 
     fn index(self) -> usize {
         match self {
@@ -90,6 +99,8 @@ impl Once {
             Once::PostRejected => ReadFailure::ALL.len() + 1,
             Once::Cleanup => ReadFailure::ALL.len() + 2,
             Once::ServerClock => ReadFailure::ALL.len() + 3,
+            Once::AuditRead(f) => ReadFailure::ALL.len() + 4 + f.index(),
+            Once::AuditVersion => 2 * ReadFailure::ALL.len() + 4,
         }
     }
 }
@@ -116,6 +127,7 @@ struct ProbeContext {
     /// nothing at all.
     gate: Arc<Gate>,
     timing: Timing,
+    audit: AuditConfig,
     logged: [AtomicBool; Once::COUNT],
 }
 
@@ -151,6 +163,9 @@ struct ProbeState {
     /// An `increment` probe runs one event at a time: a second event in
     /// flight would move the same number.
     busy: AtomicBool,
+    /// The confirmed events the integrity audit may re-read; `None` when
+    /// the probe is not audited.
+    audit: Option<audit::AuditMemory>,
 }
 
 impl ProbeState {
@@ -188,7 +203,9 @@ impl LagProbes {
                 probe: p.as_str(),
                 source,
             })?;
+            let audited = cfg.audit.enabled && probe.audited();
             probes.push(Arc::new(ProbeState {
+                audit: audited.then(|| audit::AuditMemory::new(cfg.audit.max_remembered)),
                 tracker: Tracker::new(probe.ordered()),
                 floors: parking_lot::Mutex::new(RttFloors::default()),
                 poll_slots: Arc::new(Semaphore::new(cfg.poll_max_in_flight)),
@@ -224,11 +241,17 @@ impl LagProbes {
                 late_window: cfg.late_window,
                 late_poll_interval: cfg.late_poll_interval,
             },
+            audit: cfg.audit.clone(),
             logged: std::array::from_fn(|_| AtomicBool::new(false)),
         });
         tracing::info!(
             probes = ?probes.iter().map(|p| p.probe.projection.as_str()).collect::<Vec<_>>(),
             batch = batch.as_ref().map(|b| b.probe.size),
+            audited = ?probes
+                .iter()
+                .filter(|p| p.audit.is_some())
+                .map(|p| p.probe.projection.as_str())
+                .collect::<Vec<_>>(),
             interval = ?cfg.interval,
             timeout = ?cfg.timeout,
             run_id = format_args!("{:016x}", setup.run.0),
@@ -297,6 +320,8 @@ async fn schedule(
     let mut batch_due = start + t.interval * probes.len() as u32 / n;
     let mut next_late = start + t.late_poll_interval;
     let mut next_prune = start + PRUNE_EVERY;
+    let mut next_audit = start + shared.audit.interval;
+    let audited = probes.iter().any(|p| p.audit.is_some());
     let memory = t.late_window.max(t.timeout).max(MIN_MEMORY);
     loop {
         let now = Instant::now();
@@ -353,6 +378,20 @@ async fn schedule(
                 }
             }
         }
+        if audited && now >= next_audit {
+            next_audit = advance(next_audit, shared.audit.interval, now);
+            if !shared.gate.is_paused() {
+                for p in probes.iter().filter(|p| p.audit.is_some()) {
+                    // A full bound skips this audit; the next one comes.
+                    launch(
+                        &mut runs,
+                        &permits,
+                        &shared,
+                        audit::run(shared.clone(), p.clone()),
+                    );
+                }
+            }
+        }
         if now >= next_prune {
             next_prune = advance(next_prune, PRUNE_EVERY, now);
             if let Some(b) = &batch {
@@ -363,6 +402,12 @@ async fn schedule(
                 shared
                     .metrics
                     .set_tracked(p.probe.projection, p.tracker.len());
+                if let Some(memory) = &p.audit {
+                    shared
+                        .metrics
+                        .audit()
+                        .set_remembered(p.probe.projection, memory.len());
+                }
                 if !p.probe.has_cleanup() {
                     continue;
                 }
@@ -384,6 +429,7 @@ async fn schedule(
             .iter()
             .copied()
             .chain([next_late, next_prune])
+            .chain(audited.then_some(next_audit))
             .chain(batch.as_ref().map(|_| batch_due))
             .min()
             .unwrap_or(next_prune);

@@ -49,6 +49,12 @@ struct Defaults {
     pointer: &'static str,
     /// At least this interval when `interval` is unset.
     min_interval: Duration,
+    /// The integrity audit's read of one old event, and the pointer to an
+    /// event's version in the listed items; `None` where the read model
+    /// cannot show old events by contract (adherence lists the 20 newest
+    /// sessions, the work queue only open alerts, quality is a count).
+    audit_route: Option<&'static str>,
+    audit_version: Option<&'static str>,
 }
 
 fn defaults(p: Projection) -> Defaults {
@@ -58,18 +64,29 @@ fn defaults(p: Projection) -> Defaults {
             rule: RuleKind::Marker,
             pointer: "/events",
             min_interval: Duration::ZERO,
+            // From the version before the event: the read then shows the
+            // event between its neighbours, and an older version proves
+            // it reaches back far enough to judge an absence.
+            audit_route: Some(
+                "api/v1/patients/{patient}/stream?start_version={prev_version}&limit=3",
+            ),
+            audit_version: Some("/version"),
         },
         Projection::Adherence => Defaults {
             route: "api/v1/projections/adherence?patient_id={patient}",
             rule: RuleKind::Marker,
             pointer: "/recent_sessions",
             min_interval: Duration::ZERO,
+            audit_route: None,
+            audit_version: None,
         },
         Projection::Quality => Defaults {
             route: "api/v1/projections/quality?patient_id={patient}&window=7d",
             rule: RuleKind::Increment,
             pointer: "/sessions",
             min_interval: Duration::ZERO,
+            audit_route: None,
+            audit_version: None,
         },
         Projection::WorkQueue => Defaults {
             route: "api/v1/projections/work-queue?therapist_id={therapist}",
@@ -78,6 +95,8 @@ fn defaults(p: Projection) -> Defaults {
             // Alert generation is slower to set up and to clean after (a
             // fresh patient per event), so it runs less often.
             min_interval: Duration::from_secs(30),
+            audit_route: None,
+            audit_version: None,
         },
     }
 }
@@ -115,6 +134,9 @@ pub struct Probe {
     route: String,
     /// The read URL when it does not depend on the event.
     fixed_read: Option<Url>,
+    /// The integrity audit's route template; `None`: not audited.
+    audit_route: Option<String>,
+    audit_version: Option<String>,
     writer: PayloadWriter,
     /// The fixed probe patient; `None` means a fresh patient per event.
     patient: Option<String>,
@@ -142,11 +164,22 @@ impl Probe {
             ),
         };
         let route = cfg.route.clone().unwrap_or_else(|| d.route.to_owned());
+        let rule = cfg.rule.unwrap_or(d.rule);
+        let audit_route = match cfg.audit_route.as_deref() {
+            Some("") => None,
+            Some(r) => Some(r.to_owned()),
+            None => d.audit_route.map(str::to_owned),
+        }
+        .filter(|_| rule == RuleKind::Marker);
+        let audit_version = cfg
+            .audit_version
+            .clone()
+            .or_else(|| d.audit_version.map(str::to_owned));
         let mut probe = Probe {
             projection,
             prefix: MarkerPrefix::new(ns, projection.as_str(), setup.run),
             rule: Visibility {
-                kind: cfg.rule.unwrap_or(d.rule),
+                kind: rule,
                 pointer: cfg.pointer.clone().unwrap_or_else(|| d.pointer.to_owned()),
                 expect: cfg.expect.clone().unwrap_or_default(),
             },
@@ -165,6 +198,8 @@ impl Probe {
             base: setup.base.clone(),
             route,
             fixed_read: None,
+            audit_route,
+            audit_version,
             writer: PayloadWriter::new(&setup.payload),
             patient,
             therapist,
@@ -188,6 +223,41 @@ impl Probe {
     /// the late watch needs it.
     pub fn fixed_read(&self) -> Option<&Url> {
         self.fixed_read.as_ref()
+    }
+
+    /// Whether the integrity audit re-reads this probe's events.
+    pub fn audited(&self) -> bool {
+        self.audit_route.is_some()
+    }
+
+    /// Whether the audit route needs each event's version.
+    pub fn audit_needs_version(&self) -> bool {
+        self.audit_route
+            .as_deref()
+            .is_some_and(|r| r.contains("{version}") || r.contains("{prev_version}"))
+    }
+
+    /// The pointer to an event's version in the listed items.
+    pub fn audit_version(&self) -> Option<&str> {
+        self.audit_version.as_deref()
+    }
+
+    /// The audit read of event `seq` (of `version`, if known); `None` when
+    /// not audited, or the route needs a version the event lacks.
+    pub fn audit_url(&self, seq: u64, version: Option<u64>) -> Option<Url> {
+        let route = self.audit_route.as_deref()?;
+        let marker = self.prefix.marker(seq);
+        let mut path = route
+            .replace("{patient}", self.subject(&marker))
+            .replace("{therapist}", &self.therapist)
+            .replace("{marker}", &marker);
+        if self.audit_needs_version() {
+            let v = version?;
+            path = path
+                .replace("{prev_version}", &v.saturating_sub(1).to_string())
+                .replace("{version}", &v.to_string());
+        }
+        self.base.join(&path).ok()
     }
 
     fn subject<'a>(&'a self, marker: &'a str) -> &'a str {
@@ -384,6 +454,43 @@ mod tests {
             );
         }
         assert!(s.cleanup("x").is_empty());
+    }
+
+    #[test]
+    fn only_the_stream_is_audited_by_default() {
+        let s = probe(Projection::Stream, PayloadShape::Envelope);
+        assert!(s.audited() && s.audit_needs_version());
+        assert_eq!(s.audit_version(), Some("/version"));
+        assert_eq!(s.audit_url(7, None), None, "the route needs the version");
+        let u = s.audit_url(7, Some(42)).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:1/rehab/api/v1/patients/canary-probe-stream/stream?start_version=41&limit=3"
+        );
+        for p in [
+            Projection::Adherence,
+            Projection::Quality,
+            Projection::WorkQueue,
+        ] {
+            assert!(!probe(p, PayloadShape::Envelope).audited(), "{p:?}");
+        }
+        // Configured per probe; "" turns it off; only marker-rule probes.
+        let mut lag = LagConfig::default();
+        lag.probes[Projection::Adherence].audit_route = Some("api/v1/find/{marker}".into());
+        lag.probes[Projection::Stream].audit_route = Some(String::new());
+        let make = |lag: &LagConfig, p| {
+            Probe::new(p, &lag.probes[p], lag, &setup(PayloadShape::Envelope)).unwrap()
+        };
+        let a = make(&lag, Projection::Adherence);
+        assert!(a.audited() && !a.audit_needs_version());
+        assert!(a
+            .audit_url(3, None)
+            .unwrap()
+            .path()
+            .ends_with(&a.prefix.marker(3)));
+        assert!(!make(&lag, Projection::Stream).audited());
+        lag.probes[Projection::Adherence].rule = Some(RuleKind::Value);
+        assert!(!make(&lag, Projection::Adherence).audited());
     }
 
     #[test]

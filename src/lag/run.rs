@@ -261,6 +261,9 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
     let mut polls = Polls::default();
     let mut running = FuturesUnordered::new();
     let mut seqs = Vec::new();
+    // What the integrity audit keeps of the first read that showed the
+    // event: its version there, and whether it already showed twice.
+    let mut confirmed: Option<(Option<u64>, bool)> = None;
     let new_poll = |k, slot| poll(&shared, proj, &ev.read_url, k, slot);
 
     let outcome = loop {
@@ -347,6 +350,14 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
                 match judged {
                     Ok((hit, doc)) => {
                         p.floors.lock().read.push(done.span.rtt());
+                        if hit && confirmed.is_none() && p.audit.is_some() {
+                            let (rule, prefix) = (&p.probe.rule, &p.probe.prefix);
+                            let version = p.probe.audit_version().and_then(|ptr| {
+                                super::audit::version_of(&doc, rule, prefix, seq, ptr)
+                            });
+                            let twice = seqs.iter().filter(|s| **s == seq).count() > 1;
+                            confirmed = Some((version, twice));
+                        }
                         if p.probe.rule.kind == RuleKind::Marker {
                             let observed = p.tracker.observe(&mut seqs, done.span.mid());
                             account(&shared, &p, observed, done.span);
@@ -413,6 +424,18 @@ pub(super) async fn run(shared: Arc<ProbeContext>, p: Arc<ProbeState>) {
     let est = estimate::estimate(posted.span, miss, hit, floors);
     if p.tracker.seen(seq, hit.mid()) {
         m.out_of_order(proj, 1);
+    }
+    if let (Some(memory), Some((version, twice))) = (&p.audit, confirmed) {
+        if version.is_none() && p.probe.audit_needs_version() {
+            shared.log_once(
+                Once::AuditVersion,
+                proj,
+                &"the read that showed the event has no version at lag.probes.NAME.audit_version; \
+                  its events cannot be audited",
+            );
+        } else {
+            memory.remember(seq, Instant::now(), version, twice);
+        }
     }
     let server = match (posted.committed, polls.applied) {
         (Some(c), Some(a)) => match c.and_then(|c| a.and_then(|a| server_clock::lag(c, a))) {

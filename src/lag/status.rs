@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::audit_metrics::AuditSnapshot;
 use super::batch_metrics::BatchSnapshot;
 use super::metrics::{window_seconds, LagMetrics, ProjectionSnapshot};
 use crate::html::escape;
@@ -46,6 +47,7 @@ impl StatusSection for LagStatus {
             "in_flight": self.metrics.in_flight_now(),
             "projections": self.metrics.snapshot(),
             "batch": self.metrics.batch().snapshot(),
+            "audit": self.metrics.audit().snapshot(),
         })
     }
 
@@ -70,6 +72,9 @@ impl StatusSection for LagStatus {
         }
         h.push_str("</table>");
         batch(&mut h, &self.metrics.batch().snapshot());
+        for a in self.metrics.audit().snapshot() {
+            audit(&mut h, &a);
+        }
         Some(h)
     }
 }
@@ -106,6 +111,28 @@ fn batch(h: &mut String, b: &BatchSnapshot) {
         b.duplicated_total,
         bad(b.failed_total),
         b.failed_total,
+    );
+}
+
+/// One line per audited projection: the integrity audit's totals.
+fn audit(h: &mut String, a: &AuditSnapshot) {
+    if a.audits_total == 0 {
+        return;
+    }
+    let bad = |n: u64| if n > 0 { " class=\"err\"" } else { "" };
+    let _ = writeln!(
+        h,
+        "<p>Integrity audit of {}: {} audits, {} old events re-read, <span{}>{} vanished</span>, \
+         <span{}>{} duplicated</span>, {} not judged; {} remembered.</p>",
+        escape(a.projection),
+        a.audits_total,
+        a.checked_total,
+        bad(a.vanished_total),
+        a.vanished_total,
+        bad(a.duplicated_total),
+        a.duplicated_total,
+        a.unjudged_total,
+        a.remembered,
     );
 }
 

@@ -52,6 +52,7 @@ pub use config::{
 };
 pub use error::SimError;
 pub use faults::{Faults, FaultsPatch};
+pub use store::{DroppedEvent, RebuildReport};
 pub use tls::TlsConfig;
 pub use truth::{BatchTruth, LAG_BUCKETS};
 
@@ -62,6 +63,7 @@ pub struct SimHandle {
     faults: Arc<faults::FaultState>,
     truth: Arc<truth::Truth>,
     traces: Arc<traces::TraceLog>,
+    store: Arc<store::Store>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
@@ -122,6 +124,23 @@ impl SimHandle {
         self.traces.snapshot()
     }
 
+    /// What `POST /sim/rebuild` does: replays the stream read model,
+    /// leaving out each event visible for at least `older_than` with
+    /// probability `drop_fraction` (only `patient_id`'s stream when given).
+    /// The report is the truth of which events were lost.
+    pub fn rebuild(
+        &self,
+        drop_fraction: f64,
+        older_than: std::time::Duration,
+        patient_id: Option<&str>,
+    ) -> RebuildReport {
+        self.store.rebuild(&store::Rebuild {
+            drop_fraction: drop_fraction.clamp(0.0, 1.0),
+            older_than,
+            patient_id,
+        })
+    }
+
     pub fn faults(&self) -> Faults {
         (*self.faults.get()).clone()
     }
@@ -168,7 +187,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
     let state = Arc::new(routes::AppState {
         auth: tokens::Auth::new(&cfg.auth),
         cfg,
-        store,
+        store: store.clone(),
         pipeline,
         faults: faults.clone(),
         truth: truth.clone(),
@@ -184,6 +203,7 @@ pub async fn start(listen: SocketAddr, cfg: SimConfig) -> Result<SimHandle, SimE
         faults,
         truth,
         traces,
+        store,
         shutdown,
         server,
         tasks,

@@ -47,6 +47,9 @@ struct StoredEvent {
     kind: EventKind,
     json: Bytes,
     domain: Domain,
+    /// Left out of the stream read model by a `rebuild` (the event store
+    /// still holds it: versions keep their numbers and leave a gap).
+    hidden: bool,
 }
 
 impl StoredEvent {
@@ -166,6 +169,35 @@ pub struct AlertFilter<'a> {
     pub patient_id: Option<&'a str>,
     /// Only patients of this therapist, plus patients with no therapist.
     pub therapist_id: Option<&'a str>,
+}
+
+/// What a `rebuild` of the stream read model is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct Rebuild<'a> {
+    /// Each old event is left out with this probability.
+    pub drop_fraction: f64,
+    /// Events visible at least this long are old.
+    pub older_than: Duration,
+    /// Only this patient's stream; every patient's when `None`.
+    pub patient_id: Option<&'a str>,
+}
+
+/// One event a rebuild left out.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DroppedEvent {
+    pub version: u64,
+    /// The event's `session_id` (what the canary's probes mark), if any.
+    pub session_id: Option<String>,
+}
+
+/// What a rebuild did: the simulator's truth of which events it lost.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RebuildReport {
+    /// Old events replayed (kept or dropped).
+    pub examined: u64,
+    pub dropped: u64,
+    /// The dropped events of each patient, oldest first.
+    pub by_patient: HashMap<String, Vec<DroppedEvent>>,
 }
 
 /// Sizes for `/health/detailed`.
@@ -330,6 +362,7 @@ impl Store {
                 kind: ev.kind,
                 json: ev.json.clone(),
                 domain: ev.domain.clone(),
+                hidden: false,
             };
             p.bytes += e.cost();
             p.events.push_back(e);
@@ -372,7 +405,7 @@ impl Store {
         }
         let visible = p.visible_len(now);
         let stream_version = p.visible_version(now);
-        let matches = |e: &&StoredEvent| q.kind.is_none_or(|k| e.kind == k);
+        let matches = |e: &&StoredEvent| !e.hidden && q.kind.is_none_or(|k| e.kind == k);
         let picked: Vec<&StoredEvent> = match q.start_version {
             Some(start) => p
                 .events
@@ -494,6 +527,57 @@ impl Store {
         found.into_iter().map(|(_, _, v)| v).collect()
     }
 
+    /// Replays the stream read model from the event store, leaving out
+    /// each old event with probability `r.drop_fraction`: the fault of a
+    /// projection rebuild that silently loses old events. Events already
+    /// left out stay out; newer events and the other read models are
+    /// untouched.
+    pub fn rebuild(&self, r: &Rebuild<'_>) -> RebuildReport {
+        let now = Instant::now();
+        let mut report = RebuildReport::default();
+        let mut replay = |id: &str, p: &mut Patient| {
+            let mut dropped = Vec::new();
+            for e in p.events.iter_mut() {
+                if e.hidden || now.saturating_duration_since(e.visible_at) < r.older_than {
+                    continue;
+                }
+                if e.visible_at > now {
+                    break;
+                }
+                report.examined += 1;
+                if super::faults::roll(r.drop_fraction) {
+                    e.hidden = true;
+                    dropped.push(DroppedEvent {
+                        version: e.version,
+                        session_id: e.domain.session_id.as_deref().map(str::to_owned),
+                    });
+                }
+            }
+            if !dropped.is_empty() {
+                report.dropped += dropped.len() as u64;
+                report.by_patient.insert(id.to_owned(), dropped);
+            }
+        };
+        match r.patient_id {
+            Some(id) => {
+                let mut shard = self.shard(id).lock();
+                if let Some(p) = shard.patients.get_mut(id) {
+                    replay(id, p);
+                }
+            }
+            None => {
+                for shard in self.shards.iter() {
+                    let mut shard = shard.lock();
+                    for (id, p) in shard.patients.iter_mut() {
+                        replay(id, p);
+                    }
+                }
+            }
+        }
+        self.truth.rebuild_dropped.inc_by(report.dropped);
+        report
+    }
+
     pub fn stats(&self) -> StoreStats {
         let mut s = StoreStats {
             patients: 0,
@@ -608,6 +692,52 @@ mod tests {
         assert_eq!(s.stats().patients, 3);
         assert!(s.consent("p9").is_some());
         assert!(s.consent("p0").is_none());
+    }
+
+    #[test]
+    fn a_rebuild_leaves_out_old_events_only() {
+        let retention = RetentionConfig {
+            max_bytes_per_patient: 1 << 20,
+            ..RetentionConfig::default()
+        };
+        let s = Store::new(retention, RulesConfig::default(), Arc::new(Truth::new()));
+        let e = ev("p1");
+        note(&s, &e);
+        let old = Instant::now() - Duration::from_secs(60);
+        for _ in 0..200 {
+            s.apply(&e, Duration::ZERO, false, old, 0);
+        }
+        for _ in 0..10 {
+            s.apply(&e, Duration::ZERO, false, Instant::now(), 0);
+        }
+        let r = s.rebuild(&Rebuild {
+            drop_fraction: 0.5,
+            older_than: Duration::from_secs(30),
+            patient_id: None,
+        });
+        assert_eq!(r.examined, 200);
+        let gone = &r.by_patient["p1"];
+        assert_eq!(gone.len() as u64, r.dropped);
+        assert!((50..150).contains(&r.dropped), "{}", r.dropped);
+        assert!(gone.iter().all(|d| d.version <= 200));
+        let v = s.read_stream("p1", &q(1000)).unwrap();
+        let j: Value = serde_json::from_slice(&v.body).unwrap();
+        let versions: Vec<u64> = j["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect();
+        assert_eq!(versions.len() as u64, 210 - r.dropped);
+        assert!(gone.iter().all(|d| !versions.contains(&d.version)));
+        assert_eq!(v.stream_version, 210);
+        // Already left out: a second rebuild neither re-examines nor re-counts.
+        let again = s.rebuild(&Rebuild {
+            drop_fraction: 1.0,
+            older_than: Duration::from_secs(30),
+            patient_id: Some("p1"),
+        });
+        assert_eq!(again.dropped, 200 - r.dropped);
     }
 
     #[test]

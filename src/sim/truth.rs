@@ -141,6 +141,7 @@ pub struct Truth {
     pub retained_events: Gauge,
     pub trimmed_events: Counter,
     pub evicted_patients: Counter,
+    pub rebuild_dropped: Counter,
     recent_lags: Mutex<VecDeque<(Arc<str>, f64)>>,
     recent_batches: Mutex<VecDeque<BatchTruth>>,
 }
@@ -171,6 +172,7 @@ impl Truth {
             retained_events: Gauge::default(),
             trimmed_events: Counter::default(),
             evicted_patients: Counter::default(),
+            rebuild_dropped: Counter::default(),
             recent_lags: Mutex::new(VecDeque::new()),
             recent_batches: Mutex::new(VecDeque::new()),
         };
@@ -249,6 +251,11 @@ impl Truth {
             "rehab_sim_patients_evicted",
             "Idle patients evicted past retention.max_patients",
             t.evicted_patients.clone(),
+        );
+        registry.register(
+            "rehab_sim_rebuild_dropped_events",
+            "Old events left out of the stream read model by POST /sim/rebuild",
+            t.rebuild_dropped.clone(),
         );
         Truth { registry, ..t }
     }

@@ -646,6 +646,14 @@ fn health_alerts(cfg: &SloConfig) -> Vec<Rule> {
             "Probe events were accepted (201) but never became visible in the {{ $labels.projection }} projection within the lag timeout over the last 10 minutes. The SLO allows no lost events.",
         ),
         alert(
+            "RehabCanaryReadModelLostEvents",
+            "sum by (job, projection) (increase(rehab_canary_projection_integrity_failures_total{reason=\"vanished\"}[15m])) > 0".to_owned(),
+            None,
+            "page",
+            "The {{ $labels.projection }} read model lost events it had shown",
+            "The integrity audit (lag.audit) re-read probe events that the {{ $labels.projection }} read model had shown earlier and found at least one gone over the last 15 minutes, although the read still reaches back past it: a rebuild, replay or migration of the read model lost old events.",
+        ),
+        alert(
             "RehabCanaryPausedTooLong",
             "rehab_canary_paused == 1".to_owned(),
             Some("1h"),

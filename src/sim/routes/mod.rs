@@ -75,6 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(get_faults).put(put_faults).delete(delete_faults),
         )
         .route("/sim/traces", get(traces))
+        .route("/sim/rebuild", post(rebuild))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -242,6 +243,60 @@ async fn put_faults(State(s): S, body: Result<Bytes, BytesRejection>) -> Respons
     tracing::info!(faults = ?next, "sim: faults changed");
     s.faults.set(next.clone());
     axum::Json(next).into_response()
+}
+
+/// `POST /sim/rebuild`: replays the stream read model from the event store,
+/// leaving out a fraction of its old events (see [`Store::rebuild`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RebuildBody {
+    /// Only `stream` (the patient streams) for now.
+    #[serde(default = "stream_projection")]
+    projection: String,
+    drop_fraction: f64,
+    #[serde(default)]
+    older_than_ms: u64,
+    #[serde(default)]
+    patient_id: Option<String>,
+}
+
+fn stream_projection() -> String {
+    "stream".to_owned()
+}
+
+async fn rebuild(State(s): S, body: Result<Bytes, BytesRejection>) -> Response {
+    let b: RebuildBody = match parsed_body(body, |e| format!("invalid rebuild: {e}")) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if b.projection != "stream" {
+        return bad_request("projection: only \"stream\" can be rebuilt");
+    }
+    if !(0.0..=1.0).contains(&b.drop_fraction) {
+        return bad_request("drop_fraction: must be a fraction between 0 and 1");
+    }
+    let report = s.store.rebuild(&super::store::Rebuild {
+        drop_fraction: b.drop_fraction,
+        older_than: std::time::Duration::from_millis(b.older_than_ms),
+        patient_id: b.patient_id.as_deref(),
+    });
+    tracing::info!(
+        examined = report.examined,
+        dropped = report.dropped,
+        "sim: stream read model rebuilt"
+    );
+    let by_patient: serde_json::Map<String, serde_json::Value> = report
+        .by_patient
+        .iter()
+        .map(|(id, d)| (id.clone(), json!(d.len())))
+        .collect();
+    axum::Json(json!({
+        "projection": "stream",
+        "examined": report.examined,
+        "dropped": report.dropped,
+        "dropped_by_patient": by_patient,
+    }))
+    .into_response()
 }
 
 async fn delete_faults(State(s): S) -> Response {
