@@ -236,9 +236,8 @@ impl Daemon {
             store,
             deploys,
         };
-        serve_admin(
-            listener, web, access, &life, &metrics, &info, &controls, verdict,
-        );
+        let state = AdminState::new(metrics.clone(), info.clone());
+        serve_admin(listener, web, access, &life, state, &controls, verdict);
         info.set_ready(true);
         tracing::info!(
             target = %info.target,
@@ -422,8 +421,7 @@ fn serve_admin(
     web: Arc<admin::WebState>,
     access: control::Access,
     life: &Lifecycle,
-    metrics: &Arc<Metrics>,
-    info: &Arc<RuntimeInfo>,
+    state: AdminState,
     controls: &Arc<Controls>,
     verdict: VerdictState,
 ) {
@@ -433,7 +431,7 @@ fn serve_admin(
              loopback and has no basic auth; server.enable_lifecycle = true opens them)"
         );
     }
-    let router = admin::router(AdminState::new(metrics.clone(), info.clone()))
+    let router = admin::router(state)
         .merge(control::router(controls.clone(), access.clone()))
         .merge(crate::verdict::api::router(verdict, access));
     let web_now = web.current();

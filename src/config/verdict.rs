@@ -102,7 +102,7 @@ impl VerdictConfig {
         errs.check(
             every >= slot
                 && every <= 3600
-                && every % slot == 0
+                && every.is_multiple_of(slot)
                 && self.snapshot_interval.subsec_nanos() == 0,
             "verdict.snapshot_interval",
             "must be a whole multiple of 10s, at most 1h",
