@@ -105,6 +105,11 @@ async fn https_with_basic_auth_guards_everything_but_probes() {
         // Mutating routes always need auth, even on a probe path.
         client.post(format!("{base}/-/healthy")),
         client.post(format!("{base}/-/reload")),
+        // The deploy verdict and its marker are admin routes like the rest.
+        client.get(format!("{base}/api/v1/verdict?since=0")),
+        client
+            .post(format!("{base}/-/deploy"))
+            .body(r#"{"version":"v1"}"#),
     ];
     for req in attempts {
         let resp = req.send().await.unwrap();
@@ -113,6 +118,23 @@ async fn https_with_basic_auth_guards_everything_but_probes() {
         assert!(challenge.starts_with("Basic"), "{challenge}");
         assert_eq!(resp.headers()["x-frame-options"], "deny");
     }
+
+    // With credentials, a deploy is recorded and the verdict answers.
+    let resp = client
+        .post(format!("{base}/-/deploy"))
+        .basic_auth(USER, Some(PASSWORD))
+        .body(r#"{"version":"v1"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = client
+        .get(format!("{base}/api/v1/verdict?since=last-deploy"))
+        .basic_auth(USER, Some(PASSWORD))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 
     // Probes need no secret.
     for path in ["/-/healthy", "/-/ready"] {
