@@ -106,6 +106,7 @@ pub async fn run(
     let probes = Probes {
         lag: shard_lag.probes.iter().any(|(_, p)| p.enabled),
         batch: shard_lag.probes.batch.enabled,
+        batch_interval: shard_lag.probes.batch.interval,
     };
     let started = SystemTime::now();
     let started_at = humantime::format_rfc3339_seconds(started).to_string();

@@ -198,6 +198,10 @@ pub struct Probes {
     pub lag: bool,
     /// The batch probe (`lag.probes.batch.enabled`) enabled.
     pub batch: bool,
+    /// Its `lag.probes.batch.interval`: a span shorter than two of them
+    /// (a capacity step, a Broadway phase) may hold no batch at all, which
+    /// is no failure of the target.
+    pub batch_interval: Duration,
 }
 
 /// Judges `totals` (a whole run, or one capacity step) at both levels.
@@ -262,6 +266,14 @@ pub fn judge(t: &Thresholds, totals: &Totals, probes: Probes) -> Vec<Verdict> {
     if !probes.batch && batch.value.is_none() {
         batch.status = Status::Skipped;
         batch.detail = Some("no batch probe enabled".to_owned());
+    } else if batch.value.is_none()
+        && totals.seconds < 2.0 * probes.batch_interval.as_secs_f64()
+        && totals.lost == 0
+    {
+        batch.status = Status::Skipped;
+        batch.detail = Some(
+            "no probe batch resolved in this span (shorter than two batch intervals)".to_owned(),
+        );
     } else if batch.value.is_none() {
         batch.detail = Some("no batch sample: no probe batch became fully visible".to_owned());
     }
@@ -341,6 +353,7 @@ mod tests {
     const BOTH: Probes = Probes {
         lag: true,
         batch: true,
+        batch_interval: Duration::from_secs(5),
     };
 
     fn ms(v: u64) -> Duration {
@@ -526,6 +539,7 @@ mod tests {
         let off = Probes {
             lag: false,
             batch: false,
+            batch_interval: Duration::from_secs(5),
         };
         let skipped = judge(&t, &none, off);
         assert_eq!(
@@ -541,6 +555,14 @@ mod tests {
         assert_eq!(with(&v, Status::Fail), ["projection_lag", "batch_latency"]);
         assert!(v[3].detail.as_deref().unwrap().contains("no lag sample"));
         assert!(v[4].detail.as_deref().unwrap().contains("no batch sample"));
+        // A span shorter than two batch intervals may hold no batch at all:
+        // skipped, not failed (unless a batch lost events in it).
+        let mut short = none.clone();
+        short.seconds = 6.0;
+        let v = judge(&t, &short, BOTH);
+        assert_eq!(v[4].status, Status::Skipped, "{:?}", v[4]);
+        short.lost = 1;
+        assert_eq!(judge(&t, &short, BOTH)[4].status, Status::Fail);
         // Batch samples judge the row even without the flag.
         let sampled = judge(&t, &totals(50, 0, 40, 0, 1000), off);
         assert_eq!(sampled[4].status, Status::Pass);
